@@ -1,0 +1,111 @@
+"""The `internvl-batch` command line: argument parsing only; each command lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from internvl_batch.errors import InternVLBatchError
+
+
+def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("preprocessing (the same options as the job)")
+    group.add_argument("--model", help="checkpoint directory whose config supplies the tiling defaults")
+    group.add_argument("--max-num", type=int, help="most tiles per image (default: checkpoint's max_dynamic_patch, 12)")
+    group.add_argument("--min-num", type=int, help="fewest tiles per image (default: checkpoint's min_dynamic_patch, 1)")
+    group.add_argument("--no-thumbnail", action="store_true", help="do not append the thumbnail tile")
+    group.add_argument("--no-exif-transpose", action="store_true", help="ignore EXIF orientation (as the reference)")
+    group.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this")
+
+
+def _preprocessor_from_args(args):
+    from internvl_batch.config import PreprocessConfig
+    from internvl_batch.imaging import ImagePreprocessor
+    from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
+
+    options = PreprocessConfig(
+        max_num=args.max_num,
+        min_num=args.min_num,
+        use_thumbnail=False if args.no_thumbnail else None,
+        exif_transpose=not args.no_exif_transpose,
+        **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
+    )
+    info = read_checkpoint_info(resolve_model_path(args.model)) if args.model else None
+    return ImagePreprocessor.from_options(options, info), (info.tokens_per_tile if info else 256)
+
+
+def cmd_inspect(args) -> int:
+    from internvl_batch.inspect_images import run_inspect
+
+    pre, tokens_per_tile = _preprocessor_from_args(args)
+    save = Path(args.save_tiles) if args.save_tiles else None
+    return run_inspect([Path(p) for p in args.images], pre, tokens_per_tile, save, args.json)
+
+
+def cmd_make_tiny_checkpoint(args) -> int:
+    from internvl_batch.model.tiny import make_tiny_checkpoint
+
+    out = make_tiny_checkpoint(args.directory, layout=args.layout, seed=args.seed, shards=args.shards)
+    print(f"wrote a tiny random-weight InternVL 2.5 checkpoint ({args.layout} layout, seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from internvl_batch.config import GenerationConfig, ModelConfig, PreprocessConfig
+    from internvl_batch.demo import TINY_NOTE, sample_images, tiny_checkpoint_path
+    from internvl_batch.generation.predictor import GenerationRequest, Predictor
+    from internvl_batch.imaging import ImagePreprocessor
+
+    predictor = Predictor(ModelConfig(path=str(tiny_checkpoint_path())), GenerationConfig(max_new_tokens=args.max_new_tokens))
+    pre = ImagePreprocessor.from_options(PreprocessConfig(), predictor.info)
+    images = sample_images()
+    requests = []
+    for path in images:
+        image = pre(path.read_bytes())
+        prompt = predictor.prompts.build("Please describe the image shortly.", [image.num_tiles])
+        requests.append(GenerationRequest(prompt.input_ids, image.tiles))
+    for path, result in zip(images, predictor.generate(requests)):
+        print(f"{path.name}: {result.num_input_tokens} tokens in, {result.num_output_tokens} out ({result.finish_reason}): {result.response!r}")
+    print(TINY_NOTE)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="internvl-batch", description="InternVL 2.5 batch inference on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="show how images are tiled and what they cost in tokens")
+    p.add_argument("images", nargs="+", help="image files")
+    _add_preprocess_options(p)
+    p.add_argument("--save-tiles", metavar="DIR", help="write each tile as DIR/NN.png (one subfolder per image when several)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("make-tiny-checkpoint", help="write a tiny random-weight checkpoint in the real layout")
+    p.add_argument("directory", help="output directory (must be empty or absent)")
+    p.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout (default: original)")
+    p.add_argument("--seed", type=int, default=0, help="weight seed (default 0); same seed, same files")
+    p.add_argument("--shards", type=int, default=2, help="safetensors shards for the original layout (default 2)")
+    p.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    p = sub.add_parser("demo", help="caption the bundled sample images with a tiny random-weight checkpoint")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per image (default 16)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (InternVLBatchError, FileExistsError, ValueError) as exc:
+        print(f"internvl-batch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

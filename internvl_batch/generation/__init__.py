@@ -1,0 +1,1 @@
+"""GPU side: micro-batching, pixel normalisation and generation with a loaded model."""

@@ -1,0 +1,52 @@
+"""Split rows into GPU micro-batches: sorted by prompt length, bounded by rows, tokens and tiles.
+
+Sorting by length keeps rows of similar size together, so left padding wastes little prefill; the token
+budget bounds activations and KV cache, the tile budget bounds the vision tower. A row that alone exceeds a
+budget still gets a micro-batch of its own (whether it fits in memory is the generator's concern).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_rows: int = 32
+    max_tokens: int = 65536  # rows x (longest prompt + max_new_tokens)
+    max_tiles: int = 128
+
+
+def plan_micro_batches(
+    prompt_lengths: list[int], tiles: list[int], max_new_tokens: int, limits: BatchLimits
+) -> list[list[int]]:
+    """Row indices grouped into micro-batches, shortest prompts first; every index appears exactly once."""
+    if len(prompt_lengths) != len(tiles):
+        raise ValueError("prompt_lengths and tiles must have one entry per row")
+    order = sorted(range(len(prompt_lengths)), key=lambda i: (prompt_lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_tiles = 0
+    for i in order:
+        # Ascending order: the row being added is the longest of the candidate batch.
+        rows = len(current) + 1
+        fits = (
+            rows <= limits.max_rows
+            and rows * (prompt_lengths[i] + max_new_tokens) <= limits.max_tokens
+            and current_tiles + tiles[i] <= limits.max_tiles
+        )
+        if current and not fits:
+            batches.append(current)
+            current, current_tiles = [], 0
+        current.append(i)
+        current_tiles += tiles[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_fraction(prompt_lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of prefill positions that are padding under `batches` (0 = none wasted)."""
+    real = sum(prompt_lengths)
+    padded = sum(len(b) * max(prompt_lengths[i] for i in b) for b in batches)
+    return 0.0 if padded == 0 else 1 - real / padded

@@ -1,0 +1,178 @@
+"""The predictor: one model replica, loaded once, called per batch of prepared rows.
+
+A row arrives as token ids (from `PromptBuilder`) and uint8 tiles (from `ImagePreprocessor`). Per micro-batch
+the predictor normalises the tiles on the device, runs the vision tower in chunks, writes the image features
+into the token embeddings at the `<IMG_CONTEXT>` positions (what the reference does), and generates with left
+padding and an attention mask, stopping at `<|im_end|>`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
+from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
+from internvl_batch.generation.pixels import normalize_tiles
+from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info, resolve_model_path
+from internvl_batch.model.loader import load_model, load_tokenizer
+from internvl_batch.prompts import PromptBuilder
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class GenerationRequest:
+    """One prepared row: prompt token ids and the tiles of all its images, concatenated in prompt order."""
+
+    input_ids: np.ndarray
+    tiles: np.ndarray | None  # uint8 [n, 448, 448, 3], or None for a text-only prompt
+
+
+@dataclass
+class GenerationResult:
+    response: str
+    output_ids: list[int]
+    num_input_tokens: int
+    num_output_tokens: int  # generated tokens, the stop token included
+    finish_reason: str  # "stop" (ended with <|im_end|>) or "length" (hit max_new_tokens)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[name]
+
+
+def resolve_attention(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            log.warning("flash-attn is not installed; using sdpa attention (pip install 'internvl-batch[gpu]')")
+    return "sdpa"
+
+
+class Predictor:
+    """Loads a checkpoint once; `generate(requests)` answers a list of prepared rows in their order."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        generation: GenerationConfig | None = None,
+        batching: BatchingConfig | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        self.generation = generation or GenerationConfig()
+        self.batching = batching or BatchingConfig()
+        self.device = resolve_device(model.device)
+        self.dtype = resolve_dtype(model.dtype, self.device)
+        self.attn_implementation = resolve_attention(model.attn_implementation, self.device)
+        path = resolve_model_path(model.path)
+        self.info: CheckpointInfo = read_checkpoint_info(path, name=model_name or _display_name(model.path))
+        self.tokenizer = load_tokenizer(self.info)
+        self.prompts = PromptBuilder(self.tokenizer, self.info.system_message, self.info.tokens_per_tile)
+        self.model = load_model(
+            self.info, self.dtype, self.device, self.attn_implementation, self.prompts.image_context_id
+        )
+        self._embed = self.model.get_input_embeddings()
+        log.info("loaded %s (%s layout) on %s as %s with %s attention", self.info.name, self.info.layout,
+                 self.device, self.dtype, self.attn_implementation)  # fmt: skip
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Answers in the order of `requests`, computed in length-sorted micro-batches."""
+        lengths = [len(r.input_ids) for r in requests]
+        tiles = [0 if r.tiles is None else int(r.tiles.shape[0]) for r in requests]
+        limits = BatchLimits(self.batching.max_batch_rows, self.batching.max_batch_tokens, self.batching.max_batch_tiles)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for batch in plan_micro_batches(lengths, tiles, self.generation.max_new_tokens, limits):
+            for i, result in zip(batch, self._generate_micro_batch([requests[i] for i in batch])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_micro_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        input_ids, attention_mask = self._left_pad([r.input_ids for r in requests])
+        embeds = self._embed(input_ids)
+        tiles = [r.tiles for r in requests if r.tiles is not None and len(r.tiles)]
+        if tiles:
+            features = self._image_features(np.concatenate(tiles) if len(tiles) > 1 else tiles[0])
+            slots = input_ids == self.prompts.image_context_id
+            if int(slots.sum()) != features.shape[0] * features.shape[1]:
+                raise ValueError(
+                    f"{int(slots.sum())} image token positions for {features.shape[0]} tiles x {features.shape[1]} tokens"
+                )
+            embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+        if self.generation.do_sample and self.generation.seed is not None:
+            torch.manual_seed(self.generation.seed)
+        output = self.model.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=self._generation_config()
+        )
+        return [self._result(len(r.input_ids), row.tolist()) for r, row in zip(requests, output)]
+
+    def _left_pad(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = np.full((len(sequences), width), self.prompts.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            ids[row, width - len(seq) :] = seq
+            mask[row, width - len(seq) :] = 1
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    def _image_features(self, tiles: np.ndarray) -> torch.Tensor:
+        """`[n_tiles, 256, hidden]` projected features, the vision tower run in bounded chunks."""
+        chunk = self.batching.vision_chunk_tiles
+        parts = []
+        for start in range(0, len(tiles), chunk):
+            pixels = normalize_tiles(tiles[start : start + chunk], self.device, self.dtype)
+            parts.append(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output)
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def _generation_config(self):
+        from transformers import GenerationConfig as HFGenerationConfig
+
+        g = self.generation
+        sampling = dict(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k) if g.do_sample else {}
+        return HFGenerationConfig(
+            max_new_tokens=g.max_new_tokens,
+            do_sample=g.do_sample,
+            eos_token_id=self.prompts.stop_token_id,
+            pad_token_id=self.prompts.pad_token_id,
+            **sampling,
+        )
+
+    def _result(self, num_input_tokens: int, generated: list[int]) -> GenerationResult:
+        stop = self.prompts.stop_token_id
+        if stop in generated:
+            generated = generated[: generated.index(stop) + 1]
+            finish = "stop"
+        else:
+            finish = "length"
+        return GenerationResult(
+            response=self.prompts.decode(generated),
+            output_ids=generated,
+            num_input_tokens=num_input_tokens,
+            num_output_tokens=len(generated),
+            finish_reason=finish,
+        )
+
+
+def _display_name(path: str) -> str:
+    local = Path(path).expanduser()
+    return local.name if local.exists() else path

@@ -1,0 +1,112 @@
+"""`internvl-batch inspect`: how each image would be tiled, and what it costs in tokens.
+
+Uses the job's own preprocessing (same options, same code), so the numbers are the ones the job will see.
+`--save-tiles DIR` writes the tiles as lossless PNGs in model order (00.png, 01.png, ...; thumbnail last).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from internvl_batch.errors import RowError, format_row_error
+from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.imaging.decode import exif_orientation, open_image
+
+
+@dataclass
+class InspectRow:
+    source: str
+    width: int = 0
+    height: int = 0
+    grid: str = ""
+    thumbnail: bool = False
+    tiles: int = 0
+    image_tokens: int = 0
+    exif_orientation: int = 1
+    error: str | None = None
+
+
+def inspect_image(path: Path, pre: ImagePreprocessor, tokens_per_tile: int = 256, save_dir: Path | None = None) -> InspectRow:
+    row = InspectRow(str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        row.error = format_row_error("fetch", exc)
+        return row
+    try:
+        row.exif_orientation = exif_orientation(open_image(data, pre.max_pixels))
+        out = pre(data)
+    except RowError as exc:
+        row.error = format_row_error("decode", exc)
+        return row
+    plan = out.plan
+    row.width, row.height = plan.width, plan.height
+    row.grid, row.thumbnail = f"{plan.cols}x{plan.rows}", plan.thumbnail
+    row.tiles, row.image_tokens = out.num_tiles, out.num_tiles * tokens_per_tile
+    if save_dir is not None:
+        save_tiles(out.tiles, save_dir)
+    return row
+
+
+def save_tiles(tiles, directory: Path) -> list[Path]:
+    """Each tile as `NN.png` (zero-padded, model order) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    width = max(2, len(str(len(tiles) - 1)))
+    paths = []
+    for index, tile in enumerate(tiles):
+        path = directory / f"{index:0{width}d}.png"
+        Image.fromarray(tile).save(path, "PNG")
+        paths.append(path)
+    return paths
+
+
+def tile_dirs(paths: list[Path], save_root: Path | None) -> list[Path | None]:
+    """Where each image's tiles go: the root itself for one image, else one subfolder per image."""
+    if save_root is None:
+        return [None] * len(paths)
+    if len(paths) == 1:
+        return [save_root]
+    seen: dict[str, int] = {}
+    dirs = []
+    for path in paths:
+        stem = path.stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        dirs.append(save_root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+    return dirs
+
+
+def run_inspect(paths: list[Path], pre: ImagePreprocessor, tokens_per_tile: int, save_root: Path | None, as_json: bool) -> int:
+    rows = [inspect_image(p, pre, tokens_per_tile, d) for p, d in zip(paths, tile_dirs(paths, save_root))]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.__dict__))
+    else:
+        print(render_table(rows, pre))
+    if save_root is not None:
+        print(f"tiles written under {save_root}", file=sys.stderr)
+    return 1 if any(r.error for r in rows) else 0
+
+
+def render_table(rows: list[InspectRow], pre: ImagePreprocessor) -> str:
+    header = ("image", "size", "grid", "thumb", "tiles", "tokens")
+    lines = [header]
+    for r in rows:
+        if r.error:
+            lines.append((r.source, "-", "-", "-", "-", r.error))
+            continue
+        size = f"{r.width}x{r.height}" + (f" (EXIF {r.exif_orientation})" if r.exif_orientation != 1 else "")
+        lines.append((r.source, size, r.grid, "yes" if r.thumbnail else "no", str(r.tiles), str(r.image_tokens)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] for line in lines]
+    ok = [r for r in rows if not r.error]
+    text.append(
+        f"{len(ok)} image(s), {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
+        f"(max_num={pre.max_num}, min_num={pre.min_num}, thumbnail={'on' if pre.use_thumbnail else 'off'}, "
+        f"exif_transpose={'on' if pre.exif_transpose else 'off'})"
+    )
+    return "\n".join(text)

@@ -1,0 +1,149 @@
+"""Find a checkpoint and read what the job needs from its `config.json`, without loading any weights.
+
+Two layouts are understood:
+- `original`: the published InternVL 2.5 checkpoints (`model_type: internvl_chat`, nested `llm_config` and
+  `vision_config`, weights under `vision_model.*`, `mlp1.*`, `language_model.*`);
+- `hf`: transformers' native InternVL (`model_type: internvl`), loaded as it is.
+
+Nothing here imports or runs code shipped with a checkpoint: `auto_map` entries are ignored on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from internvl_batch.errors import ModelLoadError, UnsupportedModelError
+
+# The internvl2_5 template's default system message (the checkpoint's config may override it).
+DEFAULT_SYSTEM_MESSAGE = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
+)
+
+# Files worth fetching from the Hub: configs, weights, tokenizer. Never the checkpoint's *.py files.
+HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "tokenizer.model", "*.tiktoken"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2"}
+PLANNED_LLMS = {"InternLM2ForCausalLM": "internlm2"}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint directory says about itself (read from config.json only)."""
+
+    path: Path
+    name: str
+    layout: str  # "original" | "hf"
+    llm_type: str  # "qwen2"
+    template: str
+    system_message: str
+    max_dynamic_patch: int
+    min_dynamic_patch: int
+    use_thumbnail: bool
+    image_size: int
+    downsample_ratio: float
+    raw_config: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def tokens_per_tile(self) -> int:
+        patches = self.image_size // 14
+        return int(patches * patches * self.downsample_ratio * self.downsample_ratio)
+
+
+def resolve_model_path(model: str | Path, cache_dir: str | None = None) -> Path:
+    """A local directory as it is; a Hub id (`org/name`) downloaded (configs, weights, tokenizer only)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.resolve()
+    text = str(model)
+    if local.exists():
+        raise ModelLoadError(f"model path {text!r} is a file; expected a checkpoint directory")
+    if not _HUB_ID.match(text):
+        raise ModelLoadError(f"model {text!r} is neither a local directory nor a Hugging Face Hub id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
+        raise ModelLoadError("huggingface_hub is needed to download models: pip install huggingface_hub") from None
+    try:
+        return Path(snapshot_download(text, allow_patterns=HUB_ALLOW_PATTERNS, cache_dir=cache_dir))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
+        reason = " ".join(str(exc).split())
+        raise ModelLoadError(
+            f"cannot fetch {text!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}). Without network "
+            f"access, download it elsewhere (`huggingface-cli download {text}`) and pass the local directory."
+        ) from None
+
+
+def read_checkpoint_info(path: str | Path, name: str | None = None) -> CheckpointInfo:
+    """Parse `config.json` of a checkpoint directory; clear errors for anything unusable.
+
+    `name` is what the output's `model` column says (the Hub id or the path the user gave); the directory
+    name by default.
+    """
+    path = Path(path)
+    config_file = path / "config.json"
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is not a checkpoint: no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {config_file}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{config_file} does not hold a JSON object")
+
+    model_type = raw.get("model_type")
+    if model_type == "internvl_chat":
+        layout = "original"
+        llm_config = raw.get("llm_config") or {}
+        vision_config = raw.get("vision_config") or {}
+        architectures = llm_config.get("architectures") or []
+        llm_arch = architectures[0] if architectures else None
+        if llm_arch in PLANNED_LLMS:
+            raise UnsupportedModelError(
+                f"{path.name}: its language model is {llm_arch} (InternVL2.5-2B/8B/26B family), which is not "
+                "supported yet; the Qwen2-based InternVL2.5 models (1B, 4B, 38B, 78B) are."
+            )
+        if llm_arch not in SUPPORTED_LLMS:
+            raise UnsupportedModelError(f"{path.name}: unsupported language model architecture {llm_arch!r}")
+        llm_type = SUPPORTED_LLMS[llm_arch]
+        image_size = int(raw.get("force_image_size") or vision_config.get("image_size") or 448)
+    elif model_type == "internvl":
+        layout = "hf"
+        text_type = (raw.get("text_config") or {}).get("model_type", "qwen2")
+        if text_type != "qwen2":
+            raise UnsupportedModelError(f"{path.name}: unsupported native text model type {text_type!r}")
+        llm_type = text_type
+        vision_image_size = (raw.get("vision_config") or {}).get("image_size", 448)
+        image_size = int(vision_image_size[0] if isinstance(vision_image_size, list) else vision_image_size)
+    else:
+        raise UnsupportedModelError(
+            f"{path.name}: config.json has model_type {model_type!r}; expected an InternVL checkpoint "
+            "('internvl_chat' for the original layout, 'internvl' for the native transformers layout)"
+        )
+    template = raw.get("template") or "internvl2_5"
+    if template != "internvl2_5":
+        raise UnsupportedModelError(f"{path.name}: chat template {template!r} (only 'internvl2_5' is supported)")
+    if image_size != 448:
+        raise UnsupportedModelError(f"{path.name}: image size {image_size} (only 448-pixel tiles are supported)")
+
+    # The published configs set these explicitly; the fallbacks are the model card's values (the config
+    # classes' own defaults differ, so never rely on them).
+    return CheckpointInfo(
+        path=path,
+        name=name or path.name,
+        layout=layout,
+        llm_type=llm_type,
+        template=template,
+        system_message=raw.get("system_message") or DEFAULT_SYSTEM_MESSAGE,
+        max_dynamic_patch=int(raw.get("max_dynamic_patch", 12)),
+        min_dynamic_patch=int(raw.get("min_dynamic_patch", 1)),
+        use_thumbnail=bool(raw.get("use_thumbnail", True)),
+        image_size=image_size,
+        downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
+        raw_config=raw,
+    )

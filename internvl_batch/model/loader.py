@@ -1,0 +1,158 @@
+"""Load a checkpoint (either layout) into transformers' native InternVL classes, and its tokenizer.
+
+Never runs code from a checkpoint: no `trust_remote_code`, ever. Missing or unexpected weights are an error,
+never silently random-initialised.
+
+Original-layout checkpoints are converted while loading: the model is built on the meta device (no memory,
+no random init), each safetensors tensor is read, renamed/split (`convert.py`), cast and placed on its
+device, and assigned. Peak host memory is one tensor, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from internvl_batch.errors import ModelLoadError
+from internvl_batch.model.checkpoint import CheckpointInfo
+from internvl_batch.model.convert import convert_key, native_config
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<|im_end|>")
+
+
+def load_tokenizer(info: CheckpointInfo):
+    """The checkpoint's own tokenizer, through transformers' built-in classes only."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # AutoTokenizer peeks at config.json and warns that `internvl_chat` is not a transformers model type,
+    # which is expected for original checkpoints and only confuses users.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - surface any tokenizer failure as one clear load error
+        raise ModelLoadError(f"cannot load the tokenizer of {info.name}: {type(exc).__name__}: {exc}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in REQUIRED_TOKENS if t not in vocab]
+    if missing:
+        raise ModelLoadError(f"the tokenizer of {info.name} lacks the InternVL tokens {missing}")
+    return tokenizer
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    """The weight shards of a checkpoint, from its index when it has one."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"unreadable {index}: {exc}") from None
+        files = [path / name for name in sorted(set(weight_map.values()))]
+    else:
+        files = [path / "model.safetensors"]
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        if (path / "pytorch_model.bin").exists() or list(path.glob("pytorch_model-*.bin")):
+            raise ModelLoadError(f"{path} has only pytorch_model*.bin weights; convert them to safetensors")
+        raise ModelLoadError(f"weight files missing in {path}: {', '.join(absent)}")
+    return files
+
+
+def load_model(
+    info: CheckpointInfo,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    attn_implementation: str = "sdpa",
+    image_token_id: int | None = None,
+):
+    """An eval-mode `InternVLForConditionalGeneration` with every weight from the checkpoint."""
+    from transformers import InternVLForConditionalGeneration
+
+    device = torch.device(device)
+    if info.layout == "hf":
+        try:
+            # transformers reads native checkpoints itself (it knows their legacy key names); a device_map
+            # would need accelerate, so place the model afterwards.
+            model, loading = InternVLForConditionalGeneration.from_pretrained(
+                str(info.path), dtype=dtype, attn_implementation=attn_implementation,
+                trust_remote_code=False, output_loading_info=True,
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot load {info.name}: {type(exc).__name__}: {exc}") from None
+        problems = {k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        if problems:
+            raise ModelLoadError(f"{info.name}: checkpoint does not match the model: {problems}")
+        return model.to(device).eval()
+
+    if image_token_id is None:
+        raise ValueError("image_token_id is needed to convert an original-layout checkpoint")
+    config = native_config(info.raw_config, image_token_id)
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    state = _read_converted_weights(info, expected, dtype, device)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise ModelLoadError(f"{info.name}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:5]}")
+    model.load_state_dict(state, strict=True, assign=True)
+    _rebuild_meta_buffers(model, device)
+    return model.eval()
+
+
+def _read_converted_weights(info: CheckpointInfo, expected: dict, dtype: torch.dtype, device: torch.device) -> dict:
+    from safetensors import safe_open
+
+    state: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for file in safetensors_files(info.path):
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    try:
+                        converted = list(convert_key(key, f.get_tensor(key)))
+                    except KeyError:
+                        unexpected.append(key)
+                        continue
+                    for name, tensor in converted:
+                        if name not in expected:
+                            unexpected.append(key)
+                        elif tuple(tensor.shape) != expected[name]:
+                            raise ModelLoadError(
+                                f"{info.name}: weight {key} has shape {tuple(tensor.shape)}, the config implies "
+                                f"{expected[name]} for {name}"
+                            )
+                        else:
+                            state[name] = tensor.to(device=device, dtype=dtype)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt shard, I/O error, ...
+            raise ModelLoadError(f"cannot read weights from {file}: {type(exc).__name__}: {exc}") from None
+    if unexpected:
+        raise ModelLoadError(f"{info.name}: {len(unexpected)} unexpected weights in the checkpoint, e.g. {unexpected[:5]}")
+    return state
+
+
+def _rebuild_meta_buffers(model: torch.nn.Module, device: torch.device) -> None:
+    # Non-persistent buffers (rotary inverse frequencies) are not in checkpoints and were created on the meta
+    # device; rotary modules rebuild them from their config. Anything else left on meta is a bug: fail loudly.
+    for name, module in list(model.named_modules()):
+        if not any(b.is_meta for b in module.buffers(recurse=False)):
+            continue
+        if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "config"):
+            with torch.device(device):
+                rebuilt = type(module)(module.config)
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, rebuilt)
+        else:
+            raise ModelLoadError(f"buffer of {name} ({type(module).__name__}) was not initialised")
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise ModelLoadError(f"parameters left uninitialised: {leftover[:5]}")

@@ -1,0 +1,172 @@
+"""`make-tiny-checkpoint`: a random-weight InternVL 2.5 in the real checkpoint layout, in seconds.
+
+The original layout has the published checkpoints' config fields and weight names (so the original remote
+code would load it too, with no missing or extra weights), sharded safetensors with an index, and a real
+trained BPE tokenizer. It loads through exactly the code that loads real checkpoints. The architecture is the
+real one (448-pixel tiles, 256 tokens per tile, pixel shuffle, MLP projector, Qwen2 LLM), only narrow.
+
+Weights are drawn with a wide spread so that greedy outputs of different prompts and images differ; the text
+is meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from internvl_batch.model.tiny_tokenizer import train_tiny_tokenizer
+
+TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)
+
+
+def original_config(vocab_size: int, im_end_id: int, endoftext_id: int) -> dict:
+    vision = {
+        "architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "attention_dropout": 0.0,
+        "drop_path_rate": 0.0, "dropout": 0.0, "hidden_act": "gelu", "image_size": 448,
+        "initializer_factor": 1.0, "initializer_range": 0.02, "layer_norm_eps": 1e-06, "norm_type": "layer_norm",
+        "num_channels": 3, "patch_size": 14, "qk_normalization": False, "qkv_bias": True,
+        "torch_dtype": "bfloat16", "use_flash_attn": True, **TINY_VISION,
+    }  # fmt: skip
+    llm = {
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+        "bos_token_id": endoftext_id, "eos_token_id": im_end_id, "hidden_act": "silu", "initializer_range": 0.02,
+        "max_position_embeddings": 32768, "max_window_layers": TINY_LLM["num_hidden_layers"], "rms_norm_eps": 1e-06,
+        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": vocab_size,
+        **TINY_LLM,
+    }  # fmt: skip
+    return {
+        "architectures": ["InternVLChatModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+            "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+            "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel",
+        },
+        "downsample_ratio": 0.5, "dynamic_image_size": True, "force_image_size": 448, "llm_config": llm,
+        "max_dynamic_patch": 12, "min_dynamic_patch": 1, "model_type": "internvl_chat", "ps_version": "v2",
+        "select_layer": -1, "template": "internvl2_5", "torch_dtype": "bfloat16", "use_backbone_lora": 0,
+        "use_llm_lora": 0, "use_thumbnail": True, "vision_config": vision,
+    }  # fmt: skip
+
+
+def original_weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every weight of an original-layout InternVL 2.5 (InternViT + MLP projector + Qwen2), by name."""
+    v, llm = config["vision_config"], config["llm_config"]
+    cv, iv, h, i = v["hidden_size"], v["intermediate_size"], llm["hidden_size"], llm["intermediate_size"]
+    head_dim = h // llm["num_attention_heads"]
+    q_dim, kv_dim = llm["num_attention_heads"] * head_dim, llm["num_key_value_heads"] * head_dim
+    patches = (v["image_size"] // v["patch_size"]) ** 2
+    shuffled = cv * int(1 / config["downsample_ratio"]) ** 2
+    shapes: dict[str, tuple[int, ...]] = {
+        "vision_model.embeddings.class_embedding": (1, 1, cv),
+        "vision_model.embeddings.position_embedding": (1, patches + 1, cv),
+        "vision_model.embeddings.patch_embedding.weight": (cv, 3, v["patch_size"], v["patch_size"]),
+        "vision_model.embeddings.patch_embedding.bias": (cv,),
+    }
+    for n in range(v["num_hidden_layers"]):
+        p = f"vision_model.encoder.layers.{n}."
+        shapes.update({p + "attn.qkv.weight": (3 * cv, cv), p + "attn.proj.weight": (cv, cv), p + "attn.proj.bias": (cv,)})
+        if v["qkv_bias"]:
+            shapes[p + "attn.qkv.bias"] = (3 * cv,)
+        if v["qk_normalization"]:
+            shapes.update({p + "attn.q_norm.weight": (cv,), p + "attn.k_norm.weight": (cv,)})
+        shapes.update({
+            p + "mlp.fc1.weight": (iv, cv), p + "mlp.fc1.bias": (iv,), p + "mlp.fc2.weight": (cv, iv),
+            p + "mlp.fc2.bias": (cv,), p + "norm1.weight": (cv,), p + "norm2.weight": (cv,),
+            p + "ls1": (cv,), p + "ls2": (cv,),
+        })  # fmt: skip
+        if v["norm_type"] == "layer_norm":
+            shapes.update({p + "norm1.bias": (cv,), p + "norm2.bias": (cv,)})
+    shapes.update({
+        "mlp1.0.weight": (shuffled,), "mlp1.0.bias": (shuffled,), "mlp1.1.weight": (h, shuffled),
+        "mlp1.1.bias": (h,), "mlp1.3.weight": (h, h), "mlp1.3.bias": (h,),
+        "language_model.model.embed_tokens.weight": (llm["vocab_size"], h),
+        "language_model.model.norm.weight": (h,), "language_model.lm_head.weight": (llm["vocab_size"], h),
+    })  # fmt: skip
+    for n in range(llm["num_hidden_layers"]):
+        p = f"language_model.model.layers.{n}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (q_dim, h), p + "self_attn.q_proj.bias": (q_dim,),
+            p + "self_attn.k_proj.weight": (kv_dim, h), p + "self_attn.k_proj.bias": (kv_dim,),
+            p + "self_attn.v_proj.weight": (kv_dim, h), p + "self_attn.v_proj.bias": (kv_dim,),
+            p + "self_attn.o_proj.weight": (h, q_dim), p + "mlp.gate_proj.weight": (i, h),
+            p + "mlp.up_proj.weight": (i, h), p + "mlp.down_proj.weight": (h, i),
+            p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
+        })  # fmt: skip
+    return shapes
+
+
+def _draw(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(shape, generator=gen)
+    leaf = name.rsplit(".", 1)[-1]
+    if "norm" in name.rsplit(".", 2)[-2] or leaf in ("ls1", "ls2") or name.startswith("mlp1.0."):
+        return (1.0 if leaf != "bias" else 0.0) + 0.1 * noise  # norms and layer scales around identity
+    if leaf == "bias":
+        return 0.1 * noise
+    if len(shape) >= 2 and "embed" not in name:
+        fan_in = shape[1] * (shape[2] * shape[3] if len(shape) == 4 else 1)
+        return noise * (2.0 / fan_in**0.5)  # twice the usual init: confident, prompt-dependent greedy picks
+    return noise  # embeddings
+
+
+def write_weights(out_dir: Path, shapes: dict[str, tuple[int, ...]], seed: int, shards: int) -> None:
+    from safetensors.torch import save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {name: _draw(name, shape, gen).to(torch.bfloat16) for name, shape in shapes.items()}
+    names = list(tensors)
+    if shards <= 1:
+        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        return
+    per = -(-len(names) // shards)
+    weight_map, total = {}, 0
+    for k in range(shards):
+        part = {n: tensors[n] for n in names[k * per : (k + 1) * per]}
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        save_file(part, str(out_dir / file), metadata={"format": "pt"})
+        weight_map.update({n: file for n in part})
+        total += sum(t.numel() * t.element_size() for t in part.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def make_tiny_checkpoint(out_dir: str | Path, layout: str = "original", seed: int = 0, shards: int = 2) -> Path:
+    """Write a tiny checkpoint to `out_dir` (created; must be empty or absent). Deterministic for a seed."""
+    out_dir = Path(out_dir)
+    if layout not in ("original", "hf"):
+        raise ValueError(f"layout must be 'original' or 'hf', got {layout!r}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} exists and is not empty")
+    if layout == "hf":
+        return _make_tiny_hf(out_dir, seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab_size = train_tiny_tokenizer(out_dir)
+    tokens = json.loads((out_dir / "added_tokens.json").read_text())
+    config = original_config(vocab_size, tokens["<|im_end|>"], tokens["<|endoftext|>"])
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = {"eos_token_id": [tokens["<|im_end|>"], tokens["<|endoftext|>"]], "pad_token_id": tokens["<|endoftext|>"]}
+    (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    write_weights(out_dir, original_weight_shapes(config), seed, shards)
+    return out_dir
+
+
+def _make_tiny_hf(out_dir: Path, seed: int) -> Path:
+    # A native directory is what save_pretrained writes; produce one from the original layout through the
+    # loader, as a user converting a real checkpoint would.
+    from internvl_batch.model.checkpoint import read_checkpoint_info
+    from internvl_batch.model.loader import load_model, load_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        original = make_tiny_checkpoint(Path(tmp) / "original", "original", seed)
+        info = read_checkpoint_info(original)
+        tokenizer = load_tokenizer(info)
+        model = load_model(info, torch.bfloat16, "cpu", "sdpa", tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+        model.save_pretrained(str(out_dir))
+        for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json"):
+            shutil.copy(original / name, out_dir / name)
+    return out_dir

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny checkpoints written by the project's own generator and loaded by its real loader."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny original-layout (published InternVL 2.5 layout) checkpoint, seed 0."""
+    from internvl_batch.model.tiny import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-original", layout="original", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_checkpoint(tmp_path_factory):
+    """The same tiny model (seed 0) in transformers' native layout."""
+    from internvl_batch.model.tiny import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-hf", layout="hf", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_checkpoint):
+    from internvl_batch.model.checkpoint import read_checkpoint_info
+    from internvl_batch.model.loader import load_tokenizer
+
+    return load_tokenizer(read_checkpoint_info(tiny_checkpoint))
