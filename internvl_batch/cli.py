@@ -52,24 +52,25 @@ def cmd_make_tiny_checkpoint(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from internvl_batch.config import GenerationConfig, ModelConfig, PreprocessConfig
-    from internvl_batch.demo import TINY_NOTE, sample_images, tiny_checkpoint_path
-    from internvl_batch.generation.predictor import GenerationRequest, Predictor
-    from internvl_batch.imaging import ImagePreprocessor
+def cmd_run(args) -> int:
+    from internvl_batch.job import main as job_main
 
-    predictor = Predictor(ModelConfig(path=str(tiny_checkpoint_path())), GenerationConfig(max_new_tokens=args.max_new_tokens))
-    pre = ImagePreprocessor.from_options(PreprocessConfig(), predictor.info)
-    images = sample_images()
-    requests = []
-    for path in images:
-        image = pre(path.read_bytes())
-        prompt = predictor.prompts.build("Please describe the image shortly.", [image.num_tiles])
-        requests.append(GenerationRequest(prompt.input_ids, image.tiles))
-    for path, result in zip(images, predictor.generate(requests)):
-        print(f"{path.name}: {result.num_input_tokens} tokens in, {result.num_output_tokens} out ({result.finish_reason}): {result.response!r}")
-    print(TINY_NOTE)
-    return 0
+    argv = ["--config", args.config] + [item for o in args.overrides for item in ("--set", o)]
+    return job_main(argv)
+
+
+def cmd_demo(args) -> int:
+    from internvl_batch.config_loader import load_config
+    from internvl_batch.demo import TINY_NOTE, demo_config
+    from internvl_batch.job import main as job_main
+
+    config = load_config(None, args.overrides, base=demo_config(args.output))
+    print(TINY_NOTE, flush=True)
+    code = job_main(config=config)
+    if code == 0:
+        print(f"results: {config.output.path} (Parquet, one row per manifest row; read with pyarrow or pandas)")
+        print(TINY_NOTE)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,8 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=2, help="safetensors shards for the original layout (default 2)")
     p.set_defaults(func=cmd_make_tiny_checkpoint)
 
-    p = sub.add_parser("demo", help="caption the bundled sample images with a tiny random-weight checkpoint")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens generated per image (default 16)")
+    p = sub.add_parser("run", help="run the batch job described by a config on Ray (local unless an address is set)")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")  # fmt: skip
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
+    p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the demo config (repeatable)")
     p.set_defaults(func=cmd_demo)
     return parser
 

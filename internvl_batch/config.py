@@ -1,14 +1,19 @@
 """The job's typed configuration. Every field is described; YAML files in `configs/` only load into this.
 
-Sections: `model` (what to load and how), `preprocess` (tiling), `generation` (decoding), `batching` (GPU
-micro-batches). Unknown keys are errors everywhere (`extra="forbid"`), so a typo never silently does nothing.
+Sections: `input` (manifests), `output`, `model`, `preprocess` (tiling), `generation` (decoding), `batching`
+(GPU micro-batches), `task` (default prompt), `resources` (actors and batch sizes), `fetch` (media reads),
+`storage` (object store), `ray`. Unknown keys are errors everywhere (`extra="forbid"`), so a typo never
+silently does nothing. Credentials are never part of the config: they come from the environment or the
+standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles, instance/pod roles).
+
+Loading (YAML + `--set a.b=value` overrides) and one-line error messages live in `config_loader.py`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS
 
@@ -28,6 +33,9 @@ class ModelConfig(Section):
     device: str = Field("auto", description="Torch device for a one-device replica; auto = cuda if available, else cpu.")
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel; auto = flash_attention_2 when importable on CUDA, else sdpa."
+    )
+    gpus_per_replica: int = Field(
+        1, ge=1, le=16, description="GPUs one model replica uses (one Ray actor); ignored on a cluster without GPUs."
     )
 
 
@@ -73,3 +81,104 @@ class BatchingConfig(Section):
     )
     max_batch_tiles: int = Field(128, ge=1, description="Most image tiles in one micro-batch (vision tower memory).")
     vision_chunk_tiles: int = Field(64, ge=1, description="Tiles per vision-tower forward pass within a micro-batch.")
+
+
+def _pair(value):
+    # Accept `4` as shorthand for a fixed pool `[4, 4]`.
+    return (value, value) if isinstance(value, int) else value
+
+
+class InputConfig(Section):
+    manifests: list[str] = Field(
+        description="Manifest files: one path, a list, or glob patterns; local paths or s3:// URIs. Rows have "
+        "`id`, `image` (one URI) or `images` (a list), optional `question` and `task`."
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(
+        "auto", description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet)."
+    )
+    passthrough_columns: list[str] = Field(
+        default_factory=list, description="Manifest columns copied unchanged into the output."
+    )
+    duplicate_ids: Literal["error", "keep_first"] = Field(
+        "error", description="Rows sharing an id: error = stop before any work; keep_first = process the first only."
+    )
+
+    @field_validator("manifests", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("manifests")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("at least one manifest is needed")
+        return value
+
+
+class OutputConfig(Section):
+    path: str = Field(description="Output directory (local path or s3:// URI); Parquet files and _summary.json go here.")
+    overwrite: bool = Field(False, description="Delete earlier results under the output path before writing.")
+    min_rows_per_file: int = Field(1000, ge=1, description="Rows per Parquet file, at least (fewer files for big jobs).")
+
+
+class TaskConfig(Section):
+    name: str = Field("caption", description="Task name recorded for rows without a `task` column.")
+    question: str = Field(
+        "Please describe the image shortly.", description="Prompt for rows without a `question` (the model card's caption prompt)."
+    )
+
+
+class ResourcesConfig(Section):
+    cpu_actors: tuple[int, int] = Field(
+        (1, 4), description="Preprocessing (fetch, decode, tile, tokenise) actors as (min, max); an int means a fixed pool."
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each preprocessing actor.")
+    cpu_batch_size: int = Field(8, ge=1, description="Rows per preprocessing call.")
+    gpu_replicas: tuple[int, int] = Field(
+        (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
+    )
+    gpu_batch_size: int = Field(32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches).")
+
+    _pairs = field_validator("cpu_actors", "gpu_replicas", mode="before")(lambda cls, v: _pair(v))
+
+    @field_validator("cpu_actors", "gpu_replicas")
+    @classmethod
+    def _ordered(cls, value):
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError(f"need 1 <= min <= max, got {list(value)}")
+        return value
+
+
+class FetchConfig(Section):
+    retries: int = Field(3, ge=0, le=20, description="Retries of a transient read error (5xx, throttling, reset), with backoff.")
+    backoff_s: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles each retry.")
+    timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout of one object-store request, in seconds.")
+    max_bytes: int = Field(256 * 2**20, ge=1, description="Media files larger than this become error rows.")
+    threads: int = Field(16, ge=1, le=256, description="Concurrent reads per preprocessing actor.")
+
+
+class StorageConfig(Section):
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, moto); default AWS.")
+    anonymous: bool = Field(False, description="Unsigned requests (public buckets); no credentials are looked up.")
+    region: str | None = Field(None, description="S3 region; default from the environment / AWS config.")
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="Ray cluster address; default: RAY_ADDRESS (set by `ray job submit`), else a new local Ray."
+    )
+
+
+class JobConfig(Section):
+    input: InputConfig = Field(description="Where the rows come from.")
+    output: OutputConfig = Field(description="Where results go.")
+    model: ModelConfig = Field(description="Which checkpoint and how to run it.")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Image tiling.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="GPU micro-batches.")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="Default task and prompt.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Actors, GPUs and batch sizes.")
+    fetch: FetchConfig = Field(default_factory=FetchConfig, description="Reading media.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Object store settings (no credentials).")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")

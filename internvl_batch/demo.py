@@ -7,37 +7,24 @@ checkpoint has the real architecture and random weights: its text is meaningless
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 SAMPLES = Path(__file__).parent / "assets" / "samples"
 TINY_NOTE = (
-    "NOTE: the demo uses a tiny checkpoint with random weights, so the text is meaningless. For real captions, "
-    "set model.path to OpenGVLab/InternVL2_5-4B (a Hub id or a local copy)."
+    "NOTE: the demo uses a tiny checkpoint with random weights, so the text is meaningless. For real captions: "
+    "internvl-batch demo --set model.path=OpenGVLab/InternVL2_5-4B (a Hub id or a local copy; a GPU helps)."
 )
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("INTERNVL_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
-    return Path(root)
-
-
-def tiny_checkpoint_path(seed: int = 0) -> Path:
-    """The cached tiny checkpoint, written on first use (atomically, so a crash never leaves half of one)."""
-    from internvl_batch.model.tiny import make_tiny_checkpoint
-
-    target = cache_dir() / f"tiny-internvl2_5-seed{seed}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        make_tiny_checkpoint(Path(tmp) / "ckpt", seed=seed)
-        try:
-            (Path(tmp) / "ckpt").rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            pass
-    return target
+def demo_config(output: str = "outputs/demo", max_new_tokens: int = 16) -> dict:
+    """The embedded default (configs/demo.yaml says the same, with paths relative to the repository)."""
+    return {
+        "input": {"manifests": [str(SAMPLES / "manifest.jsonl")]},
+        "output": {"path": output, "overwrite": True},
+        "model": {"path": "tiny"},
+        "generation": {"max_new_tokens": max_new_tokens},
+        "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
+    }
 
 
 def sample_images() -> list[Path]:

@@ -23,8 +23,9 @@ DEFAULT_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
 
-# Files worth fetching from the Hub: configs, weights, tokenizer. Never the checkpoint's *.py files.
-HUB_ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "tokenizer.model", "*.tiktoken"]
+# Files worth fetching from the Hub: configs, tokenizer, weights. Never the checkpoint's *.py files.
+HUB_CONFIG_PATTERNS = ["*.json", "*.txt", "tokenizer.model", "*.tiktoken"]
+HUB_WEIGHT_PATTERNS = ["*.safetensors"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -55,12 +56,20 @@ class CheckpointInfo:
         return int(patches * patches * self.downsample_ratio * self.downsample_ratio)
 
 
-def resolve_model_path(model: str | Path, cache_dir: str | None = None) -> Path:
-    """A local directory as it is; a Hub id (`org/name`) downloaded (configs, weights, tokenizer only)."""
+def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights: bool = True) -> Path:
+    """A local directory as it is; a Hub id (`org/name`) downloaded (configs, tokenizer and, unless
+    `weights=False` as preprocessing workers ask, the safetensors weights; never code)."""
+    text = str(model)
+    if text == "tiny" or text.startswith("tiny:"):
+        from internvl_batch.model.tiny import tiny_checkpoint_path
+
+        seed = text.partition(":")[2] or "0"
+        if not seed.isdigit():
+            raise ModelLoadError(f"model {text!r}: the tiny checkpoint's seed must be a number (tiny:SEED)")
+        return tiny_checkpoint_path(int(seed))
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
-    text = str(model)
     if local.exists():
         raise ModelLoadError(f"model path {text!r} is a file; expected a checkpoint directory")
     if not _HUB_ID.match(text):
@@ -70,7 +79,8 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None) -> Path:
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
         raise ModelLoadError("huggingface_hub is needed to download models: pip install huggingface_hub") from None
     try:
-        return Path(snapshot_download(text, allow_patterns=HUB_ALLOW_PATTERNS, cache_dir=cache_dir))
+        patterns = HUB_CONFIG_PATTERNS + (HUB_WEIGHT_PATTERNS if weights else [])
+        return Path(snapshot_download(text, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         reason = " ".join(str(exc).split())
         raise ModelLoadError(

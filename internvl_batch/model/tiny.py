@@ -12,6 +12,7 @@ is meaningless.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -170,3 +171,23 @@ def _make_tiny_hf(out_dir: Path, seed: int) -> Path:
         for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json"):
             shutil.copy(original / name, out_dir / name)
     return out_dir
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("INTERNVL_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
+    return Path(root)
+
+
+def tiny_checkpoint_path(seed: int = 0) -> Path:
+    """The cached tiny checkpoint, written on first use (atomically, so a crash never leaves half of one)."""
+    target = cache_dir() / f"tiny-internvl2_5-seed{seed}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        make_tiny_checkpoint(Path(tmp) / "ckpt", seed=seed)
+        try:
+            (Path(tmp) / "ckpt").rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            pass
+    return target

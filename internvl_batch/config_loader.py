@@ -1,0 +1,79 @@
+"""YAML + command-line overrides -> `JobConfig`, with errors that fit on one line.
+
+    load_config("configs/demo.yaml", ["generation.max_new_tokens=64", "model.dtype=bfloat16"])
+
+Override values are parsed as YAML scalars/lists (`64` is an int, `true` a bool, `[1, 4]` a list, anything
+else a string). Unknown keys, wrong types and missing fields all raise `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from internvl_batch.config import JobConfig
+from internvl_batch.errors import ConfigError
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return [part for part in key.strip().split(".")], value
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {'.'.join(path)}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        else:
+            parts.append(f"{where}: {item['msg']}")
+    return f"{source}: invalid configuration: " + "; ".join(parts)
+
+
+def config_from_dict(data: dict, source: str = "configuration") -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> JobConfig:
+    """Read `path` (YAML), or start from `base`, apply `overrides`, validate."""
+    data: dict = dict(base or {})
+    source = "configuration"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {' '.join(str(exc).split())}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data.update(loaded)
+    for text in overrides or []:
+        apply_override(data, *parse_override(text))
+    return config_from_dict(data, source)

@@ -1,0 +1,88 @@
+"""The Ray wiring, in one place: request rows -> CPU actor pool -> GPU actor pool -> Parquet.
+
+    requests (driver) ──► PrepareStage (CPU actors) ──► GenerateStage (model replicas) ──► write_parquet
+
+Stages know nothing of Ray; this module decides resources, pool sizes and batch sizes from the config.
+Pixels cross the object store as uint8 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pyarrow as pa
+
+from internvl_batch.config import JobConfig
+from internvl_batch.stages.generate import GenerateStage
+from internvl_batch.stages.prepare import PrepareStage
+from internvl_batch.storage import pyarrow_filesystem
+
+log = logging.getLogger(__name__)
+
+REQUEST_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("row_index", pa.int64()),
+    ("source", pa.string()),
+    ("media_kind", pa.string()),
+    ("media", pa.list_(pa.string())),
+    ("question", pa.string()),
+    ("task", pa.string()),
+    ("error", pa.string()),
+])  # fmt: skip
+
+MAX_INPUT_BLOCKS = 20_000
+
+
+def requests_table(rows: list[dict], passthrough: list[str]) -> pa.Table:
+    """Request rows as one Arrow table; pass-through columns keep their type when it is consistent."""
+    columns = {f.name: pa.array([r.get(f.name) for r in rows], f.type) for f in REQUEST_SCHEMA}
+    table = pa.table(columns, schema=REQUEST_SCHEMA)
+    for name in passthrough:
+        if name in REQUEST_SCHEMA.names:
+            continue
+        values = [r.get(name) for r in rows]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across rows: keep them as JSON text
+            array = pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+        table = table.append_column(name, array)
+    return table
+
+
+def input_blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
+    # Small input blocks keep preprocessing balanced across actors and its output (tiles) small in memory.
+    rows_per_block = max(rows_per_block, -(-table.num_rows // MAX_INPUT_BLOCKS))
+    return [table.slice(start, rows_per_block) for start in range(0, table.num_rows, rows_per_block)] or [table]
+
+
+def build_dataset(config: JobConfig, rows: list[dict], model_name: str, num_gpus: float):
+    """The lazy Ray dataset of output rows (nothing runs until it is written)."""
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    res = config.resources
+    table = requests_table(rows, config.input.passthrough_columns)
+    ds = ray.data.from_arrow(input_blocks(table, res.cpu_batch_size * 4))
+    ds = ds.map_batches(
+        PrepareStage,
+        fn_constructor_kwargs={"config": config},
+        batch_format="pyarrow",
+        batch_size=res.cpu_batch_size,
+        compute=ActorPoolStrategy(min_size=res.cpu_actors[0], max_size=res.cpu_actors[1]),
+        num_cpus=res.cpus_per_actor,
+    )
+    return ds.map_batches(
+        GenerateStage,
+        fn_constructor_kwargs={"config": config, "model_name": model_name},
+        batch_format="pyarrow",
+        batch_size=res.gpu_batch_size,
+        compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
+        num_gpus=num_gpus,
+        num_cpus=1,
+    )
+
+
+def write_output(ds, config: JobConfig) -> None:
+    fs, path = pyarrow_filesystem(config.output.path, config.storage)
+    ds.write_parquet(path, filesystem=fs, min_rows_per_file=config.output.min_rows_per_file)

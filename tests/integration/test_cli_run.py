@@ -1,0 +1,50 @@
+"""`internvl-batch run` and `demo` as a user runs them: exit codes, one-line errors, the demo end to end."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+CLI = [sys.executable, "-m", "internvl_batch.cli"]
+
+
+def run(args, tmp_path, **kwargs):
+    env = {**os.environ, "INTERNVL_BATCH_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+@pytest.mark.parametrize("yaml_text,override,message", [
+    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\nmodle: {}\n", None, "modle: unknown key"),
+    ("input: {manifests: /no/such/m.jsonl}\noutput: {path: OUT}\nmodel: {path: tiny}\n", None,
+     "manifest /no/such/m.jsonl: no such file"),
+    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\n", "generation.max_new_tokens=lots",
+     "generation.max_new_tokens: Input should be a valid integer"),
+    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: /no/model}\n", None, "neither a local directory"),
+])  # fmt: skip
+def test_config_errors_are_one_clear_line(tmp_path, yaml_text, override, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text.replace("OUT", str(tmp_path / "out")))
+    args = ["run", str(config)] + (["--set", override] if override else [])
+    proc = run(args, tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    proc = run(["demo", "--output", str(tmp_path / "demo")], tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "random weights" in proc.stdout and "OpenGVLab/InternVL2_5-4B" in proc.stdout
+    rows = [r for f in glob.glob(str(tmp_path / "demo" / "*.parquet")) for r in pq.read_table(f).to_pylist()]
+    manifest = [json.loads(line) for line in open(os.path.join(os.path.dirname(__file__), "../../internvl_batch/assets/samples/manifest.jsonl"))]
+    assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in manifest)
+    assert all(r["status"] == "ok" and r["response"] is not None for r in rows)
+    summary = json.loads((tmp_path / "demo" / "_summary.json").read_text())
+    assert summary["rows_ok"] == len(manifest) and summary["one_row_per_input"]

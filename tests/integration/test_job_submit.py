@@ -1,0 +1,84 @@
+"""`ray job submit` of the entrypoint to a cluster started with `ray start --head`, token auth on."""
+
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.integration.conftest import free_port
+from tests.media import encode, make_photo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def ray_head(aws_env):
+    """`ray start --head` on localhost with its own ports and temp dir; `ray stop` afterwards."""
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rayjob-")  # short: Ray's unix sockets have a path length limit
+    env = {**os.environ, **aws_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    env.pop("RAY_ADDRESS", None)
+    dashboard = free_port()
+    start = [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
+             "--dashboard-host=127.0.0.1", "--num-cpus=3", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+             "--include-dashboard=true"]  # fmt: skip
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_submitted_job_succeeds(ray_head, s3, bucket, s3_endpoint, tiny_checkpoint, tmp_path):
+    address, env = ray_head
+    for name, size in {"a.jpg": (640, 480), "b.png": (300, 900)}.items():
+        with s3.open(f"{bucket}/media/{name}", "wb") as f:
+            f.write(encode(make_photo(*size), "JPEG" if name.endswith("jpg") else "PNG"))
+    rows = [{"id": "a", "image": "media/a.jpg"}, {"id": "b", "image": "media/b.png", "question": "What is it?"}]
+    with s3.open(f"{bucket}/manifest.jsonl", "wb") as f:
+        f.write("\n".join(json.dumps(r) for r in rows).encode())
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({
+        "input": {"manifests": f"s3://{bucket}/manifest.jsonl"},
+        "output": {"path": f"s3://{bucket}/captions"},
+        "model": {"path": str(tiny_checkpoint)},
+        "generation": {"max_new_tokens": 5},
+        "storage": {"endpoint_url": s3_endpoint},
+        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+    }))  # fmt: skip
+
+    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+              sys.executable, "jobs/caption.py", "--config", str(config), "--set", "generation.max_new_tokens=4"]  # fmt: skip
+    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    assert "== internvl-batch summary ==" in proc.stdout and "rows: 2 ok, 0 failed" in proc.stdout
+
+    files = [f for f in s3.find(f"{bucket}/captions") if f.endswith(".parquet")]
+    out = []
+    for file in files:
+        with s3.open(file, "rb") as handle:
+            out += pq.read_table(io.BytesIO(handle.read())).to_pylist()
+    assert sorted(r["id"] for r in out) == ["a", "b"]
+    assert all(r["response"] and r["num_output_tokens"] == 4 and r["error"] is None for r in out)
+
+
+def test_failed_job_exits_non_zero(ray_head, tmp_path):
+    address, env = ray_head
+    config = tmp_path / "bad.yaml"
+    config.write_text("input: {manifests: /nonexistent/m.jsonl}\noutput: {path: /tmp/x}\nmodel: {path: tiny}\n")
+    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+              sys.executable, "jobs/caption.py", "--config", str(config)]  # fmt: skip
+    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "manifest /nonexistent/m.jsonl: no such file" in proc.stdout + proc.stderr

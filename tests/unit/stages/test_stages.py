@@ -1,0 +1,88 @@
+"""The stages called directly on Arrow batches (no Ray): contracts, error rows, the output schema."""
+
+import numpy as np
+import pytest
+
+from internvl_batch.config_loader import load_config
+from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.manifest import normalize_row
+from internvl_batch.pipeline import requests_table
+from internvl_batch.stages.generate import GenerateStage
+from internvl_batch.stages.output import OUTPUT_SCHEMA
+from internvl_batch.stages.prepare import PrepareStage
+from tests.media import encode, make_photo
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    (root / "photo.jpg").write_bytes(encode(make_photo(800, 600), "JPEG"))
+    (root / "wide.png").write_bytes(encode(make_photo(1000, 250, seed=1), "PNG"))
+    (root / "notes.txt").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    base = {"input": {"manifests": "m.jsonl", "passthrough_columns": ["label"]}, "output": {"path": str(out)},
+            "model": {"path": str(tiny_checkpoint), "dtype": "float32"}, "generation": {"max_new_tokens": 4}}  # fmt: skip
+    return load_config(None, base=base)
+
+
+@pytest.fixture(scope="module")
+def batch(media):
+    manifest = str(media / "m.jsonl")
+    raw = [
+        {"id": "good", "image": "photo.jpg", "label": "cat"},
+        {"id": "pair", "images": ["photo.jpg", "wide.png"], "question": "Compare.", "label": "dog"},
+        {"id": "missing", "image": "absent.jpg"},
+        {"id": "text", "image": "notes.txt"},
+        {"id": "dir", "image": "."},
+        {"image": "photo.jpg"},
+    ]
+    rows = [normalize_row(r, manifest, n, ["label"]) for n, r in enumerate(raw, start=1)]
+    for i, row in enumerate(rows):
+        row["row_index"] = i
+    return requests_table(rows, ["label"])
+
+
+@pytest.fixture(scope="module")
+def prepared(config, batch):
+    return PrepareStage(config)(batch)
+
+
+def test_prepare_contract(prepared, config):
+    rows = {r["id"]: r for r in prepared.to_pylist()}
+    good = rows["good"]
+    assert good["error"] is None and good["num_tiles"] == [13]
+    assert good["question"] == config.task.question and good["task"] == "caption"
+    assert len(good["pixels"]) == 13 * 448 * 448 * 3 and good["num_input_tokens"] == len(good["input_ids"])
+    expected = ImagePreprocessor()(open(good["media"][0], "rb").read()).tiles
+    assert np.array_equal(np.frombuffer(good["pixels"], np.uint8).reshape(expected.shape), expected)
+    # Multi-image rows share the tile budget: max(1, 12 // 2) = 6 tiles each at most.
+    assert rows["pair"]["num_tiles"] == [7, 5] and rows["pair"]["label"] == "dog"
+
+
+def test_prepare_errors_name_stage_and_cause(prepared):
+    rows = {r["id"]: r for r in prepared.to_pylist()}
+    assert rows["missing"]["error"].startswith("fetch: FetchError: ") and "not found" in rows["missing"]["error"]
+    assert rows["text"]["error"].startswith("decode: ImageDecodeError: not an image")
+    assert "is a directory" in rows["dir"]["error"]
+    assert rows["m.jsonl:6"]["error"] == "manifest: ManifestError: missing `id`"
+    assert all(rows[k]["pixels"] is None for k in ("missing", "text", "dir"))
+
+
+def test_generate_produces_output_schema(config, prepared):
+    out = GenerateStage(config, "tiny-test")(prepared)
+    assert out.schema.names == OUTPUT_SCHEMA.names + ["label"]
+    assert out.schema.remove(out.schema.get_field_index("label")) == OUTPUT_SCHEMA
+    rows = {r["id"]: r for r in out.to_pylist()}
+    assert len(rows) == prepared.num_rows
+    for key in ("good", "pair"):
+        assert rows[key]["status"] == "ok" and rows[key]["response"] is not None
+        assert rows[key]["num_output_tokens"] == 4 and rows[key]["finish_reason"] == "length"
+    for key in ("missing", "text", "dir", "m.jsonl:6"):
+        assert rows[key]["status"] == "error" and rows[key]["response"] is None
+    assert {r["model"] for r in rows.values()} == {"tiny-test"}
+    assert rows["good"]["label"] == "cat"
