@@ -90,7 +90,7 @@ def main() -> None:
         manifest = make_media(root, args.images)
         base = {
             "input": {"manifests": str(manifest)},
-            "output": {"path": str(root / "out"), "overwrite": True},
+            "output": {"path": str(root / "out"), "resume": False},
             "model": {"path": "tiny"},
             "generation": {"max_new_tokens": args.max_new_tokens},
             "resources": {"cpu_actors": args.cpu_actors, "cpu_batch_size": 8, "gpu_replicas": 1, "gpu_batch_size": 16},

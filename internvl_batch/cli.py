@@ -37,11 +37,12 @@ def _preprocessor_from_args(args):
 
 
 def cmd_inspect(args) -> int:
-    from internvl_batch.inspect_images import run_inspect
+    from internvl_batch.inspect_media import VideoOptions, run_inspect
 
     pre, tokens_per_tile = _preprocessor_from_args(args)
     save = Path(args.save_tiles) if args.save_tiles else None
-    return run_inspect([Path(p) for p in args.images], pre, tokens_per_tile, save, args.json)
+    video = VideoOptions(args.num_segments, tuple(args.bound) if args.bound else None)
+    return run_inspect([Path(p) for p in args.images], pre, video, tokens_per_tile, save, args.json)
 
 
 def cmd_make_tiny_checkpoint(args) -> int:
@@ -53,10 +54,16 @@ def cmd_make_tiny_checkpoint(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from internvl_batch.config_loader import load_config
     from internvl_batch.job import main as job_main
+    from internvl_batch.job import overrides_from_args
 
-    argv = ["--config", args.config] + [item for o in args.overrides for item in ("--set", o)]
-    return job_main(argv)
+    try:
+        config = load_config(args.config, overrides_from_args(args))
+    except InternVLBatchError as exc:
+        print(f"internvl-batch: error: {exc}", file=sys.stderr)
+        return 2
+    return job_main(config=config)
 
 
 def cmd_demo(args) -> int:
@@ -78,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("inspect", help="show how images are tiled and what they cost in tokens")
-    p.add_argument("images", nargs="+", help="image files")
+    p = sub.add_parser("inspect", help="show how images are tiled (videos: which frames) and what they cost in tokens")
+    p.add_argument("images", nargs="+", metavar="FILE", help="image or video files (videos by extension: .mp4, .mov, ...)")
     _add_preprocess_options(p)
+    p.add_argument("--num-segments", type=int, default=8, help="frames sampled per video (default 8, as the model card)")
+    p.add_argument("--bound", type=float, nargs=2, metavar=("START_S", "END_S"), help="sample frames from this span of a video")
     p.add_argument("--save-tiles", metavar="DIR", help="write each tile as DIR/NN.png (one subfolder per image when several)")
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
     p.set_defaults(func=cmd_inspect)
@@ -92,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=2, help="safetensors shards for the original layout (default 2)")
     p.set_defaults(func=cmd_make_tiny_checkpoint)
 
+    from internvl_batch.job import add_run_options
+
     p = sub.add_parser("run", help="run the batch job described by a config on Ray (local unless an address is set)")
     p.add_argument("config", help="YAML config (see configs/)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")  # fmt: skip
+    add_run_options(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")

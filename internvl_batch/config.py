@@ -55,6 +55,10 @@ class PreprocessConfig(Section):
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are refused from their header (decompression bombs)."
     )
+    max_images_per_row: int = Field(16, ge=1, description="Rows with more images than this become error rows.")
+    multi_image_max_num: int | None = Field(
+        None, ge=1, le=64, description="Tile budget per image in multi-image rows; default: max(1, max_num // images), the reference's rule."
+    )
 
     @model_validator(mode="after")
     def _order(self):
@@ -63,8 +67,26 @@ class PreprocessConfig(Section):
         return self
 
 
+class VideoConfig(Section):
+    num_segments: int = Field(8, ge=1, description="Frames sampled per video when the row has no `num_segments` (the model card uses 8).")
+    max_segments: int = Field(
+        64, ge=1, le=1024, description="Most frames per video a row may ask for (each frame is 256 tokens; ~40 fit on 80 GB with 8B)."
+    )
+    max_duration_s: float = Field(4 * 3600.0, gt=0, description="Longer videos become error rows.")
+    max_bytes: int = Field(2 * 2**30, ge=1, description="Larger video files become error rows (checked before download); a video row needs about this much memory at worst.")
+    in_memory_max_bytes: int = Field(
+        64 * 2**20, ge=0, description="Remote videos up to this size are decoded from memory; larger ones from a "
+        "temporary file (removed after the row), so memory does not grow with the file (decord holds ~2 copies)."
+    )
+    temp_dir: str | None = Field(None, description="Directory for temporary video files; default: the system's.")
+
+
 class GenerationConfig(Section):
     max_new_tokens: int = Field(256, ge=1, le=32768, description="Most tokens generated per row.")
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="Rows whose prompt (image tokens included) is longer become error rows; default: "
+        "the model's context length minus max_new_tokens."
+    )
     do_sample: bool = Field(False, description="Sample instead of greedy decoding (greedy is the default and deterministic).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature (do_sample only).")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (do_sample only).")
@@ -118,8 +140,14 @@ class InputConfig(Section):
 
 class OutputConfig(Section):
     path: str = Field(description="Output directory (local path or s3:// URI); Parquet files and _summary.json go here.")
-    overwrite: bool = Field(False, description="Delete earlier results under the output path before writing.")
-    min_rows_per_file: int = Field(1000, ge=1, description="Rows per Parquet file, at least (fewer files for big jobs).")
+    resume: bool = Field(
+        True, description="Process only ids without a result under the output path (incremental runs); false discards earlier results and starts over."
+    )
+    retry_errors: bool = Field(False, description="When resuming, also reprocess ids whose latest result is an error.")
+    rows_per_file: int = Field(1000, ge=1, description="Rows per result file (each file is written atomically).")
+    max_error_fraction: float = Field(
+        0.1, ge=0, le=1, description="If more than this share of the rows processed in a run fail, the job exits non-zero (after writing everything)."
+    )
 
 
 class TaskConfig(Section):
@@ -139,6 +167,8 @@ class ResourcesConfig(Section):
         (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
     )
     gpu_batch_size: int = Field(32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches).")
+    actor_max_restarts: int = Field(-1, ge=-1, description="Restarts of a dead actor (a lost node, a crash); -1 = unlimited.")
+    actor_max_task_retries: int = Field(-1, ge=-1, description="Retries of a batch whose actor died; -1 = unlimited.")
 
     _pairs = field_validator("cpu_actors", "gpu_replicas", mode="before")(lambda cls, v: _pair(v))
 
@@ -154,7 +184,7 @@ class FetchConfig(Section):
     retries: int = Field(3, ge=0, le=20, description="Retries of a transient read error (5xx, throttling, reset), with backoff.")
     backoff_s: float = Field(0.5, ge=0, description="First retry delay in seconds; doubles each retry.")
     timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout of one object-store request, in seconds.")
-    max_bytes: int = Field(256 * 2**20, ge=1, description="Media files larger than this become error rows.")
+    max_bytes: int = Field(256 * 2**20, ge=1, description="Image files larger than this become error rows (videos: video.max_bytes).")
     threads: int = Field(16, ge=1, le=256, description="Concurrent reads per preprocessing actor.")
 
 
@@ -175,6 +205,7 @@ class JobConfig(Section):
     output: OutputConfig = Field(description="Where results go.")
     model: ModelConfig = Field(description="Which checkpoint and how to run it.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Image tiling.")
+    video: VideoConfig = Field(default_factory=VideoConfig, description="Video frame sampling and limits.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="GPU micro-batches.")
     task: TaskConfig = Field(default_factory=TaskConfig, description="Default task and prompt.")

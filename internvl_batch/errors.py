@@ -23,6 +23,10 @@ class PixelLimitError(RowError):
     """The image has more pixels than the configured limit (decompression-bomb protection)."""
 
 
+class LimitError(RowError):
+    """The row asks for more than a configured limit allows (images per row, video length, frames)."""
+
+
 class PromptError(RowError):
     """The prompt cannot be built for this row (for example an `<image>` count that does not match)."""
 

@@ -1,7 +1,9 @@
-"""The batch job: check everything cheap first, then run the Ray pipeline, then summarise.
+"""The batch job: check everything cheap first, skip what is already done, run the Ray pipeline, summarise.
 
 Entry points: `jobs/caption.py` (for `ray job submit`), `internvl-batch run CONFIG`, `internvl-batch demo`.
-Exit codes: 0 success, 1 the job ran but failed, 2 invalid configuration / unreadable model or manifest.
+Exit codes: 0 success; 1 the job ran but failed (pipeline failure, error fraction above
+`output.max_error_fraction`, an input id without a result); 2 invalid configuration, unreadable model or
+manifest, unwritable output.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError, InternVLBatchError
 from internvl_batch.manifest import load_requests
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
-from internvl_batch.model.loader import load_tokenizer, safetensors_files
-from internvl_batch.results import prepare_output, read_output_columns, summarize, write_summary
+from internvl_batch.model.loader import load_tokenizer, verify_weights
+from internvl_batch.results import completed_ids, new_run_id, prepare_output, read_results, write_summary
+from internvl_batch.summary import RunStats
 
 log = logging.getLogger("internvl_batch.job")
 
-PACKAGES = ("internvl-batch", "torch", "transformers", "ray", "pyarrow", "pillow", "tokenizers", "s3fs", "pydantic")
+PACKAGES = ("internvl-batch", "torch", "transformers", "ray", "pyarrow", "pillow", "tokenizers", "s3fs", "decord", "pydantic")
 
 
 class JobFailed(InternVLBatchError):
@@ -56,21 +59,22 @@ def root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
-def preflight(config: JobConfig) -> tuple[str, list[dict], dict]:
+def preflight(config: JobConfig) -> tuple[list[dict], dict]:
     """Everything that can fail cheaply, before Ray starts: model files, output, manifests."""
     path = resolve_model_path(config.model.path, weights=False)
     info = read_checkpoint_info(path)
-    load_tokenizer(info)
-    if path.is_dir() and (path / "config.json").is_file() and info.layout == "original":
-        safetensors_files(path)  # weight files present (for Hub ids they arrive with the GPU workers)
+    tokenizer = load_tokenizer(info)
+    if info.layout == "original" and any(path.glob("*.safetensors")):
+        # Names and shapes from the safetensors headers only; for Hub ids the weights arrive with the replicas.
+        verify_weights(info, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
     prepare_output(config.output, config.storage)
     rows, report = load_requests(config.input, config.storage)
     log.info("read %d rows from %d manifest(s): %d malformed, %d blank lines skipped, %d duplicate ids",
              report.rows, len(report.files), report.malformed_rows, report.blank_lines, len(report.duplicate_ids))  # fmt: skip
-    return model_display_name(config.model.path), rows, report.summary()
+    return rows, report.summary()
 
 
-def init_ray(config: JobConfig):
+def init_ray(config: JobConfig) -> float:
     import ray
 
     if not ray.is_initialized():
@@ -84,45 +88,78 @@ def init_ray(config: JobConfig):
     return config.model.gpus_per_replica
 
 
+def run_pipeline(config: JobConfig, rows: list[dict], run_id: str, stats: RunStats) -> None:
+    from internvl_batch.pipeline import build_dataset
+
+    num_gpus = init_ray(config)
+    dataset = build_dataset(config, rows, model_display_name(config.model.path), num_gpus, run_id)
+    try:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            stats.add(batch)
+    except Exception as exc:  # noqa: BLE001 - a pipeline failure ends the job with its cause
+        log.exception("the pipeline failed")
+        raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+
+
 def run_job(config: JobConfig) -> dict:
     """Run the whole job; returns the summary (also written to `<output>/_summary.json`)."""
-    from internvl_batch.pipeline import build_dataset, write_output
-
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
-    model_name, rows, manifest_report = preflight(config)
-    if rows:
-        num_gpus = init_ray(config)
-        try:
-            write_output(build_dataset(config, rows, model_name, num_gpus), config)
-        except Exception as exc:  # noqa: BLE001 - a pipeline failure ends the job with its cause
-            log.exception("the pipeline failed")
-            raise JobFailed(f"the pipeline failed: {root_cause(exc)}") from None
-    table = read_output_columns(config.output, config.storage, ["id", "status", "error", "media", "num_tiles", "num_output_tokens"])
-    summary = summarize(table, [r["id"] for r in rows], time.monotonic() - t0)
-    summary.update(
-        status="ok" if summary["one_row_per_input"] else "failed",
-        model=model_name,
-        started_at=started.isoformat(),
-        finished_at=datetime.now(timezone.utc).isoformat(),
-        manifest=manifest_report,
-        config=config.model_dump(mode="json"),
-        versions=package_versions(),
-    )
-    where = write_summary(config.output, config.storage, summary)
+    run_id = new_run_id()
+    rows, manifest_report = preflight(config)
+    done = completed_ids(config.output.path, config.storage, config.output.retry_errors) if config.output.resume else set()
+    todo = [r for r in rows if r["id"] not in done]
+    if done:
+        log.info("resuming: %d of %d ids already have a result; %d to process", len(rows) - len(todo), len(rows), len(todo))
+    stats = RunStats(len(todo))
+    if todo:
+        run_pipeline(config, todo, run_id, stats)
+    stats.log_progress()
+
+    current = read_results(config.output.path, config.storage, columns=["status"])
+    have = set(current.column("id").to_pylist())
+    missing = [r["id"] for r in rows if r["id"] not in have]
+    summary = {
+        "run_id": run_id,
+        "status": "ok",
+        "model": model_display_name(config.model.path),
+        "rows_input": len(rows),
+        "rows_already_done": len(rows) - len(todo),
+        **stats.as_dict(time.monotonic() - t0),
+        "one_row_per_input": not missing,
+        "missing_ids": missing[:10],
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "manifest": manifest_report,
+        "config": config.model_dump(mode="json"),
+        "versions": package_versions(),
+    }
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} input ids have no result (e.g. {missing[:3]})")
+    if stats.rows and stats.failed / stats.rows > config.output.max_error_fraction:
+        problems.append(
+            f"{stats.failed} of {stats.rows} rows failed ({stats.failed / stats.rows:.1%}), above "
+            f"output.max_error_fraction={config.output.max_error_fraction:g}; errors by stage: {dict(stats.errors_by_stage)}"
+        )
+    if problems:
+        summary["status"] = "failed"
+        summary["problems"] = problems
+    where = write_summary(config.output.path, config.storage, summary)
     print_summary(summary, where)
-    if not summary["one_row_per_input"]:
-        raise JobFailed(f"output rows do not match input rows one to one (missing e.g. {summary['missing_ids']})")
+    if problems:
+        raise JobFailed("; ".join(problems))
     return summary
 
 
 def print_summary(summary: dict, where: str) -> None:
     lines = [
-        f"rows: {summary['rows_ok']} ok, {summary['rows_failed']} failed, {summary['rows_input']} in manifest(s)",
+        f"rows: {summary['rows_ok']} ok, {summary['rows_failed']} failed this run; "
+        f"{summary['rows_already_done']} already done; {summary['rows_input']} in manifest(s)",
         f"errors by stage: {summary['errors_by_stage'] or 'none'}",
         f"images: {summary['images']} ({summary['images_per_s']:.2f}/s), output tokens: {summary['output_tokens']} "
         f"({summary['output_tokens_per_s']:.1f}/s), wall time {summary['wall_time_s']:.1f} s",
-        f"summary written to {where}",
+        f"status: {summary['status']}; summary written to {where}",
     ]
     print("\n".join(["== internvl-batch summary =="] + lines), flush=True)
 
@@ -130,9 +167,20 @@ def print_summary(summary: dict, where: str) -> None:
 def build_parser(prog: str = "caption") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Run the InternVL batch job described by a config.")
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    add_run_options(parser)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")  # fmt: skip
-    return parser
+    parser.add_argument("--no-resume", action="store_true", help="discard earlier results under the output path and start over")
+    parser.add_argument("--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error")
+
+
+def overrides_from_args(args) -> list[str]:
+    extra = (["output.resume=false"] if args.no_resume else []) + (["output.retry_errors=true"] if args.retry_errors else [])
+    return list(args.overrides) + extra
 
 
 def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
@@ -141,7 +189,7 @@ def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
     try:
         if config is None:
             args = build_parser().parse_args(argv)
-            config = load_config(args.config, args.overrides)
+            config = load_config(args.config, overrides_from_args(args))
         run_job(config)
         return 0
     except JobFailed as exc:

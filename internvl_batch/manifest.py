@@ -4,8 +4,9 @@ Reading up front is what lets the job fail fast (unreadable file, no `id` column
 before any work, and resolve relative media paths against each manifest's own location.
 
 Request row (columns out): `id`, `row_index`, `source` (manifest file and line), `media_kind` ("image",
-"images"), `media` (absolute URIs), `question`, `task`, `error` (set for a malformed row), plus the configured
-pass-through columns. A malformed row is never dropped: it becomes a row with `error` = "manifest: ...". A row
+"images", "video"), `media` (absolute URIs), `question`, `task`, `bound` ([start_s, end_s] of a video, or
+null), `num_segments` (frames to sample from a video, or null), `error` (set for a malformed row), plus the
+configured pass-through columns. A malformed row is never dropped: it becomes a row with `error` = "manifest: ...". A row
 whose id is missing gets the id `<manifest file name>:<line>` so that it still has its one output row.
 """
 
@@ -26,7 +27,7 @@ from internvl_batch.storage import SUPPORTED_SCHEMES, fsspec_filesystem, resolve
 log = logging.getLogger(__name__)
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-RESERVED = ("id", "image", "images", "question", "task")
+RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task")
 
 
 class ManifestError(RowError):
@@ -137,20 +138,29 @@ def _csv_rows(uri: str, data: bytes):
             yield number, ManifestError(f"line {number} has {len(values)} fields, the header has {len(header)}")
             continue
         row = {k: (v if v != "" else None) for k, v in zip(header, values)}
-        if isinstance(row.get("images"), str):
-            row["images"] = _csv_list(row["images"])
+        for key in ("images", "bound"):
+            if isinstance(row.get(key), str):
+                row[key] = _csv_list(row[key], key)
+        if isinstance(row.get("num_segments"), str):
+            row["num_segments"] = int(row["num_segments"]) if row["num_segments"].strip().isdigit() else row["num_segments"]
         yield number, row
 
 
-def _csv_list(text: str) -> Any:
-    # CSV cells hold either a JSON array of URIs or URIs separated by "|".
+def _csv_list(text: str, key: str) -> Any:
+    # CSV cells hold either a JSON array or values separated by "|".
     text = text.strip()
     if text.startswith("["):
         try:
             return json.loads(text)
         except json.JSONDecodeError:
-            return ManifestError("`images` is not a valid JSON array")
-    return [part.strip() for part in text.split("|") if part.strip()]
+            return ManifestError(f"`{key}` is not a valid JSON array")
+    parts = [part.strip() for part in text.split("|") if part.strip()]
+    if key == "bound":
+        try:
+            return [float(p) for p in parts]
+        except ValueError:
+            return ManifestError(f"`bound` must be two numbers, got {text!r}")
+    return parts
 
 
 def _parquet_rows(uri: str, data: bytes):
@@ -170,7 +180,7 @@ def normalize_row(raw: dict | Exception, uri: str, number: int, passthrough: lis
     """A request row; malformed input becomes a row with `error` (never an exception)."""
     name = PurePosixPath(uri).name
     row: dict = {"id": f"{name}:{number}", "source": f"{uri}:{number}", "media_kind": "image", "media": [],
-                 "question": None, "task": None, "error": None}  # fmt: skip
+                 "question": None, "task": None, "bound": None, "num_segments": None, "error": None}  # fmt: skip
     try:
         if isinstance(raw, Exception):
             raise raw
@@ -181,6 +191,7 @@ def normalize_row(raw: dict | Exception, uri: str, number: int, passthrough: lis
         row["task"] = _text(raw, "task")
         row["media_kind"], media = _media_of(raw)
         row["media"] = [resolve_relative(m, uri) for m in media]
+        row["bound"], row["num_segments"] = _video_options(raw, row["media_kind"])
         for m in row["media"]:
             if scheme_of(m) not in ("",) + SUPPORTED_SCHEMES:
                 raise ManifestError(f"unsupported URI scheme {scheme_of(m)!r} in {m!r} (supported: s3://, local paths)")
@@ -206,20 +217,39 @@ def _text(raw: dict, key: str) -> str | None:
 
 
 def _media_of(raw: dict) -> tuple[str, list[str]]:
-    image, images = raw.get("image"), raw.get("images")
-    if isinstance(images, Exception):
-        raise images
-    if image is not None and images is not None:
-        raise ManifestError("row has both `image` and `images`; use one")
-    if image is not None:
-        if not isinstance(image, str) or not image.strip():
-            raise ManifestError("`image` must be one non-empty URI")
-        return "image", [image.strip()]
-    if images is not None:
-        if not isinstance(images, list) or not images or not all(isinstance(u, str) and u.strip() for u in images):
+    present = [k for k in ("image", "images", "video") if raw.get(k) is not None]
+    if len(present) > 1:
+        raise ManifestError(f"row has {' and '.join(f'`{k}`' for k in present)}; use one")
+    if not present:
+        raise ManifestError("row has none of `image`, `images`, `video`")
+    kind, value = present[0], raw[present[0]]
+    if isinstance(value, Exception):
+        raise value
+    if kind == "images":
+        if not isinstance(value, list) or not value or not all(isinstance(u, str) and u.strip() for u in value):
             raise ManifestError("`images` must be a non-empty list of URIs")
-        return "images", [u.strip() for u in images]
-    raise ManifestError("row has neither `image` nor `images`")
+        return "images", [u.strip() for u in value]
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"`{kind}` must be one non-empty URI")
+    return kind, [value.strip()]
+
+
+def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None]:
+    bound, segments = raw.get("bound"), raw.get("num_segments")
+    if kind != "video":
+        if bound is not None or segments is not None:
+            raise ManifestError("`bound` and `num_segments` apply to `video` rows only")
+        return None, None
+    if isinstance(bound, Exception):
+        raise bound
+    if bound is not None:
+        ok = isinstance(bound, list) and len(bound) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
+        if not ok or not bound[0] < bound[1]:
+            raise ManifestError(f"`bound` must be [start_s, end_s] with start < end, got {bound!r}")
+        bound = [float(b) for b in bound]
+    if segments is not None and (isinstance(segments, bool) or not isinstance(segments, int) or segments < 1):
+        raise ManifestError(f"`num_segments` must be a positive integer, got {segments!r}")
+    return bound, segments
 
 
 def load_requests(config: InputConfig, storage: StorageConfig) -> tuple[list[dict], ManifestReport]:

@@ -1,9 +1,10 @@
-"""The Ray wiring, in one place: request rows -> CPU actor pool -> GPU actor pool -> Parquet.
+"""The Ray wiring, in one place: request rows -> CPU actor pool -> GPU actor pool -> result files.
 
-    requests (driver) ──► PrepareStage (CPU actors) ──► GenerateStage (model replicas) ──► write_parquet
+    requests (driver) ─► PrepareStage (CPU actors) ─► GenerateStage (model replicas) ─► write_batch (tasks)
+                                                                                         └─► stats to the driver
 
-Stages know nothing of Ray; this module decides resources, pool sizes and batch sizes from the config.
-Pixels cross the object store as uint8 bytes.
+Stages know nothing of Ray; this module decides resources, pool sizes, batch sizes and fault tolerance
+(actor restarts, task retries) from the config. Pixels cross the object store as uint8 bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pyarrow as pa
 from internvl_batch.config import JobConfig
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.prepare import PrepareStage
-from internvl_batch.storage import pyarrow_filesystem
+from internvl_batch.stages.write import write_batch
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ REQUEST_SCHEMA = pa.schema([
     ("media", pa.list_(pa.string())),
     ("question", pa.string()),
     ("task", pa.string()),
+    ("bound", pa.list_(pa.float64())),
+    ("num_segments", pa.int32()),
     ("error", pa.string()),
 ])  # fmt: skip
 
@@ -56,12 +59,20 @@ def input_blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
     return [table.slice(start, rows_per_block) for start in range(0, table.num_rows, rows_per_block)] or [table]
 
 
-def build_dataset(config: JobConfig, rows: list[dict], model_name: str, num_gpus: float):
-    """The lazy Ray dataset of output rows (nothing runs until it is written)."""
+def build_dataset(config: JobConfig, rows: list[dict], model_name: str, num_gpus: float, run_id: str):
+    """The lazy Ray dataset: writes result files as it runs and yields per-row stats to the driver."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
     res = config.resources
+    # Dead actors (a crash, a lost node) are restarted and their batch redone: Ray Data's actor pools default
+    # to unlimited restarts and retries. Other values go through ray_remote_args (deprecated in Ray 2.6x, so
+    # only passed when the user asks for them).
+    fault_tolerance = {
+        key: value
+        for key, value in (("max_restarts", res.actor_max_restarts), ("max_task_retries", res.actor_max_task_retries))
+        if value != -1
+    }
     table = requests_table(rows, config.input.passthrough_columns)
     ds = ray.data.from_arrow(input_blocks(table, res.cpu_batch_size * 4))
     ds = ds.map_batches(
@@ -71,18 +82,22 @@ def build_dataset(config: JobConfig, rows: list[dict], model_name: str, num_gpus
         batch_size=res.cpu_batch_size,
         compute=ActorPoolStrategy(min_size=res.cpu_actors[0], max_size=res.cpu_actors[1]),
         num_cpus=res.cpus_per_actor,
+        **fault_tolerance,
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         GenerateStage,
-        fn_constructor_kwargs={"config": config, "model_name": model_name},
+        fn_constructor_kwargs={"config": config, "model_name": model_name, "run_id": run_id},
         batch_format="pyarrow",
         batch_size=res.gpu_batch_size,
         compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
         num_gpus=num_gpus,
         num_cpus=1,
+        **fault_tolerance,
     )
-
-
-def write_output(ds, config: JobConfig) -> None:
-    fs, path = pyarrow_filesystem(config.output.path, config.storage)
-    ds.write_parquet(path, filesystem=fs, min_rows_per_file=config.output.min_rows_per_file)
+    return ds.map_batches(
+        write_batch,
+        fn_kwargs={"output_path": config.output.path, "storage": config.storage, "run_id": run_id},
+        batch_format="pyarrow",
+        batch_size=config.output.rows_per_file,
+        num_cpus=0.25,
+    )

@@ -1,45 +1,118 @@
-"""The output directory: check it before work, read results back, write `_summary.json`.
+"""The output directory: atomic result files, the reader, resume, and `_summary.json`.
 
-Parquet readers skip files whose names start with `_` or `.`, so `_summary.json` and probes never look like
-results.
+Layout of `output.path`:
+    part-<run_id>-<uuid>.parquet   result files; each appears whole or not at all
+    _summary.json                  the last run's summary
+    _runs/<run_id>.json            every run's summary
+
+Result files are written under a hidden temporary name and renamed (local) or uploaded in one PUT/multipart
+upload (S3, where an object exists only once complete), so a reader or a resume never sees half a file.
+Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run. Files whose
+names start with `_` or `.` are never results.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
-from collections import Counter
+from datetime import datetime, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.storage import fsspec_filesystem, pyarrow_filesystem
+from internvl_batch.storage import fsspec_filesystem, is_local
 
 SUMMARY_FILE = "_summary.json"
+RUNS_DIR = "_runs"
 
 
-def result_files(output: OutputConfig, storage: StorageConfig) -> list[str]:
-    fs, path = fsspec_filesystem(output.path, storage)
+def new_run_id() -> str:
+    """Sortable by time: a later run's id sorts after an earlier one's."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path.rstrip('/')}/{name}"
+
+
+def result_files(output_path: str, storage: StorageConfig) -> list[str]:
+    fs, path = fsspec_filesystem(output_path, storage)
     if not fs.exists(path):
         return []
-    return sorted(p for p in fs.find(path) if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+    names = fs.find(path, maxdepth=1) if fs.isdir(path) else []
+    return sorted(p for p in names if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+
+
+def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> str:
+    """Write `table` as one new result file, atomically; returns its path."""
+    fs, path = fsspec_filesystem(output_path, storage)
+    name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    target = _join(path, name)
+    if is_local(output_path):
+        tmp = _join(path, f".{name}.tmp")
+        with fs.open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+        fs.mv(tmp, target)  # a rename: atomic on one filesystem
+    else:
+        with fs.open(target, "wb") as f:  # object stores publish an object only when its upload completes
+            f.write(buf.getvalue())
+    return target
+
+
+def read_results(output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Exactly one current row per id: across files and runs, the row from the latest run wins.
+
+    Works after any sequence of interrupted and resumed runs. `columns` limits what is read (`id` and
+    `run_id` are always read).
+    """
+    storage = storage or StorageConfig()
+    fs, _ = fsspec_filesystem(output_path, storage)
+    files = result_files(output_path, storage)
+    wanted = None if columns is None else list(dict.fromkeys(["id", "run_id", *columns]))
+    tables = []
+    for index, file in enumerate(files):
+        with fs.open(file, "rb") as f:
+            table = pq.read_table(f, columns=wanted)
+        tables.append(table.append_column("_file", pa.array([index] * table.num_rows, pa.int32())))
+    if not tables:
+        return pa.table({"id": pa.array([], pa.string()), "run_id": pa.array([], pa.string())})
+    table = pa.concat_tables(tables, promote_options="default")
+    table = table.sort_by([("id", "ascending"), ("run_id", "descending"), ("_file", "descending")])
+    ids = table.column("id")
+    if table.num_rows > 1:
+        changed = pc.not_equal(ids.slice(1), ids.slice(0, table.num_rows - 1))
+        keep = pa.concat_arrays([pa.array([True]), changed.combine_chunks()])
+        table = table.filter(keep)
+    return table.drop_columns(["_file"])
+
+
+def completed_ids(output_path: str, storage: StorageConfig, retry_errors: bool) -> set[str]:
+    """Ids that need no more work: those with a result (an `ok` one only, when errors are to be retried)."""
+    current = read_results(output_path, storage, columns=["status"])
+    if retry_errors and current.num_rows:
+        current = current.filter(pc.equal(current.column("status"), "ok"))
+    return set(current.column("id").to_pylist())
 
 
 def prepare_output(output: OutputConfig, storage: StorageConfig) -> None:
-    """Fail fast when the output cannot be written or already holds results (unless overwrite)."""
+    """Fail fast when the output cannot be written; without resume, discard earlier results."""
     fs, path = fsspec_filesystem(output.path, storage)
-    existing = result_files(output, storage)
-    if existing and not output.overwrite:
-        raise ConfigError(
-            f"output {output.path} already holds {len(existing)} result files; choose another path or set "
-            "output.overwrite=true to replace them"
-        )
     try:
-        for file in existing:
-            fs.rm(file)
         fs.makedirs(path, exist_ok=True)
-        probe = f"{path.rstrip('/')}/_write_check_{uuid.uuid4().hex}"
+        for stale in fs.find(path, maxdepth=1) if fs.isdir(path) else []:
+            name = stale.rsplit("/", 1)[-1]
+            if name.startswith(".part-") and name.endswith(".tmp"):
+                fs.rm(stale)  # left by a writer that was killed mid-file
+        if not output.resume:
+            for file in result_files(output.path, storage):
+                fs.rm(file)
+        probe = _join(path, f"_write_check_{uuid.uuid4().hex}")
         with fs.open(probe, "wb") as f:
             f.write(b"ok")
         fs.rm(probe)
@@ -47,51 +120,13 @@ def prepare_output(output: OutputConfig, storage: StorageConfig) -> None:
         raise ConfigError(f"output {output.path} is not writable: {type(exc).__name__}: {exc}") from None
 
 
-def read_output_columns(output: OutputConfig, storage: StorageConfig, columns: list[str]) -> pa.Table:
-    import pyarrow.dataset as pads
-
-    files = result_files(output, storage)
-    if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    fs, _ = pyarrow_filesystem(output.path, storage)
-    return pads.dataset(files, filesystem=fs, format="parquet").to_table(columns=columns)
-
-
-def summarize(table: pa.Table, input_ids: list[str], wall_time_s: float) -> dict:
-    """Counts and rates over the written rows; checks one output row per input row."""
-    ids = table.column("id").to_pylist()
-    statuses = table.column("status").to_pylist()
-    errors = [e for e in table.column("error").to_pylist() if e]
-    ok = [i for i, s in enumerate(statuses) if s == "ok"]
-    media = table.column("media").to_pylist()
-    tiles = table.column("num_tiles").to_pylist()
-    out_tokens = table.column("num_output_tokens").to_pylist()
-    images = sum(len(media[i] or []) for i in ok)
-    tokens = sum(out_tokens[i] or 0 for i in ok)
-    missing = set(input_ids) - set(ids)
-    extra = Counter(ids) - Counter(input_ids)
-    wall = max(wall_time_s, 1e-9)
-    return {
-        "rows_input": len(input_ids),
-        "rows_output": len(ids),
-        "rows_ok": len(ok),
-        "rows_failed": len(ids) - len(ok),
-        "one_row_per_input": not missing and not extra,
-        "missing_ids": sorted(missing)[:10],
-        "errors_by_stage": dict(Counter(e.split(":", 1)[0] for e in errors)),
-        "images": images,
-        "tiles": sum(sum(tiles[i] or []) for i in ok),
-        "output_tokens": tokens,
-        "wall_time_s": round(wall_time_s, 3),
-        "rows_per_s": round(len(ids) / wall, 3),
-        "images_per_s": round(images / wall, 3),
-        "output_tokens_per_s": round(tokens / wall, 3),
-    }
-
-
-def write_summary(output: OutputConfig, storage: StorageConfig, summary: dict) -> str:
-    fs, path = fsspec_filesystem(output.path, storage)
-    target = f"{path.rstrip('/')}/{SUMMARY_FILE}"
+def write_summary(output_path: str, storage: StorageConfig, summary: dict) -> str:
+    fs, path = fsspec_filesystem(output_path, storage)
+    text = json.dumps(summary, indent=2, default=str)
+    fs.makedirs(_join(path, RUNS_DIR), exist_ok=True)
+    with fs.open(_join(_join(path, RUNS_DIR), f"{summary['run_id']}.json"), "w") as f:
+        f.write(text)
+    target = _join(path, SUMMARY_FILE)
     with fs.open(target, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
+        f.write(text)
     return target

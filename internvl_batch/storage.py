@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from internvl_batch.config import FetchConfig, StorageConfig
@@ -115,57 +117,118 @@ def pyarrow_filesystem(uri: str, storage: StorageConfig):
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FetchError, UnsupportedURIError)
 
 
-class MediaFetcher:
-    """Reads media bytes by URI, many at a time, with bounded retries. Build once per actor."""
+@dataclass(frozen=True)
+class KindPolicy:
+    """How one media kind is read: its size limit (and the config field that sets it) and, for kinds that
+    can be decoded from a file, the size above which the bytes go to a temporary file instead of memory."""
 
-    def __init__(self, storage: StorageConfig, fetch: FetchConfig) -> None:
+    max_bytes: int
+    limit_name: str
+    spill_bytes: int | None = None
+
+
+@dataclass
+class LocalFile:
+    """Media to decode from a path: the user's own local file, or a temporary copy that `cleanup` removes."""
+
+    path: str
+    temporary: bool = False
+
+    def cleanup(self) -> None:
+        if self.temporary:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+class MediaFetcher:
+    """Reads media by URI, many at a time, with bounded retries. Build once per actor.
+
+    Returns bytes, or a `LocalFile` for kinds with a `spill_bytes` policy (videos): local files are used in
+    place and large remote ones are streamed to a bounded temporary file, so a long video never sits in
+    memory whole. Callers must `cleanup()` what they get back (`release`).
+    """
+
+    def __init__(self, storage: StorageConfig, fetch: FetchConfig, policies: dict[str, KindPolicy] | None = None,
+                 temp_dir: str | None = None) -> None:  # fmt: skip
         self.storage = storage
         self.fetch_config = fetch
+        self.policies = {"image": KindPolicy(fetch.max_bytes, "fetch.max_bytes"), **(policies or {})}
+        self.temp_dir = temp_dir
         self._pool = ThreadPoolExecutor(max_workers=fetch.threads, thread_name_prefix="fetch")
 
-    def fetch(self, uri: str) -> bytes:
+    def fetch(self, uri: str, kind: str = "image") -> bytes | LocalFile:
         attempts = self.fetch_config.retries + 1
         delay = self.fetch_config.backoff_s
         for attempt in range(1, attempts + 1):
             try:
-                return self._read(uri)
+                return self._read(uri, self.policies[kind])
             except _PERMANENT as exc:
                 raise _as_fetch_error(uri, exc) from None
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
                 if attempt == attempts:
-                    raise FetchError(f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {exc}") from None
+                    reason = " ".join(str(exc).split())[:300]
+                    raise FetchError(f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {reason}") from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def fetch_many(self, uris: list[str]) -> list[bytes | Exception]:
-        """Bytes or the exception, per URI, in order."""
+    def fetch_many(self, items: list[tuple[str, str]]) -> list[bytes | LocalFile | Exception]:
+        """Bytes, a LocalFile or the exception, per (uri, media kind), in order."""
 
-        def one(uri: str) -> bytes | Exception:
+        def one(item: tuple[str, str]):
             try:
-                return self.fetch(uri)
+                return self.fetch(*item)
             except Exception as exc:  # noqa: BLE001 - returned as a value for the row
                 return exc
 
-        return list(self._pool.map(one, uris))
+        return list(self._pool.map(one, items))
 
-    def _read(self, uri: str) -> bytes:
-        limit = self.fetch_config.max_bytes
+    @staticmethod
+    def release(fetched) -> None:
+        """Remove the temporary files among fetched values."""
+        for value in fetched:
+            if isinstance(value, LocalFile):
+                value.cleanup()
+
+    def _read(self, uri: str, policy: KindPolicy) -> bytes | LocalFile:
         if is_local(uri):
             path = local_path(uri)
             if os.path.isdir(path):
                 raise IsADirectoryError(f"{path} is a directory")
-            size = os.path.getsize(path)
-            if size > limit:
-                raise FetchError(f"{uri}: {size} bytes exceeds fetch.max_bytes={limit}")
+            _check_size(uri, os.path.getsize(path), policy)
+            if policy.spill_bytes is not None:
+                return LocalFile(path)
             with open(path, "rb") as f:
                 return f.read()
         fs, path = fsspec_filesystem(uri, self.storage, self.fetch_config)
         with fs.open(path, "rb") as f:  # open() learns the size with one HEAD request
             size = getattr(f, "size", None)
-            if size is not None and size > limit:
-                raise FetchError(f"{uri}: {size} bytes exceeds fetch.max_bytes={limit}")
-            return f.read()
+            if size is not None:
+                _check_size(uri, size, policy)
+            if policy.spill_bytes is None or (size is not None and size <= policy.spill_bytes):
+                return f.read()
+            return self._spill(f, uri, policy)
+
+    def _spill(self, stream, uri: str, policy: KindPolicy) -> LocalFile:
+        handle = tempfile.NamedTemporaryFile(prefix="internvl-media-", dir=self.temp_dir, delete=False)
+        written = 0
+        try:
+            with handle:
+                while chunk := stream.read(8 * 2**20):
+                    written += len(chunk)
+                    _check_size(uri, written, policy)  # bounded even if the store misreported the size
+                    handle.write(chunk)
+        except BaseException:
+            os.unlink(handle.name)
+            raise
+        return LocalFile(handle.name, temporary=True)
+
+
+def _check_size(uri: str, size: int, policy: KindPolicy) -> None:
+    if size > policy.max_bytes:
+        raise FetchError(f"{uri}: {size} bytes exceeds {policy.limit_name}={policy.max_bytes}")
 
 
 def _as_fetch_error(uri: str, exc: Exception) -> RowError:

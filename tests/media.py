@@ -49,3 +49,68 @@ def png_with_broken_crc() -> bytes:
     crc_at = idat + 4 + length
     data[crc_at] ^= 0xFF
     return bytes(data)
+
+
+INDEX_BITS = 10
+
+
+def index_frame(index: int, width: int, height: int) -> np.ndarray:
+    """A frame whose pixels spell its own index: INDEX_BITS vertical stripes, white for 1, black for 0."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    stripe = width // INDEX_BITS
+    for bit in range(INDEX_BITS):
+        if index >> bit & 1:
+            frame[:, bit * stripe : (bit + 1) * stripe] = 255
+    return frame
+
+
+def read_frame_index(tile: np.ndarray) -> int:
+    """The index spelled by `index_frame`, read back from a (resized) frame or tile."""
+    gray = tile.mean(axis=2)
+    width = gray.shape[1]
+    value = 0
+    for bit in range(INDEX_BITS):
+        centre = int((bit + 0.5) * width / INDEX_BITS)
+        if gray[:, centre].mean() > 127:
+            value |= 1 << bit
+    return value
+
+
+def encode_video(num_frames: int, fps: float, width: int = 320, height: int = 240, gop: int = 30, codec: str = "h264") -> bytes:
+    """An MP4 (H.264 by default) whose frame k shows the index k (see `index_frame`)."""
+    import fractions
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18", "g": str(gop), "bf": "0"} if codec == "h264" else {}
+        for k in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(k, width, height), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def encode_audio_only(seconds: float = 1.0) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        samples = int(16000 * seconds)
+        pts = 0
+        for start in range(0, samples, 1024):
+            n = min(1024, samples - start)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, n), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, pts
+            pts += n
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()

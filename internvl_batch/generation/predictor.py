@@ -37,11 +37,22 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
-    response: str
+    response: str | None
     output_ids: list[int]
     num_input_tokens: int
     num_output_tokens: int  # generated tokens, the stop token included
-    finish_reason: str  # "stop" (ended with <|im_end|>) or "length" (hit max_new_tokens)
+    finish_reason: str | None  # "stop" (ended with <|im_end|>) or "length" (hit max_new_tokens)
+    error: str | None = None  # set when the row could not be generated (it does not fit in memory alone)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text or "not enough memory" in text)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,9 +113,35 @@ class Predictor:
         limits = BatchLimits(self.batching.max_batch_rows, self.batching.max_batch_tokens, self.batching.max_batch_tiles)
         results: list[GenerationResult | None] = [None] * len(requests)
         for batch in plan_micro_batches(lengths, tiles, self.generation.max_new_tokens, limits):
-            for i, result in zip(batch, self._generate_micro_batch([requests[i] for i in batch])):
+            for i, result in zip(batch, self._generate_fitting([requests[i] for i in batch])):
                 results[i] = result
         return results  # type: ignore[return-value]
+
+    def _generate_fitting(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Generate; a micro-batch that runs out of memory is halved and retried, down to single rows."""
+        try:
+            return self._generate_micro_batch(requests)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+            if not is_out_of_memory(exc):
+                raise
+        self._release_memory()
+        if len(requests) == 1:
+            request = requests[0]
+            tiles = 0 if request.tiles is None else len(request.tiles)
+            log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
+            message = (f"generate: OutOfMemoryError: a row of {len(request.input_ids)} tokens and {tiles} tiles does "
+                       "not fit in memory even alone; lower preprocess.max_num or video segments")  # fmt: skip
+            return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
+        log.info("out of memory on a micro-batch of %d rows; splitting it", len(requests))
+        half = len(requests) // 2
+        return self._generate_fitting(requests[:half]) + self._generate_fitting(requests[half:])
+
+    def _release_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def _generate_micro_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:

@@ -9,6 +9,7 @@ RGBA/LA/P lose transparency the same way and 16-bit images are clipped the same 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -36,14 +37,16 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise PixelLimitError(f"{exc} (max_pixels={max_pixels})") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "the image"
+        raise PixelLimitError(f"{size} exceeds max_pixels={max_pixels} (decompression-bomb protection)") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(f"not an image: format not recognised ({len(data)} bytes, starting {data[:8]!r})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports broken headers with all three
         raise ImageDecodeError(f"unreadable image header: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise PixelLimitError(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}")
+        raise PixelLimitError(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} (decompression-bomb protection)")
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels: {width}x{height}")
     return image

@@ -48,6 +48,7 @@ class CheckpointInfo:
     use_thumbnail: bool
     image_size: int
     downsample_ratio: float
+    max_position_embeddings: int
     raw_config: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -138,6 +139,7 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
     template = raw.get("template") or "internvl2_5"
     if template != "internvl2_5":
         raise UnsupportedModelError(f"{path.name}: chat template {template!r} (only 'internvl2_5' is supported)")
+    text_config = (raw.get("llm_config") if layout == "original" else raw.get("text_config")) or {}
     if image_size != 448:
         raise UnsupportedModelError(f"{path.name}: image size {image_size} (only 448-pixel tiles are supported)")
 
@@ -155,5 +157,6 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
         use_thumbnail=bool(raw.get("use_thumbnail", True)),
         image_size=image_size,
         downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
+        max_position_embeddings=int(text_config.get("max_position_embeddings", 32768)),
         raw_config=raw,
     )

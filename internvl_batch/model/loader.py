@@ -74,6 +74,7 @@ def load_model(
     image_token_id: int | None = None,
 ):
     """An eval-mode `InternVLForConditionalGeneration` with every weight from the checkpoint."""
+    from safetensors import safe_open
     from transformers import InternVLForConditionalGeneration
 
     device = torch.device(device)
@@ -94,50 +95,66 @@ def load_model(
 
     if image_token_id is None:
         raise ValueError("image_token_id is needed to convert an original-layout checkpoint")
-    config = native_config(info.raw_config, image_token_id)
-    with torch.device("meta"):
-        model = InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    state = _read_converted_weights(info, expected, dtype, device)
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ModelLoadError(f"{info.name}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:5]}")
+    model = _meta_model(info, image_token_id, dtype, attn_implementation)
+    verify_weights(info, image_token_id, model)
+    state = {}
+    for file in safetensors_files(info.path):
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    for name, tensor in convert_key(key, f.get_tensor(key)):
+                        state[name] = tensor.to(device=device, dtype=dtype)
+        except Exception as exc:  # noqa: BLE001 - corrupt shard, I/O error, ...
+            raise ModelLoadError(f"cannot read weights from {file}: {type(exc).__name__}: {exc}") from None
     model.load_state_dict(state, strict=True, assign=True)
     _rebuild_meta_buffers(model, device)
     return model.eval()
 
 
-def _read_converted_weights(info: CheckpointInfo, expected: dict, dtype: torch.dtype, device: torch.device) -> dict:
+def _meta_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
+    """The native model built on the meta device: every parameter's name and shape, no memory."""
+    from transformers import InternVLForConditionalGeneration
+
+    config = native_config(info.raw_config, image_token_id)
+    with torch.device("meta"):
+        return InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+
+
+def verify_weights(info: CheckpointInfo, image_token_id: int, model=None) -> None:
+    """Check, from the safetensors headers alone, that the checkpoint has exactly the weights the model needs
+    (names and shapes after conversion). Cheap enough for the driver to run before any work starts."""
     from safetensors import safe_open
 
-    state: dict[str, torch.Tensor] = {}
+    model = model if model is not None else _meta_model(info, image_token_id)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found: set[str] = set()
     unexpected: list[str] = []
     for file in safetensors_files(info.path):
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
-                for key in f.keys():
-                    try:
-                        converted = list(convert_key(key, f.get_tensor(key)))
-                    except KeyError:
-                        unexpected.append(key)
-                        continue
-                    for name, tensor in converted:
-                        if name not in expected:
-                            unexpected.append(key)
-                        elif tuple(tensor.shape) != expected[name]:
-                            raise ModelLoadError(
-                                f"{info.name}: weight {key} has shape {tuple(tensor.shape)}, the config implies "
-                                f"{expected[name]} for {name}"
-                            )
-                        else:
-                            state[name] = tensor.to(device=device, dtype=dtype)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - corrupt shard, I/O error, ...
+                shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        except Exception as exc:  # noqa: BLE001 - corrupt header, I/O error, ...
             raise ModelLoadError(f"cannot read weights from {file}: {type(exc).__name__}: {exc}") from None
+        for key, shape in shapes.items():
+            try:
+                converted = list(convert_key(key, torch.empty(shape, device="meta")))
+            except KeyError:
+                unexpected.append(key)
+                continue
+            for name, tensor in converted:
+                if name not in expected:
+                    unexpected.append(key)
+                elif tuple(tensor.shape) != expected[name]:
+                    raise ModelLoadError(
+                        f"{info.name}: weight {key} has shape {shape}, the config implies {expected[name]} for {name}"
+                    )
+                else:
+                    found.add(name)
     if unexpected:
         raise ModelLoadError(f"{info.name}: {len(unexpected)} unexpected weights in the checkpoint, e.g. {unexpected[:5]}")
-    return state
+    missing = sorted(set(expected) - found)
+    if missing:
+        raise ModelLoadError(f"{info.name}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:5]}")
 
 
 def _rebuild_meta_buffers(model: torch.nn.Module, device: torch.device) -> None:

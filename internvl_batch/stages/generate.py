@@ -2,8 +2,10 @@
 
 Columns in: `input_ids`, `pixels`, `num_tiles`, `error` (+ everything else, carried through).
 Columns out: the output schema (`stages/output.py`): `response`, `num_output_tokens`, `finish_reason`,
-`status`, `model` added; `input_ids` and `pixels` dropped. Rows that arrive with an error are not sent to
-the model. If generation of a batch fails, its rows get `error` = "generate: ..." instead of being lost.
+`status`, `model`, `run_id` added; `input_ids` and `pixels` dropped. Rows that arrive with an error are not
+sent to the model. A micro-batch that runs out of memory is split and retried by the predictor; a row that
+does not fit alone, or a batch whose generation fails otherwise, gets `error` = "generate: ..." instead of
+being lost.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class GenerateStage:
-    def __init__(self, config: JobConfig, model_name: str) -> None:
+    def __init__(self, config: JobConfig, model_name: str, run_id: str | None = None) -> None:
         self.predictor = Predictor(config.model, config.generation, config.batching, model_name=model_name)
         self.model_name = model_name
+        self.run_id = run_id
         self.passthrough = list(config.input.passthrough_columns)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -44,6 +47,9 @@ class GenerateStage:
                     errors[i] = format_row_error("generate", exc)
             else:
                 for i, result in zip(todo, results):
+                    if result.error:
+                        errors[i] = result.error
+                        continue
                     responses[i] = result.response
                     out_tokens[i] = result.num_output_tokens
                     finish[i] = result.finish_reason
@@ -51,7 +57,7 @@ class GenerateStage:
         out = set_column(out, "num_output_tokens", out_tokens, pa.int32())
         out = set_column(out, "finish_reason", finish, pa.string())
         out = set_column(out, "error", errors, pa.string())
-        return to_output_table(out, self.model_name, self.passthrough)
+        return to_output_table(out, self.model_name, self.passthrough, self.run_id)
 
 
 def _tiles(pixel_bytes: bytes | None) -> np.ndarray | None:

@@ -43,7 +43,7 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
 
     config = load_config(None, base={
         "input": {"manifests": f"s3://{bucket}/manifests/*.jsonl", "passthrough_columns": ["label"]},
-        "output": {"path": f"s3://{bucket}/out"},
+        "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
         "model": {"path": str(tiny_checkpoint)},
         "generation": {"max_new_tokens": 6},
         "storage": {"endpoint_url": s3_endpoint},
@@ -74,16 +74,70 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
             assert secret not in text
 
 
-def test_rerun_refuses_to_mix_results_unless_overwrite(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
-    put(s3, f"{bucket}/m.jsonl", b'{"id": "x", "image": "x.png"}\n')
+def test_rerun_resumes_and_no_resume_starts_over(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
+    from internvl_batch.results import read_results
+
     put(s3, f"{bucket}/x.png", encode(make_photo(64, 64), "PNG"))
-    base = {"input": {"manifests": f"s3://{bucket}/m.jsonl"}, "output": {"path": f"s3://{bucket}/o"},
+    put(s3, f"{bucket}/m.jsonl", b'{"id": "x", "image": "x.png"}\n{"id": "gone", "image": "absent.png"}\n')
+    base = {"input": {"manifests": f"s3://{bucket}/m.jsonl"},
+            "output": {"path": f"s3://{bucket}/o", "max_error_fraction": 1.0},
             "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2},
             "storage": {"endpoint_url": s3_endpoint}, "resources": {"cpu_actors": 1, "gpu_replicas": 1}}  # fmt: skip
-    run_job(load_config(None, base=base))
-    from internvl_batch.errors import ConfigError
+    first = run_job(load_config(None, base=base))
+    assert (first["rows_processed"], first["rows_already_done"]) == (2, 0)
+    again = run_job(load_config(None, base=base))
+    assert (again["rows_processed"], again["rows_already_done"]) == (0, 2)
+    put(s3, f"{bucket}/absent.png", encode(make_photo(32, 32), "PNG"))  # the missing object arrives
+    retried = run_job(load_config(None, ["output.retry_errors=true"], base=base))
+    assert (retried["rows_processed"], retried["rows_ok"]) == (1, 1)
+    current = {r["id"]: r for r in read_results(f"s3://{bucket}/o", config_storage(s3_endpoint)).to_pylist()}
+    assert current["gone"]["status"] == "ok" and current["x"]["run_id"] == first["run_id"]
+    fresh = run_job(load_config(None, ["output.resume=false"], base=base))
+    assert fresh["rows_processed"] == 2
+    assert len([f for f in s3.find(f"{bucket}/o") if f.endswith(".parquet")]) == 1  # earlier results discarded
+    assert len(s3.ls(f"{bucket}/o/_runs")) == 4  # one summary per run
 
-    with pytest.raises(ConfigError, match="already holds 1 result files"):
-        run_job(load_config(None, base=base))
-    summary = run_job(load_config(None, ["output.overwrite=true"], base=base))
-    assert summary["rows_output"] == 1 and len(read_output(s3, f"{bucket}/o")) == 1
+
+def config_storage(endpoint):
+    from internvl_batch.config import StorageConfig
+
+    return StorageConfig(endpoint_url=endpoint)
+
+
+def test_video_and_multi_image_rows(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
+    from tests.media import encode_audio_only, encode_video
+
+    put(s3, f"{bucket}/v/clip30.mp4", encode_video(90, 30.0, gop=30))
+    put(s3, f"{bucket}/v/clip25.mp4", encode_video(250, 25.0, gop=12))
+    put(s3, f"{bucket}/v/audio.mp4", encode_audio_only())
+    for name, size in {"a.jpg": (640, 480), "b.png": (1200, 300), "c.jpg": (300, 300)}.items():
+        put(s3, f"{bucket}/i/{name}", encode(make_photo(*size), "JPEG" if name.endswith("jpg") else "PNG"))
+    manifest = [
+        {"id": "v30", "video": "v/clip30.mp4", "question": "What happens?"},
+        {"id": "v25-bound", "video": "v/clip25.mp4", "bound": [2.0, 6.0], "num_segments": 4},
+        {"id": "v-audio", "video": "v/audio.mp4"},
+        {"id": "v-outside", "video": "v/clip30.mp4", "bound": [10, 20]},
+        {"id": "three", "images": ["i/a.jpg", "i/b.png", "i/c.jpg"], "question": "Compare them."},
+    ]
+    put(s3, f"{bucket}/m.jsonl", "\n".join(json.dumps(r) for r in manifest).encode())
+    config = load_config(None, base={
+        "input": {"manifests": f"s3://{bucket}/m.jsonl"},
+        "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
+        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
+        "storage": {"endpoint_url": s3_endpoint}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+    })  # fmt: skip
+    summary = run_job(config)
+    rows = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
+    assert sorted(rows) == sorted(r["id"] for r in manifest)
+    v30 = rows["v30"]
+    assert v30["status"] == "ok" and v30["response"] is not None and v30["num_frames"] == 8
+    assert v30["frame_indices"] == [5, 16, 27, 38, 49, 61, 72, 83] and v30["num_tiles"] == [1] * 8
+    assert rows["v25-bound"]["frame_indices"] == [62, 87, 112, 137]
+    assert rows["v25-bound"]["frame_timestamps"] == [2.48, 3.48, 4.48, 5.48]
+    assert rows["v-audio"]["error"] == "decode: VideoDecodeError: no video stream (audio-only or not a video container)"
+    assert rows["v-outside"]["error"].startswith("decode: BoundError:")
+    # Three images share max_num 12: a budget of 4 tiles each. 640x480 ties (1,1) with (2,2) and is too small
+    # for the larger grid; 1200x300 is (4,1) + thumbnail; 300x300 is one tile.
+    assert rows["three"]["status"] == "ok" and rows["three"]["num_tiles"] == [1, 5, 1]
+    assert rows["three"]["num_frames"] is None
+    assert summary["rows_ok"] == 3 and summary["images"] == 5

@@ -74,3 +74,14 @@ def test_make_tiny_checkpoint_console_script(tmp_path):
     assert (tmp_path / "t" / "config.json").is_file()
     again = subprocess.run(exe + ["make-tiny-checkpoint", str(tmp_path / "t")], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_inspect_video(tmp_path, capsys):
+    from tests.media import encode_video
+
+    clip = write(tmp_path / "clip.mp4", encode_video(120, 24.0))
+    assert main(["inspect", str(clip), "--num-segments", "4", "--json", "--save-tiles", str(tmp_path / "t")]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["video_frames"], row["fps"], row["frame_indices"]) == (120, 24.0, [14, 44, 74, 103])
+    assert (row["tiles"], row["image_tokens"], row["width"], row["height"]) == (4, 1024, 320, 240)
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["00.png", "01.png", "02.png", "03.png"]

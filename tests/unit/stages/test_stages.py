@@ -10,7 +10,8 @@ from internvl_batch.pipeline import requests_table
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 from internvl_batch.stages.prepare import PrepareStage
-from tests.media import encode, make_photo
+from tests.media import encode, encode_video, make_photo, read_frame_index
+from tests.unit.test_prompts import reference_string
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,7 @@ def media(tmp_path_factory):
     (root / "photo.jpg").write_bytes(encode(make_photo(800, 600), "JPEG"))
     (root / "wide.png").write_bytes(encode(make_photo(1000, 250, seed=1), "PNG"))
     (root / "notes.txt").write_bytes(b"not an image")
+    (root / "clip.mp4").write_bytes(encode_video(120, 24.0))
     return root
 
 
@@ -26,7 +28,8 @@ def media(tmp_path_factory):
 def config(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     base = {"input": {"manifests": "m.jsonl", "passthrough_columns": ["label"]}, "output": {"path": str(out)},
-            "model": {"path": str(tiny_checkpoint), "dtype": "float32"}, "generation": {"max_new_tokens": 4}}  # fmt: skip
+            "model": {"path": str(tiny_checkpoint), "dtype": "float32"}, "generation": {"max_new_tokens": 4},
+            "preprocess": {"max_images_per_row": 3}, "video": {"num_segments": 6}}  # fmt: skip
     return load_config(None, base=base)
 
 
@@ -40,6 +43,11 @@ def batch(media):
         {"id": "text", "image": "notes.txt"},
         {"id": "dir", "image": "."},
         {"image": "photo.jpg"},
+        {"id": "clip", "video": "clip.mp4", "question": "What happens?"},
+        {"id": "clip-bound", "video": "clip.mp4", "bound": [1.0, 3.0], "num_segments": 4},
+        {"id": "clip-outside", "video": "clip.mp4", "bound": [60, 70]},
+        {"id": "clip-too-many", "video": "clip.mp4", "num_segments": 100},
+        {"id": "four", "images": ["photo.jpg"] * 4},
     ]
     rows = [normalize_row(r, manifest, n, ["label"]) for n, r in enumerate(raw, start=1)]
     for i, row in enumerate(rows):
@@ -73,6 +81,33 @@ def test_prepare_errors_name_stage_and_cause(prepared):
     assert all(rows[k]["pixels"] is None for k in ("missing", "text", "dir"))
 
 
+def test_video_rows(prepared, tiny_tokenizer):
+    rows = {r["id"]: r for r in prepared.to_pylist()}
+    clip = rows["clip"]
+    assert clip["error"] is None and clip["num_frames"] == 6 and clip["num_tiles"] == [1] * 6
+    # 120 frames at 24 fps, 6 segments: seg = 119 / 6
+    assert clip["frame_indices"] == [9, 29, 49, 69, 88, 108]
+    tiles = np.frombuffer(clip["pixels"], np.uint8).reshape(6, 448, 448, 3)
+    assert [read_frame_index(t) for t in tiles] == clip["frame_indices"]
+    assert clip["frame_timestamps"] == [round(i / 24, 6) for i in clip["frame_indices"]]
+    frames = "".join(f"Frame{i + 1}: <image>\n" for i in range(6))
+    assert clip["input_ids"] == tiny_tokenizer(reference_string(frames + "What happens?", [1] * 6))["input_ids"]
+    assert rows["clip-bound"]["frame_indices"] == [30, 42, 54, 66]
+
+
+def test_multi_image_prompt_ids(prepared, tiny_tokenizer, config):
+    pair = {r["id"]: r for r in prepared.to_pylist()}["pair"]
+    expected = reference_string("Image-1: <image>\nImage-2: <image>\nCompare.", pair["num_tiles"])
+    assert pair["input_ids"] == tiny_tokenizer(expected)["input_ids"]
+
+
+def test_limits_are_error_rows_naming_the_limit(prepared):
+    rows = {r["id"]: r for r in prepared.to_pylist()}
+    assert rows["four"]["error"] == "limits: LimitError: row has 4 images, over preprocess.max_images_per_row=3"
+    assert rows["clip-too-many"]["error"] == "limits: VideoLimitError: num_segments=100 exceeds video.max_segments=64"
+    assert rows["clip-outside"]["error"].startswith("decode: BoundError: bound [60.0, 70.0] s selects no frames")
+
+
 def test_generate_produces_output_schema(config, prepared):
     out = GenerateStage(config, "tiny-test")(prepared)
     assert out.schema.names == OUTPUT_SCHEMA.names + ["label"]
@@ -82,7 +117,8 @@ def test_generate_produces_output_schema(config, prepared):
     for key in ("good", "pair"):
         assert rows[key]["status"] == "ok" and rows[key]["response"] is not None
         assert rows[key]["num_output_tokens"] == 4 and rows[key]["finish_reason"] == "length"
-    for key in ("missing", "text", "dir", "m.jsonl:6"):
+    for key in ("missing", "text", "dir", "m.jsonl:6", "four", "clip-outside"):
         assert rows[key]["status"] == "error" and rows[key]["response"] is None
+    assert rows["clip"]["status"] == "ok" and rows["clip"]["num_frames"] == 6 and rows["clip"]["response"] is not None
     assert {r["model"] for r in rows.values()} == {"tiny-test"}
     assert rows["good"]["label"] == "cat"

@@ -1,7 +1,9 @@
-"""`internvl-batch inspect`: how each image would be tiled, and what it costs in tokens.
+"""`internvl-batch inspect`: how each image would be tiled (or which frames of a video sampled), and what
+it costs in tokens.
 
 Uses the job's own preprocessing (same options, same code), so the numbers are the ones the job will see.
-`--save-tiles DIR` writes the tiles as lossless PNGs in model order (00.png, 01.png, ...; thumbnail last).
+`--save-tiles DIR` writes the tiles as lossless PNGs in model order (00.png, 01.png, ...; thumbnail last;
+for a video, one tile per sampled frame).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from PIL import Image
 from internvl_batch.errors import RowError, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.decode import exif_orientation, open_image
+from internvl_batch.imaging.video import VideoSampler
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpeg", ".mpg", ".ts")
 
 
 @dataclass
@@ -28,16 +33,29 @@ class InspectRow:
     tiles: int = 0
     image_tokens: int = 0
     exif_orientation: int = 1
+    video_frames: int | None = None
+    fps: float | None = None
+    frame_indices: list[int] | None = None
     error: str | None = None
 
 
-def inspect_image(path: Path, pre: ImagePreprocessor, tokens_per_tile: int = 256, save_dir: Path | None = None) -> InspectRow:
+@dataclass
+class VideoOptions:
+    num_segments: int = 8
+    bound: tuple[float, float] | None = None
+    sampler: VideoSampler | None = None
+
+
+def inspect_media(path: Path, pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int = 256,
+                  save_dir: Path | None = None) -> InspectRow:  # fmt: skip
     row = InspectRow(str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
         row.error = format_row_error("fetch", exc)
         return row
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return _inspect_video(row, data, video, tokens_per_tile, save_dir)
     try:
         row.exif_orientation = exif_orientation(open_image(data, pre.max_pixels))
         out = pre(data)
@@ -50,6 +68,24 @@ def inspect_image(path: Path, pre: ImagePreprocessor, tokens_per_tile: int = 256
     row.tiles, row.image_tokens = out.num_tiles, out.num_tiles * tokens_per_tile
     if save_dir is not None:
         save_tiles(out.tiles, save_dir)
+    return row
+
+
+def _inspect_video(row: InspectRow, data: bytes, options: VideoOptions, tokens_per_tile: int, save_dir: Path | None) -> InspectRow:
+    try:
+        sampled = (options.sampler or VideoSampler())(data, options.num_segments, options.bound)
+    except RowError as exc:
+        row.error = format_row_error("decode", exc)
+        return row
+    from internvl_batch.imaging.video import open_video
+
+    first = open_video(data)[0].shape  # frame size as decoded (height, width, channels)
+    row.height, row.width = int(first[0]), int(first[1])
+    row.grid, row.tiles = "1x1/frame", sampled.num_frames
+    row.image_tokens = sampled.num_frames * tokens_per_tile
+    row.video_frames, row.fps, row.frame_indices = sampled.total_frames, sampled.fps, sampled.frame_indices
+    if save_dir is not None:
+        save_tiles(sampled.tiles, save_dir)
     return row
 
 
@@ -80,8 +116,9 @@ def tile_dirs(paths: list[Path], save_root: Path | None) -> list[Path | None]:
     return dirs
 
 
-def run_inspect(paths: list[Path], pre: ImagePreprocessor, tokens_per_tile: int, save_root: Path | None, as_json: bool) -> int:
-    rows = [inspect_image(p, pre, tokens_per_tile, d) for p, d in zip(paths, tile_dirs(paths, save_root))]
+def run_inspect(paths: list[Path], pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int,
+                save_root: Path | None, as_json: bool) -> int:  # fmt: skip
+    rows = [inspect_media(p, pre, video, tokens_per_tile, d) for p, d in zip(paths, tile_dirs(paths, save_root))]
     if as_json:
         for row in rows:
             print(json.dumps(row.__dict__))
@@ -100,12 +137,14 @@ def render_table(rows: list[InspectRow], pre: ImagePreprocessor) -> str:
             lines.append((r.source, "-", "-", "-", "-", r.error))
             continue
         size = f"{r.width}x{r.height}" + (f" (EXIF {r.exif_orientation})" if r.exif_orientation != 1 else "")
+        if r.video_frames is not None:
+            size += f", {r.video_frames} frames at {r.fps:g} fps, sampled {r.frame_indices}"
         lines.append((r.source, size, r.grid, "yes" if r.thumbnail else "no", str(r.tiles), str(r.image_tokens)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] for line in lines]
     ok = [r for r in rows if not r.error]
     text.append(
-        f"{len(ok)} image(s), {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
+        f"{len(ok)} file(s), {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
         f"(max_num={pre.max_num}, min_num={pre.min_num}, thumbnail={'on' if pre.use_thumbnail else 'off'}, "
         f"exif_transpose={'on' if pre.exif_transpose else 'off'})"
     )

@@ -1,0 +1,121 @@
+"""Video rows: which frames the reference samples, decoded with decord straight from the fetched bytes.
+
+Frame choice (the model card's `get_index`): with `fps` and `max_frame = frames - 1` from decord,
+`start, end = bound or (-100000, 100000)`, `start_idx = max(0, round(start * fps))`,
+`end_idx = min(round(end * fps), max_frame)`, `seg = (end_idx - start_idx) / num_segments` and frame k is
+`int(start_idx + seg / 2 + round(seg * k))`. Each frame becomes one 448x448 tile (max_num 1, no thumbnail).
+
+decord reads from memory (no temporary file). Limits protect the job: bytes are checked by the fetcher,
+duration and segment count here; a video over a limit is an error row naming the limit and the value.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from internvl_batch.errors import LimitError, RowError
+from internvl_batch.imaging.preprocess import cut_tiles
+from internvl_batch.imaging.tiling import plan_tiles
+
+
+class VideoDecodeError(RowError):
+    """The bytes are not a readable video (empty, corrupt, truncated, no video stream, no frames)."""
+
+
+class VideoLimitError(LimitError):
+    """The video exceeds a configured limit (duration, frames)."""
+
+
+class BoundError(RowError):
+    """The requested `bound` does not select any part of the video."""
+
+
+def sample_frame_indices(num_frames: int, fps: float, num_segments: int, bound: tuple[float, float] | None = None) -> list[int]:
+    """The reference's frame indices for a video of `num_frames` frames at `fps`."""
+    start, end = bound if bound else (-100000, 100000)
+    max_frame = num_frames - 1
+    start_idx = max(0, round(start * fps))
+    end_idx = min(round(end * fps), max_frame)
+    if bound and (start_idx > max_frame or end_idx < start_idx):
+        raise BoundError(
+            f"bound [{start}, {end}] s selects no frames of a {num_frames / fps:.3f} s video ({num_frames} frames at {fps:g} fps)"
+        )
+    seg_size = float(end_idx - start_idx) / num_segments
+    return [int(start_idx + seg_size / 2 + np.round(seg_size * k)) for k in range(num_segments)]
+
+
+@dataclass(frozen=True)
+class SampledVideo:
+    tiles: np.ndarray  # uint8 [num_segments, 448, 448, 3], one tile per sampled frame
+    frame_indices: list[int]
+    timestamps: list[float]  # seconds, frame index / fps
+    total_frames: int
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+
+class VideoSampler:
+    """Decodes the sampled frames of a video and tiles them. Build once per actor."""
+
+    def __init__(self, max_duration_s: float = 3600.0, max_segments: int = 64) -> None:
+        self.max_duration_s = max_duration_s
+        self.max_segments = max_segments
+
+    def __call__(self, data: bytes | str, num_segments: int, bound: tuple[float, float] | None = None) -> SampledVideo:
+        """Sample from encoded bytes, or from a file path (large videos: decord then streams from disk)."""
+        if num_segments < 1:
+            raise VideoLimitError(f"num_segments must be at least 1, got {num_segments}")
+        if num_segments > self.max_segments:
+            raise VideoLimitError(f"num_segments={num_segments} exceeds video.max_segments={self.max_segments}")
+        reader = open_video(data)
+        total, fps = len(reader), float(reader.get_avg_fps())
+        if total < 1:
+            raise VideoDecodeError("the video has no frames")
+        if not fps > 0:
+            raise VideoDecodeError(f"the video reports a frame rate of {fps}")
+        duration = total / fps
+        if duration > self.max_duration_s:
+            raise VideoLimitError(f"duration {duration:.1f} s exceeds video.max_duration_s={self.max_duration_s:g}")
+        indices = sample_frame_indices(total, fps, num_segments, bound)
+        tiles = np.empty((len(indices), 448, 448, 3), dtype=np.uint8)
+        for slot, index in enumerate(indices):
+            try:
+                frame = reader[index].asnumpy()
+            except Exception as exc:  # noqa: BLE001 - decord raises its own error types for damaged streams
+                raise VideoDecodeError(f"cannot decode frame {index} of {total}: {_first_line(exc)}") from None
+            image = Image.fromarray(frame).convert("RGB")
+            tiles[slot] = cut_tiles(image, plan_tiles(image.width, image.height, 1, 1, False))[0]
+        return SampledVideo(tiles, indices, [round(i / fps, 6) for i in indices], total, fps)
+
+
+def open_video(data: bytes | str):
+    """A decord VideoReader over in-memory bytes or a file path (one decoding thread, as the reference)."""
+    try:
+        import decord
+    except ImportError:
+        raise RuntimeError("video rows need decord: pip install decord") from None
+    size = os.path.getsize(data) if isinstance(data, str) else len(data)
+    if not size:
+        raise VideoDecodeError("empty file (0 bytes)")
+    try:
+        return decord.VideoReader(data if isinstance(data, str) else io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+    except Exception as exc:  # noqa: BLE001 - decord reports every open failure as RuntimeError/DECORDError
+        message = _first_line(exc)
+        if "cannot find video stream" in message:
+            raise VideoDecodeError("no video stream (audio-only or not a video container)") from None
+        raise VideoDecodeError(f"not a readable video ({size} bytes): {message}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    # decord prefixes messages with a timestamp and its source location; keep the readable part
+    return line.split("] ", 2)[-1][:300]

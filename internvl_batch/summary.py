@@ -1,0 +1,72 @@
+"""Run statistics: accumulated on the driver from the write stage's per-row stats, logged as progress,
+and turned into `_summary.json`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import pyarrow as pa
+
+log = logging.getLogger("internvl_batch.progress")
+
+
+class RunStats:
+    def __init__(self, rows_to_process: int, progress_every_s: float = 30.0) -> None:
+        self.rows_to_process = rows_to_process
+        self.rows = 0
+        self.ok = 0
+        self.errors_by_stage: Counter = Counter()
+        self.images = 0
+        self.tiles = 0
+        self.output_tokens = 0
+        self.written_ids: list[str] = []
+        self._started = time.monotonic()
+        self._last_log = self._started
+        self._every = progress_every_s
+
+    def add(self, stats: pa.Table) -> None:
+        rows = stats.to_pylist()
+        for row in rows:
+            self.written_ids.append(row["id"])
+            if row["status"] == "ok":
+                self.ok += 1
+                self.images += len(row["media"] or [])
+                self.tiles += sum(row["num_tiles"] or [])
+                self.output_tokens += row["num_output_tokens"] or 0
+            else:
+                self.errors_by_stage[(row["error"] or "unknown").split(":", 1)[0]] += 1
+        self.rows += len(rows)
+        now = time.monotonic()
+        if now - self._last_log >= self._every:
+            self._last_log = now
+            self.log_progress()
+
+    def log_progress(self) -> None:
+        elapsed = time.monotonic() - self._started
+        rate = self.rows / elapsed if elapsed else 0.0
+        left = (self.rows_to_process - self.rows) / rate if rate else float("nan")
+        log.info("progress: %d/%d rows written (%d ok, %d failed), %.2f rows/s, ~%.0f s left",
+                 self.rows, self.rows_to_process, self.ok, self.rows - self.ok, rate, left)  # fmt: skip
+
+    @property
+    def failed(self) -> int:
+        return self.rows - self.ok
+
+    def as_dict(self, wall_time_s: float) -> dict:
+        wall = max(wall_time_s, 1e-9)
+        return {
+            "rows_processed": self.rows,
+            "rows_ok": self.ok,
+            "rows_failed": self.failed,
+            "error_fraction": round(self.failed / self.rows, 6) if self.rows else 0.0,
+            "errors_by_stage": dict(self.errors_by_stage),
+            "images": self.images,
+            "tiles": self.tiles,
+            "output_tokens": self.output_tokens,
+            "wall_time_s": round(wall_time_s, 3),
+            "rows_per_s": round(self.rows / wall, 3),
+            "images_per_s": round(self.images / wall, 3),
+            "output_tokens_per_s": round(self.output_tokens / wall, 3),
+        }

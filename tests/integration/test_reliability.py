@@ -1,0 +1,184 @@
+"""No row is ever lost: a corpus of bad input and injected faults through the real job (Ray, moto S3 behind a
+fault-injecting proxy), and a model replica killed mid-run."""
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from internvl_batch.config_loader import load_config
+from internvl_batch.job import run_job
+from internvl_batch.results import read_results
+from tests.integration.fault_proxy import FaultProxy, Rule
+from tests.media import (encode, encode_audio_only, encode_video, make_photo, png_with_broken_crc,
+                         png_with_header_size)  # fmt: skip
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def put(s3, path, data):
+    with s3.open(path, "wb") as f:
+        f.write(data)
+
+
+def bomb_png() -> bytes:
+    """A real decompression bomb: 20000 x 20000 pixels (400 MP) of zeros, a few hundred KB compressed."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+# (id, manifest row without id (None: raw line), expected error prefix or None for success)
+def corpus(bucket: str, local_dir: Path):
+    return [
+        ("good-jpeg", {"image": "m/photo.jpg"}, None),
+        ("good-png", {"image": "m/photo.png", "question": "What is this?"}, None),
+        ("flaky-503", {"image": "m/flaky.jpg"}, None),  # 503 SlowDown twice, then served
+        ("flaky-reset", {"image": "m/reset.jpg"}, None),  # connection reset once, then served
+        ("missing-object", {"image": "m/absent.jpg"}, f"fetch: FetchError: s3://{bucket}/m/absent.jpg: not found"),
+        ("access-denied", {"image": "m/denied.jpg"}, f"fetch: FetchError: s3://{bucket}/m/denied.jpg: access denied"),
+        ("timeout", {"image": "m/slow.jpg"}, f"fetch: FetchError: s3://{bucket}/m/slow.jpg: gave up after 3 attempts"),
+        ("truncated", {"image": "m/truncated.jpg"}, "decode: ImageDecodeError: corrupt or truncated JPEG"),
+        ("zero-bytes", {"image": "m/empty.jpg"}, "decode: ImageDecodeError: empty file (0 bytes)"),
+        ("not-an-image", {"image": "m/notes.jpg"}, "decode: ImageDecodeError: not an image"),
+        ("bomb", {"image": "m/bomb.png"}, "decode: PixelLimitError: "),
+        ("huge-header", {"image": "m/huge-header.png"}, "decode: PixelLimitError: 10000000000 pixels exceeds max_pixels"),
+        ("broken-crc", {"image": "m/broken-crc.png"}, "decode: ImageDecodeError: corrupt or truncated PNG"),
+        ("directory", {"image": str(local_dir)}, f"fetch: FetchError: {local_dir}: is a directory"),
+        ("unknown-scheme", {"image": "gs://bucket/a.jpg"}, "manifest: ManifestError: unsupported URI scheme 'gs'"),
+        ("both", {"image": "m/photo.jpg", "images": ["m/photo.png"]}, "manifest: ManifestError: row has `image` and `images`"),
+        ("too-long", {"image": "m/big.jpg"}, "prompt: PromptError: prompt of "),
+        ("too-many-images", {"images": ["m/photo.jpg"] * 5}, "limits: LimitError: row has 5 images"),
+        ("corrupt-video", {"video": "m/corrupt.mp4"}, "decode: VideoDecodeError: not a readable video"),
+        ("audio-only", {"video": "m/audio.mp4"}, "decode: VideoDecodeError: no video stream"),
+        ("bound-outside", {"video": "m/clip.mp4", "bound": [50, 60]}, "decode: BoundError: bound [50.0, 60.0] s"),
+        ("good-video", {"video": "m/clip.mp4", "num_segments": 4}, None),
+        # Rows whose id cannot be read are named <manifest>:<line>; line numbers count the empty line 3.
+        ("m.jsonl:24", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 24 is not valid UTF-8"),
+        ("m.jsonl:25", b'{"id": "broken json",', "manifest: ManifestError: line 25 is not valid JSON"),
+        ("m.jsonl:26", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
+    ]
+
+
+def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint, tmp_path):
+    photo = encode(make_photo(448, 448), "JPEG")
+    files = {
+        "photo.jpg": photo, "photo.png": encode(make_photo(448, 448, seed=1), "PNG"), "flaky.jpg": photo, "reset.jpg": photo,
+        "denied.jpg": photo, "slow.jpg": photo, "truncated.jpg": encode(make_photo(640, 480), "JPEG")[:900],
+        "empty.jpg": b"", "notes.jpg": b"meeting notes, not a picture", "bomb.png": bomb_png(),
+        "huge-header.png": png_with_header_size(100_000, 100_000), "broken-crc.png": png_with_broken_crc(),
+        "big.jpg": encode(make_photo(800, 600), "JPEG"), "clip.mp4": encode_video(60, 30.0),
+        "corrupt.mp4": encode_video(60, 30.0)[:200] + bytes(4000), "audio.mp4": encode_audio_only(),
+    }  # fmt: skip
+    for name, data in files.items():
+        put(s3, f"{bucket}/m/{name}", data)
+    (tmp_path / "a-directory").mkdir()
+    rows = corpus(bucket, tmp_path / "a-directory")
+    lines = []
+    for row_id, row, _ in rows:
+        lines.append(row if isinstance(row, bytes) else json.dumps({"id": row_id, **row} if not row_id.startswith("m.jsonl:") else row).encode())
+    lines.insert(2, b"")  # an empty line: not a row, skipped
+    put(s3, f"{bucket}/m.jsonl", b"\n".join(lines) + b"\n")
+
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.add(Rule("/m/flaky.jpg", "status", times=2, status=503))
+        proxy.add(Rule("/m/reset.jpg", "reset", times=1))
+        proxy.add(Rule("/m/denied.jpg", "status", status=403))
+        proxy.add(Rule("/m/slow.jpg", "delay", seconds=4.0))
+        config = load_config(None, base={
+            "input": {"manifests": f"s3://{bucket}/m.jsonl"},
+            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0, "rows_per_file": 5},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3, "max_input_tokens": 2000},
+            "preprocess": {"max_images_per_row": 4},
+            "fetch": {"retries": 2, "backoff_s": 0.05, "timeout_s": 1.0},
+            "storage": {"endpoint_url": proxy.url},
+            "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
+        })  # fmt: skip
+        summary = run_job(config)
+        denied_requests = proxy.requests_for("/m/denied.jpg")
+
+    current = {r["id"]: r for r in read_results(f"s3://{bucket}/out", config.storage).to_pylist()}
+    assert sorted(current) == sorted(row_id for row_id, _, _ in rows)  # exactly one row per input row
+    for row_id, _, expected in rows:
+        got = current[row_id]
+        if expected is None:
+            assert got["status"] == "ok" and got["response"] is not None, (row_id, got["error"])
+        else:
+            assert got["status"] == "error" and got["error"].startswith(expected), (row_id, got["error"])
+    assert denied_requests == 1  # a permanent error is not retried
+    assert summary["rows_processed"] == len(rows) and summary["rows_ok"] == 5
+    assert summary["manifest"]["blank_lines"] == 1
+
+
+def test_failing_run_exits_non_zero_above_max_error_fraction(ray_local, tmp_path, tiny_checkpoint):
+    from internvl_batch.job import main
+
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"id": f"r{i}", "image": f"absent{i}.jpg"}) for i in range(3)))
+    (tmp_path / "ok.jpg").write_bytes(encode(make_photo(64, 64), "JPEG"))
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write("\n" + json.dumps({"id": "fine", "image": "ok.jpg"}) + "\n")
+    config = load_config(None, base={
+        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(tmp_path / "out")},
+        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2},
+        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+    })  # fmt: skip
+    assert main(config=config) == 1  # 3 of 4 failed > 10%
+    written = read_results(str(tmp_path / "out"))
+    assert written.num_rows == 4  # ...but everything was written
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert summary["status"] == "failed" and "max_error_fraction" in summary["problems"][0]
+
+
+def _generate_actor_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"MapBatches(GenerateStage)" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_killed_model_replica_is_replaced(ray_local, tmp_path, tiny_checkpoint):
+    sizes = [(448, 448), (800, 600), (640, 427)]
+    rows = []
+    for i in range(24):
+        (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(*sizes[i % 3], seed=i), "JPEG"))
+        rows.append({"id": f"img{i}", "image": f"{i}.jpg"})
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    config = load_config(None, base={
+        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 2},
+        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 24},
+        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2},
+    })  # fmt: skip
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(summary=run_job(config)), daemon=True)
+    runner.start()
+    killed = None
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and killed is None:
+        files = list(out.glob("part-*.parquet")) if out.exists() else []
+        pids = _generate_actor_pids()
+        if files and pids and runner.is_alive():
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    assert killed is not None, "the run ended before a model replica could be killed"
+    runner.join(timeout=600)
+    assert "summary" in result, "the job did not finish after its model replica was killed"
+    assert killed not in _generate_actor_pids()
+    current = read_results(str(out))
+    assert sorted(current.column("id").to_pylist()) == sorted(r["id"] for r in rows)
+    assert set(current.column("status").to_pylist()) == {"ok"}
