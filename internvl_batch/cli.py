@@ -48,9 +48,19 @@ def cmd_inspect(args) -> int:
 def cmd_make_tiny_checkpoint(args) -> int:
     from internvl_batch.model.tiny import make_tiny_checkpoint
 
-    out = make_tiny_checkpoint(args.directory, layout=args.layout, seed=args.seed, shards=args.shards)
-    print(f"wrote a tiny random-weight InternVL 2.5 checkpoint ({args.layout} layout, seed {args.seed}) to {out}")
+    out = make_tiny_checkpoint(args.directory, layout=args.layout, seed=args.seed, shards=args.shards,
+                               llm=args.llm, vision=args.vision)  # fmt: skip
+    print(f"wrote a tiny random-weight InternVL 2.5 checkpoint ({args.layout} layout, {args.llm} LLM, "
+          f"{args.vision} vision tower, seed {args.seed}) to {out}")  # fmt: skip
     return 0
+
+
+def cmd_plan(args) -> int:
+    from internvl_batch.model.plan import plan_replica, render
+
+    plan = plan_replica(args.model, args.gpus, args.gpu_mem, args.dtype, args.tiles, args.prompt_tokens, args.max_new_tokens)
+    print(render(plan))
+    return 0 if plan.fits else 1
 
 
 def cmd_run(args) -> int:
@@ -75,7 +85,12 @@ def cmd_demo(args) -> int:
     print(TINY_NOTE, flush=True)
     code = job_main(config=config)
     if code == 0:
-        print(f"results: {config.output.path} (Parquet, one row per manifest row; read with pyarrow or pandas)")
+        from internvl_batch.results import read_results
+
+        print(f"\nresults in {config.output.path} (Parquet; internvl_batch.read_results() reads them):")
+        for row in read_results(config.output.path, config.storage).to_pylist():
+            answer = row["response"] if row["status"] == "ok" else row["error"]
+            print(f"  {row['id']:<12} {row['task']:<17} {str(answer)[:60]!r}")
         print(TINY_NOTE)
     return code
 
@@ -99,7 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout (default: original)")
     p.add_argument("--seed", type=int, default=0, help="weight seed (default 0); same seed, same files")
     p.add_argument("--shards", type=int, default=2, help="safetensors shards for the original layout (default 2)")
+    p.add_argument("--llm", choices=["qwen2", "internlm2"], default="qwen2", help="language model layout (default qwen2)")
+    p.add_argument("--vision", choices=["300m-style", "6b-style"], default="300m-style",
+                   help="vision tower layout: InternViT-300M (LayerNorm, qkv bias) or -6B (RMSNorm, qk norm)")  # fmt: skip
     p.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    p = sub.add_parser("plan", help="memory per GPU of one model replica on k GPUs, and the largest batch that fits")
+    p.add_argument("model", help="an InternVL 2.5 Hub id (e.g. OpenGVLab/InternVL2_5-78B; known offline) or a checkpoint directory")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per replica (default 1)")
+    p.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GB (default 80)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    p.add_argument("--tiles", type=int, default=13, help="image tiles per row (default 13: a 4:3 photo at max_num 12)")
+    p.add_argument("--prompt-tokens", type=int, default=64, help="text tokens per prompt (default 64)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="generated tokens per row (default 256)")
+    p.set_defaults(func=cmd_plan)
 
     from internvl_batch.job import add_run_options
 

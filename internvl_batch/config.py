@@ -24,8 +24,13 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     path: str = Field(
-        description="Checkpoint: a local directory (original InternVL 2.5 layout or native transformers layout) "
-        "or a Hugging Face Hub id such as OpenGVLab/InternVL2_5-4B (downloaded without its Python files)."
+        description="Checkpoint: a local directory (original InternVL 2.5 layout or native transformers layout), "
+        "an s3:// prefix (staged once per node), a Hugging Face Hub id such as OpenGVLab/InternVL2_5-4B "
+        "(downloaded without its Python files), or `tiny` / `tiny:SEED` (the project's tiny random checkpoint)."
+    )
+    cache_dir: str | None = Field(
+        None, description="Where s3:// models and the tiny checkpoint are staged on each node (and Hub downloads "
+        "go under <cache_dir>/hub); default $INTERNVL_BATCH_CACHE or ~/.cache/internvl-batch (Hub: HF_HOME)."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32", "float64"] = Field(
         "auto", description="Weights and activations dtype; auto = bfloat16 on CUDA, float32 on CPU."
@@ -51,6 +56,10 @@ class PreprocessConfig(Section):
     )
     exif_transpose: bool = Field(
         True, description="Apply EXIF orientation (phone photos). false reproduces the reference bit for bit."
+    )
+    mode: Literal["exact", "fast"] = Field(
+        "exact", description="exact = the reference's pixels; fast = cheaper decoding/resizing with small, measured "
+        "pixel deviations (BENCHMARKS.md), for large photos when throughput matters more than bit-exactness."
     )
     max_pixels: int = Field(
         DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are refused from their header (decompression bombs)."
@@ -82,7 +91,9 @@ class VideoConfig(Section):
 
 
 class GenerationConfig(Section):
-    max_new_tokens: int = Field(256, ge=1, le=32768, description="Most tokens generated per row.")
+    max_new_tokens: int = Field(
+        1024, ge=1, le=32768, description="Most tokens any row may generate; each task preset has its own lower default (tasks.py)."
+    )
     max_input_tokens: int | None = Field(
         None, ge=1, description="Rows whose prompt (image tokens included) is longer become error rows; default: "
         "the model's context length minus max_new_tokens."
@@ -94,6 +105,7 @@ class GenerationConfig(Section):
     seed: int | None = Field(
         None, description="Seed set before each micro-batch when sampling; sampled text then also depends on batching."
     )
+    min_new_tokens: int = Field(0, ge=0, description="Generate at least this many tokens (ignores the stop token before; for benchmarks).")
 
 
 class BatchingConfig(Section):
@@ -103,6 +115,9 @@ class BatchingConfig(Section):
     )
     max_batch_tiles: int = Field(128, ge=1, description="Most image tiles in one micro-batch (vision tower memory).")
     vision_chunk_tiles: int = Field(64, ge=1, description="Tiles per vision-tower forward pass within a micro-batch.")
+    max_padding_fraction: float = Field(
+        0.25, ge=0, le=1, description="A micro-batch closes before a row that would make more than this share of its prefill padding."
+    )
 
 
 def _pair(value):
@@ -151,10 +166,59 @@ class OutputConfig(Section):
 
 
 class TaskConfig(Section):
-    name: str = Field("caption", description="Task name recorded for rows without a `task` column.")
-    question: str = Field(
-        "Please describe the image shortly.", description="Prompt for rows without a `question` (the model card's caption prompt)."
+    """Presets and their prompts are listed in `internvl_batch/tasks.py` and the README."""
+
+    name: str = Field(
+        "auto", description="Task of rows without a `task` column: caption, caption_detailed, caption_one_sentence, "
+        "ocr, vqa, vqa_short, ground, custom, json; auto = vqa for rows with a `question`, caption for the others."
     )
+    tasks: list[str] | None = Field(
+        None, description="Run several tasks on every row in one pass (e.g. [caption, ocr]): each image is fetched "
+        "and tiled once; one output row per (id, task). Overrides `name` and the rows' `task` column."
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="Replace a fixed preset prompt, e.g. {caption: 'Describe the photo in one sentence.'}."
+    )
+    template: str | None = Field(
+        None, description="Prompt template of the `custom` task (and optionally `json`), filled from the row's "
+        "columns: 'Describe the {category} in this photo'. The columns are read from the manifest automatically."
+    )
+    json_schema: dict | None = Field(
+        None, description="JSON Schema the `json` task's answers must match (e.g. a pydantic model's "
+        "model_json_schema()); it also types the output's `parsed` column."
+    )
+    json_instruction: str | None = Field(
+        None, description="Instruction appended for the `json` task; {schema} is replaced by the schema. Default: "
+        "'Answer with only a JSON object that follows this JSON Schema:\\n{schema}'."
+    )
+    max_new_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Per-task generation limit, e.g. {ocr: 2048}; otherwise the preset's, capped by generation.max_new_tokens."
+    )
+
+    @property
+    def json_schema_text(self) -> str:
+        import json
+
+        return json.dumps(self.json_schema, ensure_ascii=False)
+
+    @model_validator(mode="after")
+    def _check(self):
+        from internvl_batch.tasks import PRESETS
+
+        names = [self.name, *(self.tasks or [])]
+        unknown = [n for n in names if n != "auto" and n not in PRESETS]
+        if unknown or "auto" in (self.tasks or []):
+            raise ValueError(f"unknown task(s) {unknown or ['auto']}; presets: {', '.join(PRESETS)}")
+        uses = set(names)
+        if "custom" in uses and not self.template:
+            raise ValueError("the custom task needs task.template")
+        if "json" in uses:
+            if not self.json_schema:
+                raise ValueError("the json task needs task.json_schema")
+            from internvl_batch.structured import check_schema
+
+            check_schema(self.json_schema)
+        return self
 
 
 class ResourcesConfig(Section):
@@ -167,6 +231,10 @@ class ResourcesConfig(Section):
         (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
     )
     gpu_batch_size: int = Field(32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches).")
+    accelerator: Literal["auto", "gpu", "cpu"] = Field(
+        "auto", description="gpu = model replicas always request GPUs (an autoscaling cluster starts GPU nodes for "
+        "them); cpu = never; auto = GPUs when the cluster has some when the job starts."
+    )
     actor_max_restarts: int = Field(-1, ge=-1, description="Restarts of a dead actor (a lost node, a crash); -1 = unlimited.")
     actor_max_task_retries: int = Field(-1, ge=-1, description="Retries of a batch whose actor died; -1 = unlimited.")
 

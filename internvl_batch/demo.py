@@ -26,6 +26,3 @@ def demo_config(output: str = "outputs/demo", max_new_tokens: int = 16) -> dict:
         "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
     }
 
-
-def sample_images() -> list[Path]:
-    return sorted(p for p in SAMPLES.iterdir() if p.suffix in (".jpg", ".png"))

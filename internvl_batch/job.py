@@ -23,8 +23,10 @@ from internvl_batch.errors import ConfigError, InternVLBatchError
 from internvl_batch.manifest import load_requests
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer, verify_weights
-from internvl_batch.results import completed_ids, new_run_id, prepare_output, read_results, write_summary
+from internvl_batch.errors import format_row_error
+from internvl_batch.results import completed_keys, new_run_id, prepare_output, read_results, write_summary
 from internvl_batch.summary import RunStats
+from internvl_batch.tasks import TaskError, TaskPrompter, template_fields
 
 log = logging.getLogger("internvl_batch.job")
 
@@ -61,17 +63,28 @@ def root_cause(exc: BaseException) -> str:
 
 def preflight(config: JobConfig) -> tuple[list[dict], dict]:
     """Everything that can fail cheaply, before Ray starts: model files, output, manifests."""
-    path = resolve_model_path(config.model.path, weights=False)
+    path = resolve_model_path(config.model.path, config.model.cache_dir, weights=False, storage=config.storage)
     info = read_checkpoint_info(path)
     tokenizer = load_tokenizer(info)
     if info.layout == "original" and any(path.glob("*.safetensors")):
         # Names and shapes from the safetensors headers only; for Hub ids the weights arrive with the replicas.
         verify_weights(info, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
     prepare_output(config.output, config.storage)
-    rows, report = load_requests(config.input, config.storage)
+    rows, report = load_requests(config.input, config.storage, template_fields(config.task.template))
     log.info("read %d rows from %d manifest(s): %d malformed, %d blank lines skipped, %d duplicate ids",
              report.rows, len(report.files), report.malformed_rows, report.blank_lines, len(report.duplicate_ids))  # fmt: skip
     return rows, report.summary()
+
+
+def assign_tasks(rows: list[dict], prompter: TaskPrompter) -> None:
+    """Each row's tasks (its `task` column, the job's task, or task.tasks), decided once on the driver so that
+    resume can skip exactly the (id, task) pairs that are done. A row naming an unknown task gets an error."""
+    for row in rows:
+        try:
+            row["tasks"] = prompter.tasks_for(row.get("task"), row.get("question"))
+        except TaskError as exc:
+            row["tasks"] = [row.get("task")]
+            row["error"] = row.get("error") or format_row_error("task", exc)
 
 
 def init_ray(config: JobConfig) -> float:
@@ -79,9 +92,17 @@ def init_ray(config: JobConfig) -> float:
 
     if not ray.is_initialized():
         ray.init(address=config.ray.address, log_to_driver=True)
+    choice = config.resources.accelerator
+    if choice == "cpu":
+        return 0
     gpus = ray.cluster_resources().get("GPU", 0)
+    if choice == "gpu":
+        if gpus < config.model.gpus_per_replica:
+            log.warning("the cluster has %g GPUs now; replicas wait for the autoscaler to add GPU nodes", gpus)
+        return config.model.gpus_per_replica
     if not gpus:
-        log.info("no GPUs in the Ray cluster: model replicas run on CPU")
+        log.warning("no GPUs in the Ray cluster: model replicas run on CPU (set resources.accelerator=gpu on "
+                    "clusters whose GPU workers scale from zero)")  # fmt: skip
         return 0
     if gpus < config.model.gpus_per_replica:
         raise ConfigError(f"model.gpus_per_replica={config.model.gpus_per_replica} but the cluster has {gpus:g} GPUs")
@@ -107,24 +128,32 @@ def run_job(config: JobConfig) -> dict:
     t0 = time.monotonic()
     run_id = new_run_id()
     rows, manifest_report = preflight(config)
-    done = completed_ids(config.output.path, config.storage, config.output.retry_errors) if config.output.resume else set()
-    todo = [r for r in rows if r["id"] not in done]
+    assign_tasks(rows, TaskPrompter(config.task, config.generation.max_new_tokens))
+    expected = [(r["id"], t) for r in rows for t in r["tasks"]]
+    done = completed_keys(config.output.path, config.storage, config.output.retry_errors) if config.output.resume else set()
+    todo = []
+    for row in rows:
+        row["tasks"] = [t for t in row["tasks"] if (row["id"], t) not in done]
+        if row["tasks"]:
+            todo.append(row)
+    results_todo = sum(len(r["tasks"]) for r in todo)
     if done:
-        log.info("resuming: %d of %d ids already have a result; %d to process", len(rows) - len(todo), len(rows), len(todo))
-    stats = RunStats(len(todo))
+        log.info("resuming: %d of %d results already exist; %d to produce", len(expected) - results_todo, len(expected), results_todo)
+    stats = RunStats(results_todo)
     if todo:
         run_pipeline(config, todo, run_id, stats)
     stats.log_progress()
 
     current = read_results(config.output.path, config.storage, columns=["status"])
-    have = set(current.column("id").to_pylist())
-    missing = [r["id"] for r in rows if r["id"] not in have]
+    have = set(zip(current.column("id").to_pylist(), current.column("task").to_pylist()))
+    missing = [f"{i} ({t})" for i, t in expected if (i, t) not in have]
     summary = {
         "run_id": run_id,
         "status": "ok",
         "model": model_display_name(config.model.path),
         "rows_input": len(rows),
-        "rows_already_done": len(rows) - len(todo),
+        "results_expected": len(expected),
+        "rows_already_done": len(expected) - results_todo,
         **stats.as_dict(time.monotonic() - t0),
         "one_row_per_input": not missing,
         "missing_ids": missing[:10],

@@ -27,7 +27,7 @@ from internvl_batch.storage import SUPPORTED_SCHEMES, fsspec_filesystem, resolve
 log = logging.getLogger(__name__)
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task")
+RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task", "expression")
 
 
 class ManifestError(RowError):
@@ -180,7 +180,8 @@ def normalize_row(raw: dict | Exception, uri: str, number: int, passthrough: lis
     """A request row; malformed input becomes a row with `error` (never an exception)."""
     name = PurePosixPath(uri).name
     row: dict = {"id": f"{name}:{number}", "source": f"{uri}:{number}", "media_kind": "image", "media": [],
-                 "question": None, "task": None, "bound": None, "num_segments": None, "error": None}  # fmt: skip
+                 "question": None, "task": None, "expression": None, "bound": None, "num_segments": None,
+                 "error": None}  # fmt: skip
     try:
         if isinstance(raw, Exception):
             raise raw
@@ -189,6 +190,7 @@ def normalize_row(raw: dict | Exception, uri: str, number: int, passthrough: lis
         row["id"] = _id_of(raw, row["id"])
         row["question"] = _text(raw, "question")
         row["task"] = _text(raw, "task")
+        row["expression"] = _text(raw, "expression")
         row["media_kind"], media = _media_of(raw)
         row["media"] = [resolve_relative(m, uri) for m in media]
         row["bound"], row["num_segments"] = _video_options(raw, row["media_kind"])
@@ -252,14 +254,16 @@ def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None
     return bound, segments
 
 
-def load_requests(config: InputConfig, storage: StorageConfig) -> tuple[list[dict], ManifestReport]:
-    """Every request row of every manifest, in order, duplicates handled per `config.duplicate_ids`."""
+def load_requests(config: InputConfig, storage: StorageConfig, extra_columns: list[str] | None = None) -> tuple[list[dict], ManifestReport]:
+    """Every request row of every manifest, in order, duplicates handled per `config.duplicate_ids`.
+    `extra_columns` (e.g. a task template's fields) are carried like pass-through columns."""
+    carried = list(dict.fromkeys([*config.passthrough_columns, *(extra_columns or [])]))
     report = ManifestReport(files=expand_manifests(config.manifests, storage))
     rows: list[dict] = []
     for uri in report.files:
         fmt = detect_format(uri, config.format)
         for number, raw in raw_rows(uri, fmt, storage, report):
-            rows.append(normalize_row(raw, uri, number, config.passthrough_columns))
+            rows.append(normalize_row(raw, uri, number, carried))
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["id"]] = counts.get(row["id"], 0) + 1

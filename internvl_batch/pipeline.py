@@ -29,6 +29,8 @@ REQUEST_SCHEMA = pa.schema([
     ("media", pa.list_(pa.string())),
     ("question", pa.string()),
     ("task", pa.string()),
+    ("tasks", pa.list_(pa.string())),
+    ("expression", pa.string()),
     ("bound", pa.list_(pa.float64())),
     ("num_segments", pa.int32()),
     ("error", pa.string()),
@@ -53,6 +55,13 @@ def requests_table(rows: list[dict], passthrough: list[str]) -> pa.Table:
     return table
 
 
+def carried_columns(config: JobConfig) -> list[str]:
+    """Manifest columns the pipeline carries: the pass-through ones and the task template's."""
+    from internvl_batch.tasks import template_fields
+
+    return list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
+
+
 def input_blocks(table: pa.Table, rows_per_block: int) -> list[pa.Table]:
     # Small input blocks keep preprocessing balanced across actors and its output (tiles) small in memory.
     rows_per_block = max(rows_per_block, -(-table.num_rows // MAX_INPUT_BLOCKS))
@@ -73,7 +82,7 @@ def build_dataset(config: JobConfig, rows: list[dict], model_name: str, num_gpus
         for key, value in (("max_restarts", res.actor_max_restarts), ("max_task_retries", res.actor_max_task_retries))
         if value != -1
     }
-    table = requests_table(rows, config.input.passthrough_columns)
+    table = requests_table(rows, carried_columns(config))
     ds = ray.data.from_arrow(input_blocks(table, res.cpu_batch_size * 4))
     ds = ds.map_batches(
         PrepareStage,

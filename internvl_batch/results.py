@@ -66,38 +66,42 @@ def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig,
 
 
 def read_results(output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None) -> pa.Table:
-    """Exactly one current row per id: across files and runs, the row from the latest run wins.
+    """Exactly one current row per (id, task): across files and runs, the row from the latest run wins.
 
-    Works after any sequence of interrupted and resumed runs. `columns` limits what is read (`id` and
+    Works after any sequence of interrupted and resumed runs. `columns` limits what is read (`id`, `task` and
     `run_id` are always read).
     """
     storage = storage or StorageConfig()
     fs, _ = fsspec_filesystem(output_path, storage)
     files = result_files(output_path, storage)
-    wanted = None if columns is None else list(dict.fromkeys(["id", "run_id", *columns]))
+    wanted = None if columns is None else list(dict.fromkeys(["id", "task", "run_id", *columns]))
     tables = []
     for index, file in enumerate(files):
         with fs.open(file, "rb") as f:
             table = pq.read_table(f, columns=wanted)
         tables.append(table.append_column("_file", pa.array([index] * table.num_rows, pa.int32())))
     if not tables:
-        return pa.table({"id": pa.array([], pa.string()), "run_id": pa.array([], pa.string())})
+        return pa.table({name: pa.array([], pa.string()) for name in ("id", "task", "run_id")})
     table = pa.concat_tables(tables, promote_options="default")
-    table = table.sort_by([("id", "ascending"), ("run_id", "descending"), ("_file", "descending")])
-    ids = table.column("id")
+    table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")])
     if table.num_rows > 1:
-        changed = pc.not_equal(ids.slice(1), ids.slice(0, table.num_rows - 1))
+        changed = None
+        for key in ("id", "task"):
+            values = table.column(key).fill_null("")
+            differs = pc.not_equal(values.slice(1), values.slice(0, table.num_rows - 1))
+            changed = differs if changed is None else pc.or_(changed, differs)
         keep = pa.concat_arrays([pa.array([True]), changed.combine_chunks()])
         table = table.filter(keep)
     return table.drop_columns(["_file"])
 
 
-def completed_ids(output_path: str, storage: StorageConfig, retry_errors: bool) -> set[str]:
-    """Ids that need no more work: those with a result (an `ok` one only, when errors are to be retried)."""
+def completed_keys(output_path: str, storage: StorageConfig, retry_errors: bool) -> set[tuple[str, str]]:
+    """(id, task) pairs that need no more work: those with a result (an `ok` one only, when errors are to be
+    retried)."""
     current = read_results(output_path, storage, columns=["status"])
     if retry_errors and current.num_rows:
         current = current.filter(pc.equal(current.column("status"), "ok"))
-    return set(current.column("id").to_pylist())
+    return set(zip(current.column("id").to_pylist(), current.column("task").to_pylist()))
 
 
 def prepare_output(output: OutputConfig, storage: StorageConfig) -> None:

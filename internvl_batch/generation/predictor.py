@@ -18,7 +18,9 @@ import torch
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
 from internvl_batch.generation.pixels import normalize_tiles
+from internvl_batch.errors import ModelLoadError
 from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info, resolve_model_path
+from internvl_batch.model.device_map import split_model
 from internvl_batch.model.loader import load_model, load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 
@@ -33,6 +35,7 @@ class GenerationRequest:
 
     input_ids: np.ndarray
     tiles: np.ndarray | None  # uint8 [n, 448, 448, 3], or None for a text-only prompt
+    max_new_tokens: int | None = None  # per row (its task's limit); None: generation.max_new_tokens
 
 
 @dataclass
@@ -80,6 +83,16 @@ def resolve_attention(name: str, device: torch.device) -> str:
     return "sdpa"
 
 
+def replica_device_map(num_layers: int, gpus: int, device: torch.device) -> dict[str, str] | None:
+    """The per-layer split over this actor's GPUs (Ray makes them cuda:0..k-1), or None for one device."""
+    if gpus <= 1 or device.type != "cuda":
+        return None
+    available = torch.cuda.device_count()
+    if available < gpus:
+        raise ModelLoadError(f"model.gpus_per_replica={gpus} but this actor sees {available} GPUs")
+    return {name: f"cuda:{gpu}" for name, gpu in split_model(num_layers, gpus).items()}
+
+
 class Predictor:
     """Loads a checkpoint once; `generate(requests)` answers a list of prepared rows in their order."""
 
@@ -89,38 +102,58 @@ class Predictor:
         generation: GenerationConfig | None = None,
         batching: BatchingConfig | None = None,
         model_name: str | None = None,
+        storage=None,
     ) -> None:
         self.generation = generation or GenerationConfig()
         self.batching = batching or BatchingConfig()
         self.device = resolve_device(model.device)
         self.dtype = resolve_dtype(model.dtype, self.device)
         self.attn_implementation = resolve_attention(model.attn_implementation, self.device)
-        path = resolve_model_path(model.path)
+        path = resolve_model_path(model.path, model.cache_dir, storage=storage)
         self.info: CheckpointInfo = read_checkpoint_info(path, name=model_name or _display_name(model.path))
         self.tokenizer = load_tokenizer(self.info)
         self.prompts = PromptBuilder(self.tokenizer, self.info.system_message, self.info.tokens_per_tile)
+        self.device_map = replica_device_map(self.info.num_llm_layers, model.gpus_per_replica, self.device)
         self.model = load_model(
-            self.info, self.dtype, self.device, self.attn_implementation, self.prompts.image_context_id
+            self.info, self.dtype, self.device, self.attn_implementation, self.prompts.image_context_id, self.device_map
         )
         self._embed = self.model.get_input_embeddings()
         log.info("loaded %s (%s layout) on %s as %s with %s attention", self.info.name, self.info.layout,
                  self.device, self.dtype, self.attn_implementation)  # fmt: skip
 
+    @classmethod
+    def from_parts(cls, model, prompts, device, dtype, generation=None, batching=None) -> "Predictor":
+        """A predictor around an already-built model (benchmarks of architectures without a checkpoint).
+        `prompts` needs `image_context_id`, `stop_token_id`, `pad_token_id` and `decode`."""
+        self = cls.__new__(cls)
+        self.generation, self.batching = generation or GenerationConfig(), batching or BatchingConfig()
+        self.device, self.dtype, self.model, self.prompts = torch.device(device), dtype, model, prompts
+        self.device_map, self._embed = None, model.get_input_embeddings()
+        return self
+
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Answers in the order of `requests`, computed in length-sorted micro-batches."""
         lengths = [len(r.input_ids) for r in requests]
         tiles = [0 if r.tiles is None else int(r.tiles.shape[0]) for r in requests]
-        limits = BatchLimits(self.batching.max_batch_rows, self.batching.max_batch_tokens, self.batching.max_batch_tiles)
+        b = self.batching
+        limits = BatchLimits(b.max_batch_rows, b.max_batch_tokens, b.max_batch_tiles, b.max_padding_fraction)
         results: list[GenerationResult | None] = [None] * len(requests)
-        for batch in plan_micro_batches(lengths, tiles, self.generation.max_new_tokens, limits):
-            for i, result in zip(batch, self._generate_fitting([requests[i] for i in batch])):
-                results[i] = result
+        # One generate call has one token limit: rows are grouped by theirs, then micro-batched.
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.max_new_tokens or self.generation.max_new_tokens, []).append(i)
+        for new_tokens, members in sorted(groups.items()):
+            planned = plan_micro_batches([lengths[i] for i in members], [tiles[i] for i in members], new_tokens, limits)
+            for batch in planned:
+                rows = [members[j] for j in batch]
+                for i, result in zip(rows, self._generate_fitting([requests[i] for i in rows], new_tokens)):
+                    results[i] = result
         return results  # type: ignore[return-value]
 
-    def _generate_fitting(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate_fitting(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
         """Generate; a micro-batch that runs out of memory is halved and retried, down to single rows."""
         try:
-            return self._generate_micro_batch(requests)
+            return self._generate_micro_batch(requests, new_tokens)
         except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_out_of_memory(exc):
                 raise
@@ -134,7 +167,7 @@ class Predictor:
             return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
         log.info("out of memory on a micro-batch of %d rows; splitting it", len(requests))
         half = len(requests) // 2
-        return self._generate_fitting(requests[:half]) + self._generate_fitting(requests[half:])
+        return self._generate_fitting(requests[:half], new_tokens) + self._generate_fitting(requests[half:], new_tokens)
 
     def _release_memory(self) -> None:
         import gc
@@ -144,7 +177,7 @@ class Predictor:
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def _generate_micro_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    def _generate_micro_batch(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
         input_ids, attention_mask = self._left_pad([r.input_ids for r in requests])
         embeds = self._embed(input_ids)
         tiles = [r.tiles for r in requests if r.tiles is not None and len(r.tiles)]
@@ -159,7 +192,7 @@ class Predictor:
         if self.generation.do_sample and self.generation.seed is not None:
             torch.manual_seed(self.generation.seed)
         output = self.model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=self._generation_config()
+            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=self._generation_config(new_tokens)
         )
         return [self._result(len(r.input_ids), row.tolist()) for r, row in zip(requests, output)]
 
@@ -181,13 +214,14 @@ class Predictor:
             parts.append(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def _generation_config(self):
+    def _generation_config(self, new_tokens: int):
         from transformers import GenerationConfig as HFGenerationConfig
 
         g = self.generation
         sampling = dict(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k) if g.do_sample else {}
         return HFGenerationConfig(
-            max_new_tokens=g.max_new_tokens,
+            max_new_tokens=new_tokens,
+            min_new_tokens=min(g.min_new_tokens, new_tokens) or None,
             do_sample=g.do_sample,
             eos_token_id=self.prompts.stop_token_id,
             pad_token_id=self.prompts.pad_token_id,

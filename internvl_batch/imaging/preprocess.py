@@ -3,20 +3,30 @@
 The reference also converts each tile to float32 and normalises it with the ImageNet mean/std on the CPU. We
 stop at uint8: it is a quarter of the bytes through Ray's object store, and normalisation is done once on the
 model's device (`internvl_batch.generation.pixels`), where it is the same arithmetic and costs nothing.
+
+Two modes. `exact` (the default) gives the reference's pixels bit for bit; its cost is the JPEG/PNG decode
+and the two bicubic resizes of the full image (grid and thumbnail), which exactness cannot skip (grey images
+are resized as one band, which is exact and three times cheaper). `fast` (`internvl_batch.imaging.fast`)
+decodes large JPEGs at a reduced DCT scale and resizes with torch's vectorised bicubic: same grid, same tile
+count, pixels within a few levels. Measured speeds and deviations: `bench/preprocess.py`, BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
+from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS, decode_image, decode_pixels
 from internvl_batch.imaging.tiling import TILE_SIZE, TilePlan, plan_tiles
 
 # Pillow's default for RGB images when `resize` gets no resample argument, which is what the reference calls.
 RESAMPLE = Image.Resampling.BICUBIC
+MODES = ("exact", "fast")
+# Pixel rows are handed from Pillow to numpy in chunks of about this many bytes (Pillow's own tobytes block).
+_CHUNK_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -32,16 +42,73 @@ class ProcessedImage:
 
 
 def cut_tiles(image: Image.Image, plan: TilePlan, tile_size: int = TILE_SIZE) -> np.ndarray:
-    """Resize `image` (RGB) to the plan's grid and cut it into row-major tiles, plus the thumbnail."""
+    """Resize `image` (RGB, or L for grey) to the plan's grid and cut it into row-major tiles, plus the thumbnail.
+
+    An L image gives the tiles its RGB conversion would give: Pillow resizes each band with the same integer
+    filter, so resizing the grey band once and copying it to R, G and B is bit-identical, for a third of the
+    resize work.
+    """
     cols, rows = plan.cols, plan.rows
-    resized = np.asarray(image.resize((tile_size * cols, tile_size * rows), RESAMPLE))
     out = np.empty((plan.num_tiles, tile_size, tile_size, 3), dtype=np.uint8)
-    # [rows*T, cols*T, 3] -> [rows, T, cols, T, 3] -> [rows, cols, T, T, 3]: tile k is (row k // cols, col k % cols)
-    grid = resized.reshape(rows, tile_size, cols, tile_size, 3).swapaxes(1, 2)
-    out[: rows * cols] = grid.reshape(rows * cols, tile_size, tile_size, 3)
+    grid = image.resize((tile_size * cols, tile_size * rows), RESAMPLE)
+    copy_tiles(grid, out[: rows * cols].reshape(rows, cols, tile_size, tile_size, 3))
     if plan.thumbnail:
         # The thumbnail is resized from the original image, not from the grid resize.
-        out[-1] = np.asarray(image.resize((tile_size, tile_size), RESAMPLE))
+        copy_tiles(image.resize((tile_size, tile_size), RESAMPLE), out[-1:].reshape(1, 1, tile_size, tile_size, 3))
+    return out
+
+
+def copy_tiles(image: Image.Image, dest: np.ndarray) -> None:
+    """Copy `image` into `dest[rows, cols, h, w, c]` (uint8), cut into `rows` x `cols` tiles of `w` x `h` pixels:
+    tile (r, c) lands at `dest[r, c]`. `c` is 3 (RGB; an L image is expanded as `convert('RGB')` does) or 1 (L).
+
+    Pillow stores RGB as 4 bytes a pixel. `np.asarray(image)` packs the whole image to 3 bytes in chunks, joins
+    them into one bytes object that is then copied into the tiles: two image-sized temporaries. Here Pillow's
+    raw packer fills a small buffer a few dozen rows at a time and each chunk goes straight to its tiles.
+    """
+    rows, cols, tile_h, tile_w, channels = dest.shape
+    if image.size != (cols * tile_w, rows * tile_h) or channels not in (1, 3):
+        raise ValueError(f"a {image.size} image does not fill {rows}x{cols} tiles of {tile_w}x{tile_h}x{channels}")
+    mode = "RGB" if channels == 3 else "L"
+    if image.mode != mode:
+        image = image.convert(mode)  # L -> RGB copies the grey value to each band (exact)
+    image.load()
+    try:
+        encoder = _raw_encoder(mode)
+    except Exception:  # noqa: BLE001 - a Pillow without it: the slower public route, same bytes
+        dest[...] = np.asarray(image).reshape(rows, tile_h, cols, tile_w, channels).swapaxes(1, 2)
+        return
+    linesize = image.width * channels
+    lines = max(1, _CHUNK_BYTES // linesize)
+    y, status = 0, 0
+    try:
+        encoder.setimage(image.im, (0, 0, image.width, image.height))
+        while not status:
+            # The raw encoder writes whole rows only: `chunk` is k complete rows.
+            _, status, chunk = encoder.encode(lines * linesize)
+            block = np.frombuffer(chunk, np.uint8).reshape(-1, cols, tile_w, channels)  # [k, cols, w, c]
+            done = 0
+            while done < block.shape[0]:
+                r, top = divmod(y, tile_h)
+                n = min(block.shape[0] - done, tile_h - top)
+                dest[r, :, top : top + n] = block[done : done + n].swapaxes(0, 1)
+                done += n
+                y += n
+    finally:
+        encoder.cleanup()
+    if status < 0 or y != image.height:
+        raise RuntimeError(f"Pillow's raw encoder stopped at row {y} of {image.height} (status {status})")
+
+
+def _raw_encoder(mode: str):
+    return Image._getencoder(mode, "raw", mode)  # what Image.tobytes uses (private API: copy_tiles falls back)
+
+
+def image_array(image: Image.Image) -> np.ndarray:
+    """A writable `[h, w, 3]` (RGB) or `[h, w, 1]` (L) uint8 copy of the pixels."""
+    channels = 1 if image.mode == "L" else 3
+    out = np.empty((image.height, image.width, channels), dtype=np.uint8)
+    copy_tiles(image, out.reshape(1, 1, image.height, image.width, channels))
     return out
 
 
@@ -49,7 +116,8 @@ class ImagePreprocessor:
     """Callable that turns encoded bytes into tiles. Configure once (per actor), call per image.
 
     `max_num`, `min_num` and `use_thumbnail` default to the checkpoint's `max_dynamic_patch`,
-    `min_dynamic_patch` and `use_thumbnail` when built with `from_options`.
+    `min_dynamic_patch` and `use_thumbnail` when built with `from_options`. `mode="fast"` trades bit-exactness
+    for speed on large images (see `internvl_batch.imaging.fast`); grids and tile counts never change.
     """
 
     def __init__(
@@ -59,16 +127,20 @@ class ImagePreprocessor:
         use_thumbnail: bool = True,
         exif_transpose: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        mode: Literal["exact", "fast"] = "exact",
     ) -> None:
         if not 1 <= min_num <= max_num:
             raise ValueError(f"need 1 <= min_num <= max_num, got min_num={min_num}, max_num={max_num}")
         if max_pixels < 1:
             raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.max_num = max_num
         self.min_num = min_num
         self.use_thumbnail = use_thumbnail
         self.exif_transpose = exif_transpose
         self.max_pixels = max_pixels
+        self.mode = mode
 
     @classmethod
     def from_options(cls, options, checkpoint=None) -> "ImagePreprocessor":
@@ -87,9 +159,11 @@ class ImagePreprocessor:
             use_thumbnail=options.use_thumbnail if options.use_thumbnail is not None else defaults[2],
             exif_transpose=options.exif_transpose,
             max_pixels=options.max_pixels,
+            mode=options.mode,
         )
 
     def decode(self, data: bytes) -> Image.Image:
+        """The full-size RGB image (both modes; fast mode's reduced decoding happens only inside `__call__`)."""
         return decode_image(data, exif_transpose=self.exif_transpose, max_pixels=self.max_pixels)
 
     def plan(self, width: int, height: int, max_num: int | None = None) -> TilePlan:
@@ -98,8 +172,26 @@ class ImagePreprocessor:
         return plan_tiles(width, height, min(self.min_num, budget), budget, self.use_thumbnail)
 
     def process_image(self, image: Image.Image, max_num: int | None = None) -> ProcessedImage:
+        """Tiles of an already decoded image; the grid is chosen from `image`'s size."""
         plan = self.plan(image.width, image.height, max_num)
-        return ProcessedImage(cut_tiles(image, plan), plan)
+        return ProcessedImage(self._cut(image, plan), plan)
 
     def __call__(self, data: bytes, max_num: int | None = None) -> ProcessedImage:
-        return self.process_image(self.decode(data), max_num)
+        min_size = None
+        if self.mode == "fast":
+            from internvl_batch.imaging.fast import decode_size
+
+            def min_size(width: int, height: int) -> tuple[int, int]:
+                return decode_size(self.plan(width, height, max_num))
+
+        decoded = decode_pixels(data, self.exif_transpose, self.max_pixels, keep_grey=True, min_size=min_size)
+        # The grid comes from the true size (after EXIF orientation), never from a reduced decode.
+        plan = self.plan(*decoded.size, max_num)
+        return ProcessedImage(self._cut(decoded.image, plan, decoded.box), plan)
+
+    def _cut(self, image: Image.Image, plan: TilePlan, box=None) -> np.ndarray:
+        if self.mode == "fast":
+            from internvl_batch.imaging.fast import cut_tiles_fast
+
+            return cut_tiles_fast(image, plan, box)
+        return cut_tiles(image, plan)

@@ -56,6 +56,7 @@ class SampledVideo:
     timestamps: list[float]  # seconds, frame index / fps
     total_frames: int
     fps: float
+    frame_size: tuple[int, int] = (0, 0)  # (width, height) of the decoded frames
 
     @property
     def num_frames(self) -> int:
@@ -86,14 +87,16 @@ class VideoSampler:
             raise VideoLimitError(f"duration {duration:.1f} s exceeds video.max_duration_s={self.max_duration_s:g}")
         indices = sample_frame_indices(total, fps, num_segments, bound)
         tiles = np.empty((len(indices), 448, 448, 3), dtype=np.uint8)
+        frame_size = (0, 0)
         for slot, index in enumerate(indices):
             try:
                 frame = reader[index].asnumpy()
             except Exception as exc:  # noqa: BLE001 - decord raises its own error types for damaged streams
                 raise VideoDecodeError(f"cannot decode frame {index} of {total}: {_first_line(exc)}") from None
             image = Image.fromarray(frame).convert("RGB")
+            frame_size = image.size
             tiles[slot] = cut_tiles(image, plan_tiles(image.width, image.height, 1, 1, False))[0]
-        return SampledVideo(tiles, indices, [round(i / fps, 6) for i in indices], total, fps)
+        return SampledVideo(tiles, indices, [round(i / fps, 6) for i in indices], total, fps, frame_size)
 
 
 def open_video(data: bytes | str):

@@ -29,8 +29,8 @@ HUB_WEIGHT_PATTERNS = ["*.safetensors"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2"}
-PLANNED_LLMS = {"InternLM2ForCausalLM": "internlm2"}
+SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2", "InternLM2ForCausalLM": "internlm2"}
+NATIVE_TEXT_TYPES = {"qwen2": "qwen2", "llama": "internlm2"}  # a converted InternLM2 is a Llama
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class CheckpointInfo:
     path: Path
     name: str
     layout: str  # "original" | "hf"
-    llm_type: str  # "qwen2"
+    llm_type: str  # "qwen2" or "internlm2"
     template: str
     system_message: str
     max_dynamic_patch: int
@@ -49,6 +49,7 @@ class CheckpointInfo:
     image_size: int
     downsample_ratio: float
     max_position_embeddings: int
+    num_llm_layers: int
     raw_config: dict[str, Any] = field(repr=False, compare=False)
 
     @property
@@ -57,9 +58,15 @@ class CheckpointInfo:
         return int(patches * patches * self.downsample_ratio * self.downsample_ratio)
 
 
-def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights: bool = True) -> Path:
-    """A local directory as it is; a Hub id (`org/name`) downloaded (configs, tokenizer and, unless
-    `weights=False` as preprocessing workers ask, the safetensors weights; never code)."""
+def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights: bool = True, storage=None) -> Path:
+    """The local directory of a model:
+    - a local directory as it is;
+    - `s3://bucket/prefix/`: staged once per node under `cache_dir` (`model/staging.py`);
+    - a Hub id (`org/name`): downloaded into the Hugging Face cache (its own file locks make concurrent
+      actors on a node download once);
+    - `tiny` / `tiny:SEED`: the project's tiny checkpoint, written on first use.
+    Configs and tokenizer always; the safetensors weights unless `weights=False` (preprocessing workers);
+    never the checkpoint's code."""
     text = str(model)
     if text == "tiny" or text.startswith("tiny:"):
         from internvl_batch.model.tiny import tiny_checkpoint_path
@@ -67,7 +74,12 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
         seed = text.partition(":")[2] or "0"
         if not seed.isdigit():
             raise ModelLoadError(f"model {text!r}: the tiny checkpoint's seed must be a number (tiny:SEED)")
-        return tiny_checkpoint_path(int(seed))
+        return tiny_checkpoint_path(int(seed), Path(cache_dir) if cache_dir else None)
+    if text.startswith("s3://"):
+        from internvl_batch.config import StorageConfig
+        from internvl_batch.model.staging import stage_s3_model
+
+        return stage_s3_model(text, storage or StorageConfig(), Path(cache_dir) if cache_dir else None, weights)
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve()
@@ -81,7 +93,8 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
         raise ModelLoadError("huggingface_hub is needed to download models: pip install huggingface_hub") from None
     try:
         patterns = HUB_CONFIG_PATTERNS + (HUB_WEIGHT_PATTERNS if weights else [])
-        return Path(snapshot_download(text, allow_patterns=patterns, cache_dir=cache_dir))
+        hub_cache = str(Path(cache_dir) / "hub") if cache_dir else None
+        return Path(snapshot_download(text, allow_patterns=patterns, cache_dir=hub_cache))
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         reason = " ".join(str(exc).split())
         raise ModelLoadError(
@@ -114,11 +127,6 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
         vision_config = raw.get("vision_config") or {}
         architectures = llm_config.get("architectures") or []
         llm_arch = architectures[0] if architectures else None
-        if llm_arch in PLANNED_LLMS:
-            raise UnsupportedModelError(
-                f"{path.name}: its language model is {llm_arch} (InternVL2.5-2B/8B/26B family), which is not "
-                "supported yet; the Qwen2-based InternVL2.5 models (1B, 4B, 38B, 78B) are."
-            )
         if llm_arch not in SUPPORTED_LLMS:
             raise UnsupportedModelError(f"{path.name}: unsupported language model architecture {llm_arch!r}")
         llm_type = SUPPORTED_LLMS[llm_arch]
@@ -126,9 +134,9 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
     elif model_type == "internvl":
         layout = "hf"
         text_type = (raw.get("text_config") or {}).get("model_type", "qwen2")
-        if text_type != "qwen2":
+        if text_type not in NATIVE_TEXT_TYPES:
             raise UnsupportedModelError(f"{path.name}: unsupported native text model type {text_type!r}")
-        llm_type = text_type
+        llm_type = NATIVE_TEXT_TYPES[text_type]
         vision_image_size = (raw.get("vision_config") or {}).get("image_size", 448)
         image_size = int(vision_image_size[0] if isinstance(vision_image_size, list) else vision_image_size)
     else:
@@ -158,5 +166,6 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
         image_size=image_size,
         downsample_ratio=float(raw.get("downsample_ratio", 0.5)),
         max_position_embeddings=int(text_config.get("max_position_embeddings", 32768)),
+        num_llm_layers=int(text_config.get("num_hidden_layers", 0)),
         raw_config=raw,
     )

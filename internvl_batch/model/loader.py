@@ -18,7 +18,9 @@ import torch
 
 from internvl_batch.errors import ModelLoadError
 from internvl_batch.model.checkpoint import CheckpointInfo
-from internvl_batch.model.convert import convert_key, native_config
+from internvl_batch.model.convert import WeightConverter, native_config
+from internvl_batch.model.device_map import device_of
+from internvl_batch.model.spm_tokenizer import SentencePieceChatTokenizer, is_sentencepiece_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,12 @@ REQUIRED_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<|im_end|>")
 
 
 def load_tokenizer(info: CheckpointInfo):
-    """The checkpoint's own tokenizer, through transformers' built-in classes only."""
+    """The checkpoint's own tokenizer, through transformers' built-in classes (Qwen2) or our SentencePiece
+    implementation of InternLM2's (never the checkpoint's code)."""
+    if is_sentencepiece_checkpoint(info.path):
+        tokenizer = SentencePieceChatTokenizer(info.path)
+        _check_tokens(info, tokenizer)
+        return tokenizer
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -40,11 +47,15 @@ def load_tokenizer(info: CheckpointInfo):
         raise ModelLoadError(f"cannot load the tokenizer of {info.name}: {type(exc).__name__}: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    _check_tokens(info, tokenizer)
+    return tokenizer
+
+
+def _check_tokens(info: CheckpointInfo, tokenizer) -> None:
     vocab = tokenizer.get_vocab()
     missing = [t for t in REQUIRED_TOKENS if t not in vocab]
     if missing:
         raise ModelLoadError(f"the tokenizer of {info.name} lacks the InternVL tokens {missing}")
-    return tokenizer
 
 
 def safetensors_files(path: Path) -> list[Path]:
@@ -72,8 +83,12 @@ def load_model(
     device: torch.device | str,
     attn_implementation: str = "sdpa",
     image_token_id: int | None = None,
+    device_map: dict[str, str] | None = None,
 ):
-    """An eval-mode `InternVLForConditionalGeneration` with every weight from the checkpoint."""
+    """An eval-mode `InternVLForConditionalGeneration` with every weight from the checkpoint.
+
+    With `device_map` (module name -> device, `device_map.split_model`), each weight is placed on its own
+    GPU and accelerate's hooks move activations between GPUs; `device` is then where inputs go (GPU 0)."""
     from safetensors import safe_open
     from transformers import InternVLForConditionalGeneration
 
@@ -84,31 +99,44 @@ def load_model(
             # would need accelerate, so place the model afterwards.
             model, loading = InternVLForConditionalGeneration.from_pretrained(
                 str(info.path), dtype=dtype, attn_implementation=attn_implementation,
-                trust_remote_code=False, output_loading_info=True,
+                trust_remote_code=False, output_loading_info=True, **({"device_map": device_map} if device_map else {}),
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load {info.name}: {type(exc).__name__}: {exc}") from None
         problems = {k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
         if problems:
             raise ModelLoadError(f"{info.name}: checkpoint does not match the model: {problems}")
-        return model.to(device).eval()
+        return (model if device_map else model.to(device)).eval()
 
     if image_token_id is None:
         raise ValueError("image_token_id is needed to convert an original-layout checkpoint")
     model = _meta_model(info, image_token_id, dtype, attn_implementation)
     verify_weights(info, image_token_id, model)
     state = {}
+    convert = WeightConverter(info.raw_config)
     for file in safetensors_files(info.path):
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
                 for key in f.keys():
-                    for name, tensor in convert_key(key, f.get_tensor(key)):
-                        state[name] = tensor.to(device=device, dtype=dtype)
+                    for name, tensor in convert(key, f.get_tensor(key)):
+                        target = device_of(name, device_map) if device_map else device
+                        state[name] = tensor.to(device=target, dtype=dtype)
         except Exception as exc:  # noqa: BLE001 - corrupt shard, I/O error, ...
             raise ModelLoadError(f"cannot read weights from {file}: {type(exc).__name__}: {exc}") from None
     model.load_state_dict(state, strict=True, assign=True)
     _rebuild_meta_buffers(model, device)
+    if device_map:
+        _dispatch(model, device_map)
     return model.eval()
+
+
+def _dispatch(model, device_map: dict[str, str]) -> None:
+    # Weights already sit on their devices; accelerate's hooks move each module's inputs to its device.
+    try:
+        from accelerate import dispatch_model
+    except ImportError:
+        raise ModelLoadError("multi-GPU replicas need accelerate: pip install accelerate") from None
+    dispatch_model(model, device_map=device_map)
 
 
 def _meta_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
@@ -127,6 +155,7 @@ def verify_weights(info: CheckpointInfo, image_token_id: int, model=None) -> Non
 
     model = model if model is not None else _meta_model(info, image_token_id)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    convert = WeightConverter(info.raw_config)
     found: set[str] = set()
     unexpected: list[str] = []
     for file in safetensors_files(info.path):
@@ -137,7 +166,7 @@ def verify_weights(info: CheckpointInfo, image_token_id: int, model=None) -> Non
             raise ModelLoadError(f"cannot read weights from {file}: {type(exc).__name__}: {exc}") from None
         for key, shape in shapes.items():
             try:
-                converted = list(convert_key(key, torch.empty(shape, device="meta")))
+                converted = list(convert(key, torch.empty(shape, device="meta")))
             except KeyError:
                 unexpected.append(key)
                 continue

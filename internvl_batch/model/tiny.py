@@ -12,35 +12,53 @@ is meaningless.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from internvl_batch.model.tiny_tokenizer import train_tiny_tokenizer
+from internvl_batch.model.tiny_tokenizer import train_tiny_spm_tokenizer, train_tiny_tokenizer
 
 TINY_VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 TINY_LLM = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128)
+LLMS = ("qwen2", "internlm2")
+VISIONS = ("300m-style", "6b-style")
 
 
-def original_config(vocab_size: int, im_end_id: int, endoftext_id: int) -> dict:
+def original_config(vocab_size: int, im_end_id: int, endoftext_id: int, llm_type: str = "qwen2",
+                    vision_style: str = "300m-style") -> dict:  # fmt: skip
+    """config.json of the published layout: InternViT-300M style (LayerNorm, qkv bias) or InternViT-6B style
+    (RMSNorm, qk norm, no qkv bias); a Qwen2 or an InternLM2 language model."""
+    six_b = vision_style == "6b-style"
     vision = {
         "architectures": ["InternVisionModel"], "model_type": "intern_vit_6b", "attention_dropout": 0.0,
         "drop_path_rate": 0.0, "dropout": 0.0, "hidden_act": "gelu", "image_size": 448,
-        "initializer_factor": 1.0, "initializer_range": 0.02, "layer_norm_eps": 1e-06, "norm_type": "layer_norm",
-        "num_channels": 3, "patch_size": 14, "qk_normalization": False, "qkv_bias": True,
-        "torch_dtype": "bfloat16", "use_flash_attn": True, **TINY_VISION,
+        "initializer_factor": 1.0 if not six_b else 0.1, "initializer_range": 0.02, "layer_norm_eps": 1e-06,
+        "norm_type": "rms_norm" if six_b else "layer_norm", "num_channels": 3, "patch_size": 14,
+        "qk_normalization": six_b, "qkv_bias": not six_b, "torch_dtype": "bfloat16", "use_flash_attn": True,
+        **TINY_VISION,
     }  # fmt: skip
-    llm = {
-        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
-        "bos_token_id": endoftext_id, "eos_token_id": im_end_id, "hidden_act": "silu", "initializer_range": 0.02,
-        "max_position_embeddings": 32768, "max_window_layers": TINY_LLM["num_hidden_layers"], "rms_norm_eps": 1e-06,
-        "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": vocab_size,
-        **TINY_LLM,
-    }  # fmt: skip
+    if llm_type == "internlm2":
+        llm = {
+            "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "attn_implementation": "eager",
+            "auto_map": {"AutoConfig": "configuration_internlm2.InternLM2Config",
+                         "AutoModel": "modeling_internlm2.InternLM2ForCausalLM",
+                         "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+            "bias": False, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "hidden_act": "silu",
+            "initializer_range": 0.02, "max_position_embeddings": 32768, "rms_norm_eps": 1e-05,
+            "rope_scaling": {"type": "dynamic", "factor": 2.0}, "rope_theta": 1000000, "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": vocab_size, **TINY_LLM,
+        }  # fmt: skip
+    else:
+        llm = {
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "attention_dropout": 0.0,
+            "bos_token_id": endoftext_id, "eos_token_id": im_end_id, "hidden_act": "silu", "initializer_range": 0.02,
+            "max_position_embeddings": 32768, "max_window_layers": TINY_LLM["num_hidden_layers"], "rms_norm_eps": 1e-06,
+            "rope_scaling": None, "rope_theta": 1000000.0, "sliding_window": 32768, "tie_word_embeddings": False,
+            "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": vocab_size,
+            **TINY_LLM,
+        }  # fmt: skip
     return {
         "architectures": ["InternVLChatModel"],
         "auto_map": {
@@ -86,6 +104,11 @@ def original_weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     shapes.update({
         "mlp1.0.weight": (shuffled,), "mlp1.0.bias": (shuffled,), "mlp1.1.weight": (h, shuffled),
         "mlp1.1.bias": (h,), "mlp1.3.weight": (h, h), "mlp1.3.bias": (h,),
+    })  # fmt: skip
+    if llm["architectures"][0] == "InternLM2ForCausalLM":
+        shapes.update(_internlm2_shapes(llm, q_dim, kv_dim, h, i))
+        return shapes
+    shapes.update({
         "language_model.model.embed_tokens.weight": (llm["vocab_size"], h),
         "language_model.model.norm.weight": (h,), "language_model.lm_head.weight": (llm["vocab_size"], h),
     })  # fmt: skip
@@ -99,6 +122,23 @@ def original_weight_shapes(config: dict) -> dict[str, tuple[int, ...]]:
             p + "mlp.up_proj.weight": (i, h), p + "mlp.down_proj.weight": (h, i),
             p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,),
         })  # fmt: skip
+    return shapes
+
+
+def _internlm2_shapes(llm: dict, q_dim: int, kv_dim: int, h: int, i: int) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {
+        "language_model.model.tok_embeddings.weight": (llm["vocab_size"], h),
+        "language_model.model.norm.weight": (h,), "language_model.output.weight": (llm["vocab_size"], h),
+    }  # fmt: skip
+    for n in range(llm["num_hidden_layers"]):
+        p = f"language_model.model.layers.{n}."
+        shapes.update({
+            p + "attention.wqkv.weight": (q_dim + 2 * kv_dim, h), p + "attention.wo.weight": (h, q_dim),
+            p + "feed_forward.w1.weight": (i, h), p + "feed_forward.w3.weight": (i, h),
+            p + "feed_forward.w2.weight": (h, i), p + "attention_norm.weight": (h,), p + "ffn_norm.weight": (h,),
+        })  # fmt: skip
+        if llm.get("bias"):
+            shapes.update({p + "attention.wqkv.bias": (q_dim + 2 * kv_dim,), p + "attention.wo.bias": (h,)})
     return shapes
 
 
@@ -136,19 +176,30 @@ def write_weights(out_dir: Path, shapes: dict[str, tuple[int, ...]], seed: int, 
     (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def make_tiny_checkpoint(out_dir: str | Path, layout: str = "original", seed: int = 0, shards: int = 2) -> Path:
+def make_tiny_checkpoint(out_dir: str | Path, layout: str = "original", seed: int = 0, shards: int = 2,
+                         llm: str = "qwen2", vision: str = "300m-style") -> Path:  # fmt: skip
     """Write a tiny checkpoint to `out_dir` (created; must be empty or absent). Deterministic for a seed."""
     out_dir = Path(out_dir)
     if layout not in ("original", "hf"):
         raise ValueError(f"layout must be 'original' or 'hf', got {layout!r}")
+    if llm not in LLMS or vision not in VISIONS:
+        raise ValueError(f"llm must be one of {LLMS} and vision one of {VISIONS}, got {llm!r}, {vision!r}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty")
     if layout == "hf":
-        return _make_tiny_hf(out_dir, seed)
+        return _make_tiny_hf(out_dir, seed, llm, vision)
     out_dir.mkdir(parents=True, exist_ok=True)
-    vocab_size = train_tiny_tokenizer(out_dir)
-    tokens = json.loads((out_dir / "added_tokens.json").read_text())
-    config = original_config(vocab_size, tokens["<|im_end|>"], tokens["<|endoftext|>"])
+    if llm == "internlm2":
+        vocab_size = train_tiny_spm_tokenizer(out_dir)
+        pad = 2  # </s> pads; <|im_end|> is a user-defined SentencePiece symbol
+        from internvl_batch.model.spm_tokenizer import SentencePieceChatTokenizer
+
+        im_end = SentencePieceChatTokenizer(out_dir).convert_tokens_to_ids("<|im_end|>")
+        tokens = {"<|im_end|>": im_end, "<|endoftext|>": pad}
+    else:
+        vocab_size = train_tiny_tokenizer(out_dir)
+        tokens = json.loads((out_dir / "added_tokens.json").read_text())
+    config = original_config(vocab_size, tokens["<|im_end|>"], tokens["<|endoftext|>"], llm, vision)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     generation = {"eos_token_id": [tokens["<|im_end|>"], tokens["<|endoftext|>"]], "pad_token_id": tokens["<|endoftext|>"]}
     (out_dir / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
@@ -156,31 +207,30 @@ def make_tiny_checkpoint(out_dir: str | Path, layout: str = "original", seed: in
     return out_dir
 
 
-def _make_tiny_hf(out_dir: Path, seed: int) -> Path:
+def _make_tiny_hf(out_dir: Path, seed: int, llm: str = "qwen2", vision: str = "300m-style") -> Path:
     # A native directory is what save_pretrained writes; produce one from the original layout through the
     # loader, as a user converting a real checkpoint would.
     from internvl_batch.model.checkpoint import read_checkpoint_info
     from internvl_batch.model.loader import load_model, load_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
-        original = make_tiny_checkpoint(Path(tmp) / "original", "original", seed)
+        original = make_tiny_checkpoint(Path(tmp) / "original", "original", seed, llm=llm, vision=vision)
         info = read_checkpoint_info(original)
         tokenizer = load_tokenizer(info)
         model = load_model(info, torch.bfloat16, "cpu", "sdpa", tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
         model.save_pretrained(str(out_dir))
-        for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json"):
-            shutil.copy(original / name, out_dir / name)
+        for name in ("vocab.json", "merges.txt", "tokenizer.model", "tokenizer_config.json", "added_tokens.json",
+                     "special_tokens_map.json"):  # fmt: skip
+            if (original / name).exists():
+                shutil.copy(original / name, out_dir / name)
     return out_dir
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("INTERNVL_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
-    return Path(root)
-
-
-def tiny_checkpoint_path(seed: int = 0) -> Path:
+def tiny_checkpoint_path(seed: int = 0, cache_root: Path | None = None) -> Path:
     """The cached tiny checkpoint, written on first use (atomically, so a crash never leaves half of one)."""
-    target = cache_dir() / f"tiny-internvl2_5-seed{seed}"
+    from internvl_batch.model.staging import default_cache_root
+
+    target = (cache_root or default_cache_root()) / f"tiny-internvl2_5-seed{seed}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -12,12 +12,16 @@
 | num_input_tokens | int32 | prompt tokens (image tokens included) |
 | num_output_tokens | int32 | generated tokens, the stop token included |
 | finish_reason | string | `stop` (ended with <|im_end|>) or `length` (hit max_new_tokens) |
+| media_sizes | list<struct<width, height>> | each image's size after EXIF orientation (video: the frame size) |
+| boxes | list<struct<label, x1, y1, x2, y2>> | `ground` rows: boxes in pixels of the original image |
+| parse_error | string | `ground`/`json` rows whose answer could not be fully parsed (the raw text stays in `response`) |
 | num_frames | int32 | video rows: frames sampled; null otherwise |
 | frame_indices | list<int32> | video rows: the sampled frame indices (decord's numbering) |
 | frame_timestamps | list<float64> | video rows: the sampled frames' times in seconds (index / average fps) |
 | error | string | null on success, else `<stage>: <ExceptionType>: <message>` |
 | model | string | the model that answered |
 | run_id | string | the run that wrote the row (sortable by time; the latest run's row is the current one) |
+| parsed | typed from task.json_schema | `json` rows: the validated answer (only when the job has a json schema) |
 
 Pass-through columns listed in `input.passthrough_columns` follow, unchanged.
 """
@@ -37,6 +41,10 @@ OUTPUT_SCHEMA = pa.schema([
     ("num_input_tokens", pa.int32()),
     ("num_output_tokens", pa.int32()),
     ("finish_reason", pa.string()),
+    ("media_sizes", pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))),
+    ("boxes", pa.list_(pa.struct([("label", pa.string()), ("x1", pa.float64()), ("y1", pa.float64()),
+                                  ("x2", pa.float64()), ("y2", pa.float64())]))),  # fmt: skip
+    ("parse_error", pa.string()),
     ("num_frames", pa.int32()),
     ("frame_indices", pa.list_(pa.int32())),
     ("frame_timestamps", pa.list_(pa.float64())),
@@ -46,12 +54,19 @@ OUTPUT_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
-def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], run_id: str | None = None) -> pa.Table:
+def output_schema(parsed_type: pa.DataType | None = None) -> pa.Schema:
+    """The output columns of a job; `parsed` only when the job has a JSON schema (it fixes the type)."""
+    return OUTPUT_SCHEMA.append(pa.field("parsed", parsed_type)) if parsed_type is not None else OUTPUT_SCHEMA
+
+
+def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], run_id: str | None = None,
+                    parsed_type: pa.DataType | None = None) -> pa.Table:  # fmt: skip
     """Select and type the output columns (missing ones become nulls), then the pass-through columns."""
     n = table.num_rows
+    schema = output_schema(parsed_type)
     errors = table.column("error").to_pylist() if "error" in table.column_names else [None] * n
     arrays = []
-    for field in OUTPUT_SCHEMA:
+    for field in schema:
         if field.name == "status":
             arrays.append(pa.array(["ok" if e is None else "error" for e in errors], pa.string()))
         elif field.name == "model":
@@ -62,9 +77,9 @@ def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], ru
             arrays.append(table.column(field.name).cast(field.type))
         else:
             arrays.append(pa.nulls(n, field.type))
-    out = pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+    out = pa.Table.from_arrays(arrays, schema=schema)
     for name in passthrough:
-        if name in OUTPUT_SCHEMA.names:
+        if name in schema.names:
             continue
         out = out.append_column(name, table.column(name) if name in table.column_names else pa.nulls(n))
     return out

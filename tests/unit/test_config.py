@@ -35,11 +35,11 @@ def test_demo_yaml_matches_embedded_demo():
 def test_overrides_are_typed(tmp_path):
     path = write(tmp_path, "input: {manifests: a.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\n")
     config = load_config(path, ["generation.max_new_tokens=64", "resources.gpu_replicas=[1, 4]",
-                                "preprocess.exif_transpose=false", "task.question=What is this?"])  # fmt: skip
+                                "preprocess.exif_transpose=false", "task.name=ocr"])  # fmt: skip
     assert config.generation.max_new_tokens == 64
     assert config.resources.gpu_replicas == (1, 4)
     assert config.preprocess.exif_transpose is False
-    assert config.task.question == "What is this?"
+    assert config.task.name == "ocr"
     assert config.input.manifests == ["a.jsonl"]
 
 

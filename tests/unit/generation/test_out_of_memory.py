@@ -51,6 +51,6 @@ def test_out_of_memory_splits_then_isolates(tiny_checkpoint):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["errors"][:4] == [None] * 4, (out["errors"], proc.stderr[-3000:])
     assert out["batched"][:4] == out["alone"]  # the split batch gives the same tokens as rows alone
-    assert out["errors"][:4] == [None] * 4
     assert out["errors"][4].startswith("generate: OutOfMemoryError: a row of ") and "39 tiles" in out["errors"][4]

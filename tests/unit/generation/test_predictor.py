@@ -16,7 +16,9 @@ SIZES = {1: (448, 448), 5: (634, 634), 13: (800, 600)}
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint):
-    return Predictor(ModelConfig(path=str(tiny_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=8))
+    # No padding bound: rows of 1, 5 and 13 tiles share one micro-batch, the hardest case for left padding.
+    return Predictor(ModelConfig(path=str(tiny_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=8),
+                     BatchingConfig(max_padding_fraction=1.0))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,10 @@ def requests(predictor):
 
 
 def test_batched_equals_one_at_a_time(predictor, requests):
+    from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
+
+    lengths = [len(r.input_ids) for r in requests]
+    assert len(plan_micro_batches(lengths, [len(r.tiles) for r in requests], 8, BatchLimits(max_padding=1.0))) == 1
     batched = predictor.generate(requests)
     single = [predictor.generate([r])[0] for r in requests]
     for b, s in zip(batched, single):
@@ -45,7 +51,7 @@ def test_split_micro_batches_keep_input_order(predictor, requests):
     try:
         split = predictor.generate(list(reversed(requests)))
     finally:
-        predictor.batching = BatchingConfig()
+        predictor.batching = BatchingConfig(max_padding_fraction=1.0)
     assert [r.output_ids for r in split] == [r.output_ids for r in reversed(whole)]
 
 

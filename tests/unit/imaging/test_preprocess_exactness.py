@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from internvl_batch.generation.pixels import normalize_tiles
-from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.imaging import ImagePreprocessor, preprocess
 from internvl_batch.imaging.tiling import choose_grid
 from tests.media import encode, make_photo
 
@@ -89,3 +89,60 @@ def test_normalisation_on_device_dtype():
 def test_normalize_rejects_float_input():
     with pytest.raises(ValueError):
         normalize_tiles(np.zeros((1, 448, 448, 3), np.float32))
+
+
+def _mode_image(mode: str, size=(900, 700)) -> Image.Image:
+    base = make_photo(*size, seed=11)
+    if mode == "P":
+        return base.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    if mode == "RGBA":
+        rgba = base.convert("RGBA")
+        rgba.putalpha(Image.linear_gradient("L").resize(size))
+        return rgba
+    if mode == "LA":
+        la = base.convert("LA")
+        la.putalpha(Image.linear_gradient("L").resize(size))
+        return la
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 3)
+    return base.convert(mode)
+
+
+# Grey images (L, LA, 1) are resized as one band and expanded to RGB afterwards: must still equal the recipe.
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("L", "JPEG"), ("LA", "PNG"), ("1", "PNG"), ("P", "PNG"),
+                                      ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG")])
+@pytest.mark.parametrize("size", [(900, 700), (300, 2000), (1, 1), (634, 634)])
+def test_every_mode_tiles_equal_reference_recipe(mode, fmt, size):
+    data = encode(_mode_image(mode, size), fmt)
+    ours = ImagePreprocessor(exif_transpose=False)(data)
+    ref = reference_pixel_values(data)
+    assert ours.tiles.shape[0] == ref.shape[0]
+    assert torch.max(torch.abs(normalize_tiles(ours.tiles) - ref)).item() <= 1e-6
+
+
+def test_grey_exif_rotated_equals_rotated_rgb():
+    # EXIF orientation applies to a grey image before tiling, as to an RGB one.
+    grey = make_photo(700, 500, seed=2).convert("L")
+    ours = ImagePreprocessor()(encode(grey, "JPEG", exif_orientation=6)).tiles
+    rgb = Image.open(io.BytesIO(encode(grey, "JPEG", exif_orientation=6))).convert("RGB")
+    rgb = rgb.transpose(Image.Transpose.ROTATE_270)
+    assert np.array_equal(ours, ImagePreprocessor().process_image(rgb).tiles)
+
+
+def test_process_image_accepts_grey_as_its_rgb_conversion():
+    grey = make_photo(800, 600, seed=4).convert("L")
+    pre = ImagePreprocessor()
+    assert np.array_equal(pre.process_image(grey).tiles, pre.process_image(grey.convert("RGB")).tiles)
+
+
+def test_tiles_identical_without_pillows_raw_encoder(monkeypatch):
+    # copy_tiles streams rows through Pillow's (private) raw encoder; without it, the public path gives the same.
+    data = encode(make_photo(800, 600, seed=5), "JPEG")
+    fast_path = ImagePreprocessor()(data).tiles
+
+    def missing(*args, **kwargs):
+        raise AttributeError("_getencoder")
+
+    monkeypatch.setattr(preprocess, "_raw_encoder", missing)
+    assert np.array_equal(ImagePreprocessor()(data).tiles, fast_path)
+    assert torch.max(torch.abs(normalize_tiles(fast_path) - reference_pixel_values(data))).item() <= 1e-6

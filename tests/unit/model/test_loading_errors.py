@@ -68,11 +68,11 @@ def test_not_a_checkpoint(tmp_path):
         read_checkpoint_info(tmp_path)
 
 
-def test_internlm2_checkpoint_not_supported_yet(copy):
+def test_unknown_language_model_is_refused(copy):
     cfg = json.loads((copy / "config.json").read_text())
-    cfg["llm_config"]["architectures"] = ["InternLM2ForCausalLM"]
+    cfg["llm_config"]["architectures"] = ["Phi3ForCausalLM"]
     (copy / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UnsupportedModelError, match="InternLM2ForCausalLM.*not supported yet"):
+    with pytest.raises(UnsupportedModelError, match="unsupported language model architecture 'Phi3ForCausalLM'"):
         read_checkpoint_info(copy)
 
 

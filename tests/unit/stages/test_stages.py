@@ -64,7 +64,7 @@ def test_prepare_contract(prepared, config):
     rows = {r["id"]: r for r in prepared.to_pylist()}
     good = rows["good"]
     assert good["error"] is None and good["num_tiles"] == [13]
-    assert good["question"] == config.task.question and good["task"] == "caption"
+    assert good["question"] == "Please describe the image shortly." and good["task"] == "caption"
     assert len(good["pixels"]) == 13 * 448 * 448 * 3 and good["num_input_tokens"] == len(good["input_ids"])
     expected = ImagePreprocessor()(open(good["media"][0], "rb").read()).tiles
     assert np.array_equal(np.frombuffer(good["pixels"], np.uint8).reshape(expected.shape), expected)
@@ -122,3 +122,38 @@ def test_generate_produces_output_schema(config, prepared):
     assert rows["clip"]["status"] == "ok" and rows["clip"]["num_frames"] == 6 and rows["clip"]["response"] is not None
     assert {r["model"] for r in rows.values()} == {"tiny-test"}
     assert rows["good"]["label"] == "cat"
+
+
+def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_checkpoint):
+    import pyarrow as pa
+
+    (media / "phone.jpg").write_bytes(encode(make_photo(640, 480), "JPEG", exif_orientation=6))
+    rows = [normalize_row({"id": "phone", "image": "phone.jpg", "task": "ground", "expression": "the sky"},
+                          str(media / "m.jsonl"), 1, ["label"])]  # fmt: skip
+    rows[0]["row_index"] = 0
+    prepared = PrepareStage(config)(requests_table(rows, ["label"]))
+    row = prepared.to_pylist()[0]
+    assert row["media_sizes"] == [{"width": 480, "height": 640}] and row["task"] == "ground"
+    assert row["question"].endswith("<ref>the sky</ref>") and row["max_new_tokens"] == 4
+    stage = GenerateStage.__new__(GenerateStage)  # the answer-reading half only; the model's text is the input
+    stage.json_parser = None
+    boxes, _, warnings = stage._read_answers(prepared, ["<ref>sky</ref><box>[[0, 0, 1000, 500]]</box>"])
+    assert boxes[0] == [{"label": "sky", "x1": 0.0, "y1": 0.0, "x2": 480.0, "y2": 320.0}] and warnings == [None]
+    assert pa.array(boxes, OUTPUT_SCHEMA.field("boxes").type)  # fits the typed column
+
+
+def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
+    cfg = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path)},
+                                  "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
+                                  "task": {"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"}})  # fmt: skip
+    rows = [normalize_row({"id": "a", "image": "photo.jpg", "label": "cat"}, str(media / "m.jsonl"), 1, ["label"]),
+            normalize_row({"id": "b", "image": "wide.png"}, str(media / "m.jsonl"), 2, ["label"])]  # fmt: skip
+    for i, row in enumerate(rows):
+        row["row_index"] = i
+    out = PrepareStage(cfg)(requests_table(rows, ["label"])).to_pylist()
+    assert [(r["id"], r["task"]) for r in out] == [("a", "caption"), ("a", "ocr"), ("a", "custom"),
+                                                    ("b", "caption"), ("b", "ocr"), ("b", "custom")]  # fmt: skip
+    assert out[0]["pixels"] == out[1]["pixels"] == out[2]["pixels"] and out[0]["question"] != out[1]["question"]
+    assert out[2]["question"] == "Is there a cat?" and out[2]["error"] is None
+    assert out[5]["error"] == "task: TaskError: task custom: the template needs column(s) label, missing in this row"
+    assert out[3]["error"] is None  # the other tasks of that row still run

@@ -1,0 +1,118 @@
+"""`internvl-batch plan MODEL --gpus k --gpu-mem 80`: memory per GPU of a replica, before renting GPUs.
+
+The model's real architecture is built on the meta device (no weights, no memory) from a family name known
+offline (`OpenGVLab/InternVL2_5-78B`) or a checkpoint directory's config.json; the device map assigns every
+parameter to a GPU; per GPU we add up:
+- weights (parameters x dtype size);
+- per row: the KV cache of the layers on that GPU for `tiles x 256 + prompt + max_new_tokens` tokens, plus
+  one layer's prefill activations (the MLP's gate/up projections dominate) for the same tokens;
+- GPU 0 also runs the vision tower over a chunk of tiles (activations of one ViT layer).
+`usable` is `gpu_mem x utilization` (CUDA context, allocator fragmentation). These are estimates, good to
+choose `k` and batch sizes; measure on the real hardware before trusting a tight fit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from internvl_batch.errors import ModelLoadError
+from internvl_batch.model.device_map import device_of, split_model
+from internvl_batch.model.family import family_config, family_name
+
+GB = 1024**3
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def meta_model_for(model: str):
+    """(name, meta-device model) for a family name/Hub id or a checkpoint directory."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    from internvl_batch.model.convert import native_config
+
+    name = family_name(model)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        raw = json.loads((path / "config.json").read_text())
+        name = path.name
+    elif name is not None:
+        raw = family_config(name)
+    else:
+        raise ModelLoadError(f"{model!r} is neither a checkpoint directory nor an InternVL 2.5 model (e.g. OpenGVLab/InternVL2_5-78B)")
+    config = native_config(raw, image_token_id=0) if raw.get("model_type") == "internvl_chat" else InternVLConfig(**raw)
+    with torch.device("meta"):
+        return name, InternVLForConditionalGeneration._from_config(config)
+
+
+@dataclass
+class GpuPlan:
+    gpu: int
+    llm_layers: int
+    weights_gb: float
+    per_row_gb: float
+    workspace_gb: float
+    room_gb: float  # left for KV cache and activations after weights and the vision workspace
+
+    @property
+    def max_rows(self) -> int:
+        return max(0, int(self.room_gb // self.per_row_gb)) if self.per_row_gb > 0 else 10**9
+
+
+@dataclass
+class ReplicaPlan:
+    model: str
+    gpus: int
+    gpu_mem_gb: float
+    per_gpu: list[GpuPlan]
+    tokens_per_row: int
+
+    @property
+    def fits(self) -> bool:
+        return all(g.room_gb > 0 for g in self.per_gpu)
+
+    @property
+    def max_batch_rows(self) -> int:
+        return min(g.max_rows for g in self.per_gpu) if self.fits else 0
+
+
+def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "bfloat16", tiles: int = 13,
+                 prompt_tokens: int = 64, max_new_tokens: int = 256, vision_chunk_tiles: int = 64,
+                 utilization: float = 0.9) -> ReplicaPlan:  # fmt: skip
+    name, meta = meta_model_for(model)
+    text, vision = meta.config.text_config, meta.config.vision_config
+    layers = text.num_hidden_layers
+    device_map = split_model(layers, gpus)
+    size = DTYPE_BYTES[dtype]
+    weights = [0] * gpus
+    for pname, param in meta.named_parameters():
+        weights[device_of(pname, device_map)] += param.numel() * size
+    layer_counts = [sum(1 for m, g in device_map.items() if m.startswith("model.language_model.layers.") and g == gpu) for gpu in range(gpus)]
+    tokens = tiles * 256 + prompt_tokens + max_new_tokens
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_per_token_layer = 2 * text.num_key_value_heads * head_dim * size
+    activation_per_row = tokens * (2 * text.intermediate_size + 4 * text.hidden_size) * size
+    vit_workspace = vision_chunk_tiles * 1025 * (vision.intermediate_size + 4 * vision.hidden_size) * size
+    usable = gpu_mem_gb * GB * utilization
+    per_gpu = []
+    for gpu in range(gpus):
+        workspace = vit_workspace if gpu == 0 else 0
+        per_row = tokens * kv_per_token_layer * layer_counts[gpu] + activation_per_row
+        per_gpu.append(GpuPlan(gpu, layer_counts[gpu], weights[gpu] / GB, per_row / GB, workspace / GB,
+                               (usable - weights[gpu] - workspace) / GB))  # fmt: skip
+    return ReplicaPlan(name, gpus, gpu_mem_gb, per_gpu, tokens)
+
+
+def render(plan: ReplicaPlan) -> str:
+    lines = [f"{plan.model} on {plan.gpus} x {plan.gpu_mem_gb:g} GB GPU(s); a row = {plan.tokens_per_row} tokens"]
+    lines.append("gpu  llm layers  weights GB  room GB  per row GB  rows that fit")
+    for g in plan.per_gpu:
+        lines.append(f"{g.gpu:>3}  {g.llm_layers:>10}  {g.weights_gb:>10.1f}  {g.room_gb:>7.1f}  {g.per_row_gb:>10.2f}  {g.max_rows:>13}")
+    total = sum(g.weights_gb for g in plan.per_gpu)
+    if plan.fits:
+        lines.append(f"fits: weights {total:.1f} GB in all; largest batch that fits: {plan.max_batch_rows} rows")
+    else:
+        lines.append(f"does NOT fit: weights {total:.1f} GB in all; use more GPUs per replica or bigger GPUs")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""Stage a model stored on S3 to local disk once per node, then load it from there.
+
+Every actor on a node calls `stage_s3_model`; a file lock makes the first one download while the others
+wait, and a completion marker makes later calls free. The download goes to a temporary directory that is
+renamed into place, so a crash never leaves a half-staged model that looks complete. Only configs,
+tokenizer files and safetensors weights are fetched (never the checkpoint's Python files).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from internvl_batch.config import StorageConfig
+from internvl_batch.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+CONFIG_SUFFIXES = (".json", ".txt", ".model", ".tiktoken")
+WEIGHT_SUFFIXES = (".safetensors",)
+COMPLETE = ".complete"
+
+
+def default_cache_root() -> Path:
+    root = os.environ.get("INTERNVL_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
+    return Path(root)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process on this node stages the same model
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def stage_s3_model(uri: str, storage: StorageConfig, cache_root: Path | None = None, weights: bool = True) -> Path:
+    """The local directory holding the model at `uri` (an s3:// prefix), downloaded on first use."""
+    from internvl_batch.storage import fsspec_filesystem
+
+    root = (cache_root or default_cache_root()) / "models"
+    key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16] + "-" + uri.rstrip("/").rsplit("/", 1)[-1]
+    full, configs_only = root / key, root / f"{key}-configs"
+    if (full / COMPLETE).exists():
+        return full
+    target = full if weights else configs_only
+    suffixes = CONFIG_SUFFIXES + (WEIGHT_SUFFIXES if weights else ())
+    with _locked(root / f"{target.name}.lock"):
+        if (target / COMPLETE).exists():
+            return target
+        fs, prefix = fsspec_filesystem(uri, storage)
+        try:
+            files = [f for f in fs.find(prefix.rstrip("/")) if f.endswith(suffixes)]
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot list model {uri}: {type(exc).__name__}: {exc}") from None
+        if not any(f.endswith("/config.json") for f in files):
+            raise ModelLoadError(f"model {uri}: no config.json under that prefix")
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+        try:
+            log.info("staging %s (%d files) to %s", uri, len(files), target)
+            for file in files:
+                local = staging / file[len(prefix.rstrip("/")) + 1 :]
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(file, str(local))
+            (staging / COMPLETE).write_text(uri)
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"cannot download model {uri}: {type(exc).__name__}: {exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,78 @@
+"""Fetched bytes of one row -> its tiles: images tiled (the reference's rule, the multi-image budget) or video
+frames sampled. Used by the CPU stage; one decode per row, whatever the number of tasks asked of it.
+
+Failures raise `RowFailure` carrying the output's error text (`<stage>: <ExceptionType>: <message>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from internvl_batch.config import JobConfig
+from internvl_batch.errors import LimitError, format_row_error
+from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.imaging.video import SampledVideo, VideoSampler
+from internvl_batch.storage import LocalFile
+
+
+class RowFailure(Exception):
+    """A row failed in `stage`; str() is the text of its `error` column."""
+
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(format_row_error(stage, exc))
+
+
+@dataclass
+class DecodedMedia:
+    tiles: np.ndarray  # uint8 [n, 448, 448, 3]: every image's (or frame's) tiles, in prompt order
+    num_tiles: list[int]  # per image or frame
+    sizes: list[tuple[int, int]]  # (width, height) per image after EXIF orientation; per video, its frame size
+    kind: str  # "image", "images" or "video"
+    video: SampledVideo | None = None
+
+
+class MediaDecoder:
+    def __init__(self, config: JobConfig, checkpoint) -> None:
+        self.preprocessor = ImagePreprocessor.from_options(config.preprocess, checkpoint)
+        self.video = VideoSampler(config.video.max_duration_s, config.video.max_segments)
+        self.default_segments = config.video.num_segments
+        self.multi_image_max_num = config.preprocess.multi_image_max_num
+
+    def decode(self, uris: list[str], kind: str, bound, segments, fetched: dict) -> DecodedMedia:
+        if kind == "video":
+            return self._video(uris[0], bound, segments, fetched)
+        budget = None
+        if len(uris) > 1:  # the reference's multi-image rule: the tile budget is shared
+            budget = self.multi_image_max_num or max(1, self.preprocessor.max_num // len(uris))
+        tiles, counts, sizes = [], [], []
+        for uri in uris:
+            try:
+                image = self.preprocessor(_source(fetched[uri]), max_num=budget)
+            except RowFailure:
+                raise
+            except Exception as exc:  # noqa: BLE001 - decoders raise many types; any of them is this row's fault
+                raise RowFailure("decode", exc) from None
+            tiles.append(image.tiles)
+            counts.append(image.num_tiles)
+            sizes.append((image.plan.width, image.plan.height))
+        return DecodedMedia(np.concatenate(tiles) if len(tiles) > 1 else tiles[0], counts, sizes, kind)
+
+    def _video(self, uri: str, bound, segments, fetched: dict) -> DecodedMedia:
+        try:
+            video = self.video(_source(fetched[uri]), segments or self.default_segments, tuple(bound) if bound else None)
+        except RowFailure:
+            raise
+        except LimitError as exc:
+            raise RowFailure("limits", exc) from None
+        except Exception as exc:  # noqa: BLE001 - as for images
+            raise RowFailure("decode", exc) from None
+        return DecodedMedia(video.tiles, [1] * video.num_frames, [video.frame_size], "video", video)
+
+
+def _source(fetched) -> bytes | str:
+    """The fetched media as bytes, or as a path for media kept in a file."""
+    if isinstance(fetched, Exception):
+        raise RowFailure("fetch", fetched)
+    return fetched.path if isinstance(fetched, LocalFile) else fetched
