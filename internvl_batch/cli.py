@@ -18,6 +18,7 @@ def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-thumbnail", action="store_true", help="do not append the thumbnail tile")
     group.add_argument("--no-exif-transpose", action="store_true", help="ignore EXIF orientation (as the reference)")
     group.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this")
+    group.add_argument("--fast", action="store_true", help="fast mode (reduced-scale JPEG decode, torch resize): same grids, pixels differ slightly")
 
 
 def _preprocessor_from_args(args):
@@ -30,6 +31,7 @@ def _preprocessor_from_args(args):
         min_num=args.min_num,
         use_thumbnail=False if args.no_thumbnail else None,
         exif_transpose=not args.no_exif_transpose,
+        mode="fast" if args.fast else "exact",
         **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
     )
     info = read_checkpoint_info(resolve_model_path(args.model)) if args.model else None

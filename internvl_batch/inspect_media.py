@@ -146,6 +146,6 @@ def render_table(rows: list[InspectRow], pre: ImagePreprocessor) -> str:
     text.append(
         f"{len(ok)} file(s), {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
         f"(max_num={pre.max_num}, min_num={pre.min_num}, thumbnail={'on' if pre.use_thumbnail else 'off'}, "
-        f"exif_transpose={'on' if pre.exif_transpose else 'off'})"
+        f"exif_transpose={'on' if pre.exif_transpose else 'off'}, mode={pre.mode})"
     )
     return "\n".join(text)

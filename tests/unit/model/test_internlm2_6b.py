@@ -2,9 +2,7 @@
 straightforward implementation of the published architecture; the tokenizer works without remote code."""
 
 import json
-import re
 
-import numpy as np
 import pytest
 import torch
 
