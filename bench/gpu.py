@@ -18,21 +18,20 @@ layers plus attention) x images/s / the card's bf16 dense peak (`--peak-tflops`,
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from reference_recipe import reference_recipe  # noqa: E402
 
 QUESTION_TOKENS = 30
 TILE_SIZES = {1: (448, 448), 7: (640, 427), 13: (800, 600)}
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 class BenchPrompts:
@@ -86,24 +85,9 @@ def build_model(name: str, tiny: bool, device: str, dtype: torch.dtype):
     return model.eval(), BenchPrompts(raw["llm_config"]["vocab_size"], image_context_id, stop, pad), attn
 
 
-def model_card_pixels(data: bytes) -> torch.Tensor:
-    """The model card's CPU preprocessing: PIL tiling, then per tile ToTensor + Normalize (float32)."""
-    from PIL import Image
-
-    from internvl_batch.imaging.tiling import choose_grid
-
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    cols, rows = choose_grid(image.width, image.height, 1, 12)
-    resized = image.resize((448 * cols, 448 * rows))
-    tiles = [resized.crop(((i % cols) * 448, (i // cols) * 448, (i % cols + 1) * 448, (i // cols + 1) * 448)) for i in range(cols * rows)]
-    if len(tiles) > 1:
-        tiles.append(image.resize((448, 448)))
-    return torch.stack([(torch.from_numpy(np.array(t)).permute(2, 0, 1).float().div(255) - MEAN) / STD for t in tiles])
-
-
 def model_card_batch(model, prompts, encoded: list[bytes], ids: list[np.ndarray], device, dtype, new_tokens: int, include_cpu: bool):
     t0 = time.perf_counter()
-    pixel_values = torch.cat([model_card_pixels(d) for d in encoded]).to(device, dtype)
+    pixel_values = torch.cat([reference_recipe(d) for d in encoded]).to(device, dtype)
     cpu_s = time.perf_counter() - t0
     width = max(len(i) for i in ids)
     input_ids = torch.full((len(ids), width), prompts.pad_token_id, dtype=torch.long)

@@ -50,12 +50,13 @@ from internvl_batch.generation.pixels import normalize_tiles  # noqa: E402
 from internvl_batch.imaging import ImagePreprocessor  # noqa: E402
 from internvl_batch.imaging.decode import decode_pixels  # noqa: E402
 from internvl_batch.imaging.fast import decode_size  # noqa: E402
-from internvl_batch.imaging.tiling import TILE_SIZE, choose_grid, plan_tiles  # noqa: E402
+from internvl_batch.imaging.tiling import TILE_SIZE, plan_tiles  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_recipe import reference_recipe  # noqa: E402
 
 torch.set_num_threads(1)
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 # (label, width, height): 0.3 / 2 / 12 MP photos, plus portrait 3:4 and panorama 3:1.
 FULL_SIZES = [
@@ -69,27 +70,6 @@ FULL_SIZES = [
 ]
 QUICK_SIZES = [("tiny 4:3", 160, 120), ("small 16:9", 480, 270), ("small 3:1", 1500, 500), ("strip 1:4", 900, 3600)]
 FORMATS = ("JPEG", "PNG")
-
-
-def reference_recipe(
-    data: bytes, max_num: int = 12, min_num: int = 1, use_thumbnail: bool = True, size: int = TILE_SIZE
-) -> torch.Tensor:
-    """The reference preprocessing, from its published behaviour (float32 [n, 3, 448, 448])."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    width, height = image.size
-    cols, rows = choose_grid(width, height, min_num, max_num)
-    resized = image.resize((size * cols, size * rows))
-    crops = []
-    for i in range(cols * rows):
-        box = ((i % cols) * size, (i // cols) * size, (i % cols + 1) * size, (i // cols + 1) * size)
-        crops.append(resized.crop(box))
-    if use_thumbnail and len(crops) != 1:
-        crops.append(image.resize((size, size)))
-    tensors = []
-    for crop in crops:
-        t = torch.from_numpy(np.array(crop)).permute(2, 0, 1).float().div(255)  # ToTensor
-        tensors.append((t - MEAN) / STD)  # Normalize
-    return torch.stack(tensors)
 
 
 def decode_and_resizes(data: bytes) -> None:

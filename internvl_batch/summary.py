@@ -21,7 +21,6 @@ class RunStats:
         self.images = 0
         self.tiles = 0
         self.output_tokens = 0
-        self.written_ids: list[str] = []
         self._started = time.monotonic()
         self._last_log = self._started
         self._every = progress_every_s
@@ -29,7 +28,6 @@ class RunStats:
     def add(self, stats: pa.Table) -> None:
         rows = stats.to_pylist()
         for row in rows:
-            self.written_ids.append(row["id"])
             if row["status"] == "ok":
                 self.ok += 1
                 self.images += len(row["media"] or [])

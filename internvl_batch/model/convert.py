@@ -195,8 +195,3 @@ class WeightConverter:
                 yield prefix + new + rest[len(old) :], tensor
                 return
         raise KeyError(key)
-
-
-def convert_key(key: str, tensor: torch.Tensor, raw: dict[str, Any] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Convenience for one weight (Qwen2 naming unless `raw` says otherwise)."""
-    yield from WeightConverter(raw or {"llm_config": {"architectures": ["Qwen2ForCausalLM"]}})(key, tensor)
