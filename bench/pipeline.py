@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SIZES = [(448, 448), (640, 480), (800, 600), (1280, 720), (1000, 250), (300, 900)]
@@ -40,23 +41,18 @@ def make_media(root: Path, count: int) -> Path:
 
 
 def plain_loop(config) -> tuple[float, int]:
-    from internvl_batch.manifest import load_requests
-    from internvl_batch.pipeline import requests_table
+    from internvl_batch.manifest_local import read_manifests
     from internvl_batch.stages.generate import GenerateStage
     from internvl_batch.stages.prepare import PrepareStage
 
     t0 = time.perf_counter()
-    rows, _ = load_requests(config.input, config.storage)
-    table = requests_table(rows, [])
+    table, _, _ = read_manifests(config)
     prepare, generate = PrepareStage(config), GenerateStage(config, "tiny")
     ok = 0
     step = config.resources.gpu_batch_size
     for start in range(0, table.num_rows, step):
         chunk = table.slice(start, step)
-        prepared = [prepare(chunk.slice(s, config.resources.cpu_batch_size)) for s in range(0, chunk.num_rows, config.resources.cpu_batch_size)]
-        import pyarrow as pa
-
-        out = generate(pa.concat_tables(prepared))
+        out = generate(pa.concat_tables(list(prepare(chunk))))
         ok += sum(1 for s in out.column("status").to_pylist() if s == "ok")
     return time.perf_counter() - t0, ok
 

@@ -137,7 +137,13 @@ class InputConfig(Section):
         default_factory=list, description="Manifest columns copied unchanged into the output."
     )
     duplicate_ids: Literal["error", "keep_first"] = Field(
-        "error", description="Rows sharing an id: error = stop before any work; keep_first = process the first only."
+        "error", description="Rows sharing an id: error = stop before any model work, naming a few; keep_first = "
+        "process the first occurrence in manifest order only. Found by a distributed pass over the ids."
+    )
+    split_bytes: int = Field(
+        16 * 2**20, ge=1, description="Manifests are read in parallel on the workers in units of about this "
+        "size: JSONL in byte ranges, Parquet in runs of row groups; CSV one file per unit (quoted fields may hold "
+        "newlines)."
     )
 
     @field_validator("manifests", mode="before")
@@ -231,6 +237,29 @@ class ResourcesConfig(Section):
         (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
     )
     gpu_batch_size: int = Field(32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches).")
+    rows_per_block: int = Field(
+        256, ge=1, description="Request rows per block read from the manifests: preprocessing actors take a block "
+        "at a time (in cpu_batch_size pieces), so this bounds per-block overhead for rows that fail or finish "
+        "fast, and the work one actor holds."
+    )
+    wave_rows: int = Field(
+        1_000_000, ge=1, description="Rows still to do are processed in waves of about this many, each a "
+        "separate Ray Data execution (the actor pools, and so the model replicas, start again for each). Ray "
+        "Data keeps a few KB on the driver for every block it has produced until its execution ends, so waves "
+        "bound the driver's memory on long jobs; larger waves restart less often."
+    )
+    read_tasks: int = Field(
+        4, ge=1, description="Most manifest read tasks running at once in the pipeline (each reads a unit of "
+        "input.split_bytes and reserves no CPU: parsing is fast next to preprocessing)."
+    )
+    cpu_actor_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each preprocessing actor requests, to place "
+        "them on labelled nodes (e.g. {cpu_pool: 1}, with `ray start --resources` on those nodes)."
+    )
+    replica_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each model replica requests, to place replicas "
+        "on labelled nodes (e.g. {h100_node: 1})."
+    )
     accelerator: Literal["auto", "gpu", "cpu"] = Field(
         "auto", description="gpu = model replicas always request GPUs (an autoscaling cluster starts GPU nodes for "
         "them); cpu = never; auto = GPUs when the cluster has some when the job starts."
@@ -268,9 +297,9 @@ class RayConfig(Section):
     )
 
 
-class JobConfig(Section):
-    input: InputConfig = Field(description="Where the rows come from.")
-    output: OutputConfig = Field(description="Where results go.")
+class PipelineConfig(Section):
+    """Everything but where rows come from and go to: what the Python API (`internvl_batch.api`) takes."""
+
     model: ModelConfig = Field(description="Which checkpoint and how to run it.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Image tiling.")
     video: VideoConfig = Field(default_factory=VideoConfig, description="Video frame sampling and limits.")
@@ -281,3 +310,10 @@ class JobConfig(Section):
     fetch: FetchConfig = Field(default_factory=FetchConfig, description="Reading media.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object store settings (no credentials).")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
+
+
+class JobConfig(PipelineConfig):
+    """A whole job: the pipeline, plus manifests in and Parquet out."""
+
+    input: InputConfig = Field(description="Where the rows come from.")
+    output: OutputConfig = Field(description="Where results go.")

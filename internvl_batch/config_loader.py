@@ -8,13 +8,14 @@ else a string). Unknown keys, wrong types and missing fields all raise `ConfigEr
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from internvl_batch.config import JobConfig
+from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.errors import ConfigError
 
 
@@ -50,16 +51,18 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"{source}: invalid configuration: " + "; ".join(parts)
 
 
-def config_from_dict(data: dict, source: str = "configuration") -> JobConfig:
+def config_from_dict(data: dict, source: str = "configuration", schema: type[PipelineConfig] = JobConfig) -> JobConfig:
     try:
-        return JobConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> JobConfig:
-    """Read `path` (YAML), or start from `base`, apply `overrides`, validate."""
-    data: dict = dict(base or {})
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None,
+                schema: type[PipelineConfig] = JobConfig) -> JobConfig:  # fmt: skip
+    """Read `path` (YAML), or start from `base`, apply `overrides`, validate (as a whole job's config, or as
+    `PipelineConfig` for the Python API)."""
+    data: dict = copy.deepcopy(base or {})  # overrides must not change the caller's dict
     source = "configuration"
     if path is not None:
         source = str(path)
@@ -76,4 +79,4 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
         data.update(loaded)
     for text in overrides or []:
         apply_override(data, *parse_override(text))
-    return config_from_dict(data, source)
+    return config_from_dict(data, source, schema)

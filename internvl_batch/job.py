@@ -17,16 +17,16 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from internvl_batch.config import JobConfig
+from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.errors import ConfigError, InternVLBatchError
-from internvl_batch.manifest import load_requests
+from internvl_batch.errors import InternVLBatchError
+from internvl_batch.manifest.files import ManifestFile, expand_manifests
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer, verify_weights
-from internvl_batch.errors import format_row_error
-from internvl_batch.results import completed_keys, new_run_id, prepare_output, read_results, write_summary
+from internvl_batch.results import new_run_id, prepare_output, write_summary
+from internvl_batch.scan import manifest_report
 from internvl_batch.summary import RunStats
-from internvl_batch.tasks import TaskError, TaskPrompter, template_fields
+from internvl_batch.tasks import template_fields
 
 log = logging.getLogger("internvl_batch.job")
 
@@ -61,111 +61,115 @@ def root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
-def preflight(config: JobConfig) -> tuple[list[dict], dict]:
-    """Everything that can fail cheaply, before Ray starts: model files, output, manifests."""
+def check_model(config: PipelineConfig) -> None:
+    """The model's config and tokenizer load, and its weights' names and shapes match (safetensors headers)."""
     path = resolve_model_path(config.model.path, config.model.cache_dir, weights=False, storage=config.storage)
     info = read_checkpoint_info(path)
     tokenizer = load_tokenizer(info)
     if info.layout == "original" and any(path.glob("*.safetensors")):
         # Names and shapes from the safetensors headers only; for Hub ids the weights arrive with the replicas.
         verify_weights(info, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+
+
+def preflight(config: JobConfig) -> list[ManifestFile]:
+    """Everything that can fail cheaply, before Ray starts: model files, output, manifest files (a listing)."""
+    check_model(config)
     prepare_output(config.output, config.storage)
-    rows, report = load_requests(config.input, config.storage, template_fields(config.task.template))
-    log.info("read %d rows from %d manifest(s): %d malformed, %d blank lines skipped, %d duplicate ids",
-             report.rows, len(report.files), report.malformed_rows, report.blank_lines, len(report.duplicate_ids))  # fmt: skip
-    return rows, report.summary()
+    return expand_manifests(config.input.manifests, config.storage, config.input.format)
 
 
-def assign_tasks(rows: list[dict], prompter: TaskPrompter) -> None:
-    """Each row's tasks (its `task` column, the job's task, or task.tasks), decided once on the driver so that
-    resume can skip exactly the (id, task) pairs that are done. A row naming an unknown task gets an error."""
-    for row in rows:
-        try:
-            row["tasks"] = prompter.tasks_for(row.get("task"), row.get("question"))
-        except TaskError as exc:
-            row["tasks"] = [row.get("task")]
-            row["error"] = row.get("error") or format_row_error("task", exc)
+def carried_columns(config: JobConfig) -> list[str]:
+    """Manifest columns the pipeline carries: the pass-through ones and the task template's."""
+    return list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
 
 
 def init_ray(config: JobConfig) -> float:
+    """Connect to (or start) Ray; returns the GPUs each model replica requests."""
     import ray
+
+    from internvl_batch.pipeline import replica_gpus
 
     if not ray.is_initialized():
         ray.init(address=config.ray.address, log_to_driver=True)
-    choice = config.resources.accelerator
-    if choice == "cpu":
-        return 0
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if choice == "gpu":
-        if gpus < config.model.gpus_per_replica:
-            log.warning("the cluster has %g GPUs now; replicas wait for the autoscaler to add GPU nodes", gpus)
-        return config.model.gpus_per_replica
-    if not gpus:
-        log.warning("no GPUs in the Ray cluster: model replicas run on CPU (set resources.accelerator=gpu on "
-                    "clusters whose GPU workers scale from zero)")  # fmt: skip
-        return 0
-    if gpus < config.model.gpus_per_replica:
-        raise ConfigError(f"model.gpus_per_replica={config.model.gpus_per_replica} but the cluster has {gpus:g} GPUs")
-    return config.model.gpus_per_replica
+    return replica_gpus(config)
 
 
-def run_pipeline(config: JobConfig, rows: list[dict], run_id: str, stats: RunStats) -> None:
+def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats) -> None:
+    """The rows to do, in waves (`resources.wave_rows`): each wave is one Ray Data execution."""
     from internvl_batch.pipeline import build_dataset
+    from internvl_batch.scan import plan_waves
 
-    num_gpus = init_ray(config)
-    dataset = build_dataset(config, rows, model_display_name(config.model.path), num_gpus, run_id)
-    try:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            stats.add(batch)
-    except Exception as exc:  # noqa: BLE001 - a pipeline failure ends the job with its cause
-        log.exception("the pipeline failed")
-        raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+    waves = plan_waves(units, scan.totals, config.resources.wave_rows)
+    for number, (wave, rows) in enumerate(waves, start=1):
+        if len(waves) > 1:
+            log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
+        dataset = build_dataset(config, wave, rows, scan, done_ref, model_display_name(config.model.path), num_gpus, run_id)
+        try:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                stats.add(batch)
+        except Exception as exc:  # noqa: BLE001 - a pipeline failure ends the job with its cause
+            log.exception("the pipeline failed")
+            raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+
+
+def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str]:
+    """Up to `limit` (id, task) keys of the manifests without a result: a second distributed pass, made only
+    when the counts say something is missing."""
+    import ray.data
+
+    from internvl_batch.pipeline import load_done_keys, manifest_datasource
+
+    done_ref, _ = load_done_keys(config.model_copy(update={"output": config.output.model_copy(update={"retry_errors": False})}))
+    rows = ray.data.read_datasource(manifest_datasource(config, units, scan, done_ref)).take(limit)
+    return [f"{row['id']} ({task})" for row in rows for task in row["tasks"]][:limit]
 
 
 def run_job(config: JobConfig) -> dict:
     """Run the whole job; returns the summary (also written to `<output>/_summary.json`)."""
+    from internvl_batch.pipeline import load_done_keys, read_units, scan_manifests
+
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     run_id = new_run_id()
-    rows, manifest_report = preflight(config)
-    assign_tasks(rows, TaskPrompter(config.task, config.generation.max_new_tokens))
-    expected = [(r["id"], t) for r in rows for t in r["tasks"]]
-    done = completed_keys(config.output.path, config.storage, config.output.retry_errors) if config.output.resume else set()
-    todo = []
-    for row in rows:
-        row["tasks"] = [t for t in row["tasks"] if (row["id"], t) not in done]
-        if row["tasks"]:
-            todo.append(row)
-    results_todo = sum(len(r["tasks"]) for r in todo)
-    if done:
-        log.info("resuming: %d of %d results already exist; %d to produce", len(expected) - results_todo, len(expected), results_todo)
-    stats = RunStats(results_todo)
-    if todo:
-        run_pipeline(config, todo, run_id, stats)
+    files = preflight(config)
+    num_gpus = init_ray(config)
+    t_scan = time.monotonic()
+    units = read_units(config, files)
+    done_ref, _ = load_done_keys(config) if config.output.resume else (None, 0)
+    scan = scan_manifests(config, units, done_ref, carried_columns(config))
+    log.info("manifests scanned in %.1f s (%d read units; started %.1f s after the job)", time.monotonic() - t_scan,
+             len(units), t_scan - t0)  # fmt: skip
+    report = manifest_report(files, scan.units, scan.totals, config.input.duplicate_ids)
+    totals = scan.totals
+    if totals.done_keys:
+        log.info("resuming: %d of %d results already exist; %d to produce", totals.done_keys, totals.keys, totals.todo_keys)
+    stats = RunStats(totals.todo_keys)
+    if totals.todo_keys:
+        run_pipeline(config, units, scan, done_ref, num_gpus, run_id, stats)
     stats.log_progress()
 
-    current = read_results(config.output.path, config.storage, columns=["status"])
-    have = set(zip(current.column("id").to_pylist(), current.column("task").to_pylist()))
-    missing = [f"{i} ({t})" for i, t in expected if (i, t) not in have]
+    # Every key expected was written exactly once iff the counts and the key checksums agree (keys.py).
+    complete = stats.rows == totals.todo_keys and stats.checksum == totals.todo_checksum
+    missing = [] if complete else missing_results(config, units, scan)
     summary = {
         "run_id": run_id,
         "status": "ok",
         "model": model_display_name(config.model.path),
-        "rows_input": len(rows),
-        "results_expected": len(expected),
-        "rows_already_done": len(expected) - results_todo,
+        "rows_input": totals.rows,
+        "results_expected": totals.keys,
+        "rows_already_done": totals.done_keys,
         **stats.as_dict(time.monotonic() - t0),
         "one_row_per_input": not missing,
-        "missing_ids": missing[:10],
+        "missing_ids": missing,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(timezone.utc).isoformat(),
-        "manifest": manifest_report,
+        "manifest": report,
         "config": config.model_dump(mode="json"),
         "versions": package_versions(),
     }
     problems = []
     if missing:
-        problems.append(f"{len(missing)} input ids have no result (e.g. {missing[:3]})")
+        problems.append(f"input ids have no result (e.g. {missing[:3]})")
     if stats.rows and stats.failed / stats.rows > config.output.max_error_fraction:
         problems.append(
             f"{stats.failed} of {stats.rows} rows failed ({stats.failed / stats.rows:.1%}), above "

@@ -18,15 +18,18 @@ import json
 import uuid
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
+from internvl_batch.keys import key_hashes
 from internvl_batch.storage import fsspec_filesystem, is_local
 
 SUMMARY_FILE = "_summary.json"
+RECORD_SCHEMA = pa.schema([("id", pa.string()), ("task", pa.string()), ("run_id", pa.string()), ("position", pa.uint64())])
 RUNS_DIR = "_runs"
 
 
@@ -85,23 +88,75 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     table = pa.concat_tables(tables, promote_options="default")
     table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")])
     if table.num_rows > 1:
-        changed = None
-        for key in ("id", "task"):
-            values = table.column(key).fill_null("")
-            differs = pc.not_equal(values.slice(1), values.slice(0, table.num_rows - 1))
-            changed = differs if changed is None else pc.or_(changed, differs)
-        keep = pa.concat_arrays([pa.array([True]), changed.combine_chunks()])
-        table = table.filter(keep)
+        table = table.filter(pa.array(~_same_key_as_previous(table)))
     return table.drop_columns(["_file"])
 
 
-def completed_keys(output_path: str, storage: StorageConfig, retry_errors: bool) -> set[tuple[str, str]]:
-    """(id, task) pairs that need no more work: those with a result (an `ok` one only, when errors are to be
-    retried)."""
-    current = read_results(output_path, storage, columns=["status"])
-    if retry_errors and current.num_rows:
-        current = current.filter(pc.equal(current.column("status"), "ok"))
-    return set(zip(current.column("id").to_pylist(), current.column("task").to_pylist()))
+def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig, ok_only: bool) -> np.ndarray:
+    """Hashes (`keys.key_hashes`) of the (id, task) keys in some result files: every key with a result, or
+    with an `ok` one only (when errors are to be retried). A key once `ok` is never written again by a resuming
+    run, so "has an ok row" equals "its latest row is ok" here, and no grouping across files is needed."""
+    fs, _ = fsspec_filesystem(output_path, storage)
+    parts = [np.zeros((0, 2), np.uint64)]
+    for file in files:
+        with fs.open(file, "rb") as f:
+            table = pq.read_table(f, columns=["id", "task", "status"] if ok_only else ["id", "task"])
+        if ok_only:
+            table = table.filter(pc.equal(table.column("status"), "ok"))
+        parts.append(key_hashes(table.column("id").to_pylist(), table.column("task").to_pylist()))
+    return np.concatenate(parts)
+
+
+def result_records(output_path: str, files: list[str], first_index: int, storage: StorageConfig,
+                   partitions: int) -> list[pa.Table]:  # fmt: skip
+    """(id, task, run_id, position) of every row of some result files (paths as `result_files` gives them),
+    split by a hash of the id; a position is `(file number << 32) | row`, files numbered from `first_index`."""
+    from internvl_batch.scan import partition_of
+
+    fs, _ = fsspec_filesystem(output_path, storage)
+    tables = []
+    for number, file in enumerate(files, start=first_index):
+        with fs.open(file, "rb") as f:
+            table = pq.read_table(f, columns=["id", "task", "run_id"])
+        rows = np.arange(table.num_rows, dtype=np.uint64) | np.uint64(number << 32)
+        tables.append(table.append_column("position", pa.array(rows)))
+    if not tables:
+        return [RECORD_SCHEMA.empty_table() for _ in range(partitions)]
+    table = pa.concat_tables(tables).cast(RECORD_SCHEMA)
+    parts = partition_of(table.column("id").fill_null("").to_pylist(), partitions)
+    return [table.filter(pa.array(parts == p)) for p in range(partitions)]
+
+
+def superseded_positions(tables: list[pa.Table]) -> np.ndarray:
+    """Positions of rows that are not their key's current row (latest run, then latest file wins)."""
+    table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
+    if table.num_rows < 2:
+        return np.zeros(0, np.uint64)
+    table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("position", "descending")])
+    later = _same_key_as_previous(table)
+    return np.sort(table.column("position").to_numpy()[later])
+
+
+def read_result_file(output_path: str, file: str, number: int, storage: StorageConfig, superseded: np.ndarray,
+                     columns: list[str] | None = None) -> pa.Table:  # fmt: skip
+    """One result file's current rows: those whose position is not in `superseded` (sorted)."""
+    fs, _ = fsspec_filesystem(output_path, storage)
+    with fs.open(file, "rb") as f:
+        table = pq.read_table(f, columns=columns)
+    if len(superseded):
+        positions = np.arange(table.num_rows, dtype=np.uint64) | np.uint64(number << 32)
+        table = table.filter(pa.array(~np.isin(positions, superseded)))
+    return table
+
+
+def _same_key_as_previous(table: pa.Table) -> np.ndarray:
+    """Per row of a table sorted by (id, task): whether it has the same key as the row before."""
+    same = None
+    for key in ("id", "task"):
+        values = table.column(key).fill_null("")
+        equal = pc.equal(values.slice(1), values.slice(0, table.num_rows - 1))
+        same = equal if same is None else pc.and_(same, equal)
+    return np.concatenate([[False], same.combine_chunks().to_numpy(zero_copy_only=False)])
 
 
 def prepare_output(output: OutputConfig, storage: StorageConfig) -> None:

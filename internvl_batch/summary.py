@@ -1,13 +1,16 @@
-"""Run statistics: accumulated on the driver from the write stage's per-row stats, logged as progress,
-and turned into `_summary.json`."""
+"""Run statistics: the write stage's per-file counts, added up on the driver (constant memory), logged as
+progress, and turned into `_summary.json`."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
 
 import pyarrow as pa
+
+from internvl_batch.keys import add_checksums
 
 log = logging.getLogger("internvl_batch.progress")
 
@@ -21,21 +24,26 @@ class RunStats:
         self.images = 0
         self.tiles = 0
         self.output_tokens = 0
+        self.files = 0
+        self.first_file_s: float | None = None
+        self.checksum = (0, 0)  # of the (id, task) keys written
         self._started = time.monotonic()
         self._last_log = self._started
         self._every = progress_every_s
 
     def add(self, stats: pa.Table) -> None:
-        rows = stats.to_pylist()
-        for row in rows:
-            if row["status"] == "ok":
-                self.ok += 1
-                self.images += len(row["media"] or [])
-                self.tiles += sum(row["num_tiles"] or [])
-                self.output_tokens += row["num_output_tokens"] or 0
-            else:
-                self.errors_by_stage[(row["error"] or "unknown").split(":", 1)[0]] += 1
-        self.rows += len(rows)
+        """Add the rows of `stages.write.STATS_SCHEMA` (one per result file)."""
+        for row in stats.to_pylist():
+            self.rows += row["rows"]
+            self.ok += row["ok"]
+            self.errors_by_stage.update(json.loads(row["errors_by_stage"]))
+            self.images += row["images"]
+            self.tiles += row["tiles"]
+            self.output_tokens += row["output_tokens"]
+            self.checksum = add_checksums(self.checksum, (row["keys_high"], row["keys_low"]))
+            self.files += 1
+            if self.first_file_s is None:
+                self.first_file_s = time.monotonic() - self._started
         now = time.monotonic()
         if now - self._last_log >= self._every:
             self._last_log = now
@@ -63,6 +71,7 @@ class RunStats:
             "images": self.images,
             "tiles": self.tiles,
             "output_tokens": self.output_tokens,
+            "result_files": self.files,
             "wall_time_s": round(wall_time_s, 3),
             "rows_per_s": round(self.rows / wall, 3),
             "images_per_s": round(self.images / wall, 3),

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from internvl_batch.config import JobConfig
+from internvl_batch.config import PipelineConfig
 from internvl_batch.errors import format_row_error
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.grounding import parse_boxes
@@ -29,11 +29,11 @@ log = logging.getLogger(__name__)
 
 
 class GenerateStage:
-    def __init__(self, config: JobConfig, model_name: str, run_id: str | None = None) -> None:
+    def __init__(self, config: PipelineConfig, model_name: str, run_id: str | None = None, passthrough: list[str] = ()) -> None:
         self.predictor = Predictor(config.model, config.generation, config.batching, model_name=model_name, storage=config.storage)
         self.model_name = model_name
         self.run_id = run_id
-        self.passthrough = list(config.input.passthrough_columns)
+        self.passthrough = list(passthrough)  # input columns copied to the output unchanged
         self.json_parser = None
         if config.task.json_schema:
             from internvl_batch.structured import JsonAnswerParser

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from internvl_batch.config import JobConfig
+from internvl_batch.config import PipelineConfig
 from internvl_batch.errors import LimitError, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.video import SampledVideo, VideoSampler
@@ -34,7 +34,7 @@ class DecodedMedia:
 
 
 class MediaDecoder:
-    def __init__(self, config: JobConfig, checkpoint) -> None:
+    def __init__(self, config: PipelineConfig, checkpoint) -> None:
         self.preprocessor = ImagePreprocessor.from_options(config.preprocess, checkpoint)
         self.video = VideoSampler(config.video.max_duration_s, config.video.max_segments)
         self.default_segments = config.video.num_segments

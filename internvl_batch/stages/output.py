@@ -29,6 +29,7 @@ Pass-through columns listed in `input.passthrough_columns` follow, unchanged.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -64,15 +65,15 @@ def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], ru
     """Select and type the output columns (missing ones become nulls), then the pass-through columns."""
     n = table.num_rows
     schema = output_schema(parsed_type)
-    errors = table.column("error").to_pylist() if "error" in table.column_names else [None] * n
+    errors = table.column("error") if "error" in table.column_names else pa.nulls(n, pa.string())
     arrays = []
     for field in schema:
         if field.name == "status":
-            arrays.append(pa.array(["ok" if e is None else "error" for e in errors], pa.string()))
+            arrays.append(pc.if_else(pc.is_null(errors), "ok", "error").cast(pa.string()))
         elif field.name == "model":
-            arrays.append(pa.array([model_name] * n, pa.string()))
+            arrays.append(pa.repeat(pa.scalar(model_name, pa.string()), n) if n else pa.array([], pa.string()))
         elif field.name == "run_id":
-            arrays.append(pa.array([run_id] * n, pa.string()))
+            arrays.append(pa.repeat(pa.scalar(run_id, pa.string()), n) if n else pa.array([], pa.string()))
         elif field.name in table.column_names:
             arrays.append(table.column(field.name).cast(field.type))
         else:

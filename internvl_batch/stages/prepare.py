@@ -14,26 +14,39 @@ or prompt.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pyarrow as pa
 
-from internvl_batch.config import JobConfig
+from internvl_batch.config import PipelineConfig
 from internvl_batch.errors import LimitError, PromptError, RowError, format_row_error
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer
 from internvl_batch.prompts import PromptBuilder
-from internvl_batch.stages.columns import column, set_column
+from internvl_batch.stages.columns import column
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder, RowFailure
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from internvl_batch.tasks import TaskError, TaskPrompter, template_fields
 
 SIZE_TYPE = pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))
+# Prepared rows are handed on in tables of about this size: small enough to bound the tiles held at once,
+# and each one contiguous, because Ray serialises every chunk of every column separately (for rows without
+# pixels, a table of many 8-row chunks cost more to serialise than to prepare).
+YIELD_BYTES = 128 * 2**20  # Ray Data's own target block size
+
+
+def _one_chunk(tables: list[pa.Table]) -> pa.Table:
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
 class PrepareStage:
-    """Callable per batch (pyarrow Table in, Table out); build once per actor."""
+    """Callable per block of request rows: prepares `resources.cpu_batch_size` rows at a time and yields
+    tables of about YIELD_BYTES, so that the tiles held at once stay bounded while Ray Data's per-call
+    overhead is paid once per block (rows that fail fast, like missing media, then cost little). Build once
+    per actor."""
 
-    def __init__(self, config: JobConfig) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         path = resolve_model_path(config.model.path, config.model.cache_dir, weights=False, storage=config.storage)
         info = read_checkpoint_info(path)
         self.prompts = PromptBuilder(load_tokenizer(info), info.system_message, info.tokens_per_tile)
@@ -43,13 +56,26 @@ class PrepareStage:
         self.tasks = TaskPrompter(config.task, config.generation.max_new_tokens)
         self.row_columns = ["question", "expression", *template_fields(config.task.template)]
         self.max_images = config.preprocess.max_images_per_row
+        self.chunk_rows = config.resources.cpu_batch_size
         limit = config.generation.max_input_tokens
         self.max_input_tokens = limit or max(1, info.max_position_embeddings - config.generation.max_new_tokens)
         self.max_input_tokens_name = "generation.max_input_tokens" if limit else (
             f"the model's context ({info.max_position_embeddings}) minus generation.max_new_tokens"
         )
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        pending, size = [], 0
+        for start in range(0, batch.num_rows, self.chunk_rows):
+            pending.append(self.prepare(batch.slice(start, self.chunk_rows)))
+            size += pending[-1].nbytes
+            if size >= YIELD_BYTES:
+                yield _one_chunk(pending)
+                pending, size = [], 0
+        if pending:
+            yield _one_chunk(pending)
+
+    def prepare(self, batch: pa.Table) -> pa.Table:
+        """One chunk of request rows -> its prepared rows."""
         errors = column(batch, "error")
         media, kinds = column(batch, "media", []), column(batch, "media_kind", "image")
         bounds, segments, row_tasks = column(batch, "bound"), column(batch, "num_segments"), column(batch, "task")
@@ -136,6 +162,9 @@ class PrepareStage:
             ("frame_timestamps", video_values(lambda v: v.timestamps), pa.list_(pa.float64())),
             ("error", [e["error"] for e in out], pa.string()),
         ]
-        for name, values, type_ in columns:
-            table = set_column(table, name, values, type_)
-        return table
+        # One table built once (not a column at a time): this runs for every small batch, error rows included.
+        replaced = {name for name, _, _ in columns}
+        kept = [f for f in table.schema if f.name not in replaced]
+        arrays = [table.column(f.name) for f in kept] + [pa.array(values, type_) for _, values, type_ in columns]
+        fields = kept + [pa.field(name, type_) for name, _, type_ in columns]
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

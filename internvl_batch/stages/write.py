@@ -1,20 +1,49 @@
 """Write stage: each batch of output rows becomes one result file, atomically (`results.write_result_file`).
 
-Columns in: the output schema. Columns out (to the driver, for the run's summary and progress): `id`,
-`status`, `error`, `media`, `num_tiles`, `num_output_tokens` of the rows written.
+Columns in: the output schema. Out (to the driver): one row of counts per file written (`STATS_SCHEMA`), never
+per-row data, so the driver's work does not grow with the rows: rows, ok, errors by stage, images, tiles,
+output tokens, and the checksum of the (id, task) keys written (`keys.key_checksum`), which the job compares
+with the scan's checksum of the keys it expected.
 """
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.keys import key_checksum, key_hashes
 from internvl_batch.results import write_result_file
 
-STATS_COLUMNS = ["id", "status", "error", "media", "num_tiles", "num_output_tokens"]
+STATS_SCHEMA = pa.schema([
+    ("rows", pa.int64()), ("ok", pa.int64()), ("errors_by_stage", pa.string()), ("images", pa.int64()),
+    ("tiles", pa.int64()), ("output_tokens", pa.int64()), ("keys_high", pa.uint64()), ("keys_low", pa.uint64()),
+])  # fmt: skip
 
 
 def write_batch(batch: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> pa.Table:
-    if batch.num_rows:
-        write_result_file(batch, output_path, storage, run_id)
-    return batch.select(STATS_COLUMNS)
+    if not batch.num_rows:
+        return STATS_SCHEMA.empty_table()
+    write_result_file(batch, output_path, storage, run_id)
+    return batch_stats(batch)
+
+
+def batch_stats(batch: pa.Table) -> pa.Table:
+    """One row of counts for a batch of output rows."""
+    ok_mask = pc.equal(batch.column("status"), "ok")
+    ok_rows = batch.filter(ok_mask)
+    failed = batch.filter(pc.invert(ok_mask))
+    stages = pc.list_element(pc.split_pattern(failed.column("error").fill_null("unknown"), ":", max_splits=1), 0)
+    by_stage = {v["values"]: v["counts"] for v in pc.value_counts(stages).to_pylist()} if failed.num_rows else {}
+    high, low = key_checksum(key_hashes(batch.column("id").to_pylist(), batch.column("task").to_pylist()))
+    return pa.table([
+        [batch.num_rows], [ok_rows.num_rows], [json.dumps(by_stage, sort_keys=True)],
+        [_sum(pc.list_value_length(ok_rows.column("media")))], [_sum(pc.list_flatten(ok_rows.column("num_tiles")))],
+        [_sum(ok_rows.column("num_output_tokens"))], pa.array([high], pa.uint64()), pa.array([low], pa.uint64()),
+    ], schema=STATS_SCHEMA)  # fmt: skip
+
+
+def _sum(values) -> int:
+    return int(pc.sum(values).as_py() or 0) if len(values) else 0

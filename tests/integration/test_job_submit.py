@@ -6,7 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import free_port
+from tests.integration.ray_nodes import RayNode, wait_for_nodes
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,19 +25,27 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def ray_head(aws_env):
-    """`ray start --head` on localhost with its own ports and temp dir; `ray stop` afterwards."""
-    temp_dir = tempfile.mkdtemp(prefix="/tmp/rayjob-")  # short: Ray's unix sockets have a path length limit
+    """`ray start --head` on localhost with its own ports and temp dir, stopped by its own processes."""
     env = {**os.environ, **aws_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
-    start = [str(BIN / "ray"), "start", "--head", f"--port={free_port()}", f"--dashboard-port={dashboard}",
-             "--dashboard-host=127.0.0.1", "--num-cpus=3", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-             "--include-dashboard=true"]  # fmt: skip
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    dashboard, port = free_port(), free_port()
+    head = RayNode(["--head", f"--port={port}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+                    "--num-cpus=3", "--include-dashboard=true"], env, "rayjob")  # fmt: skip
     try:
+        wait_for_nodes(f"127.0.0.1:{port}", 1, env)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.stop()
+
+
+def submit_job(command, env, attempts=30):
+    """`ray job submit`, again while the new head's job agent has not registered yet (nothing was submitted)."""
+    for _ in range(attempts):
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr:
+            return proc
+        time.sleep(2)
+    return proc
 
 
 def test_submitted_job_succeeds(ray_head, s3, bucket, s3_endpoint, tiny_checkpoint, tmp_path):
@@ -59,7 +68,7 @@ def test_submitted_job_succeeds(ray_head, s3, bucket, s3_endpoint, tiny_checkpoi
 
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
               sys.executable, "jobs/caption.py", "--config", str(config), "--set", "generation.max_new_tokens=4"]  # fmt: skip
-    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    proc = submit_job(submit, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     assert "== internvl-batch summary ==" in proc.stdout and "rows: 2 ok, 0 failed" in proc.stdout
@@ -79,6 +88,6 @@ def test_failed_job_exits_non_zero(ray_head, tmp_path):
     config.write_text("input: {manifests: /nonexistent/m.jsonl}\noutput: {path: /tmp/x}\nmodel: {path: tiny}\n")
     submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
               sys.executable, "jobs/caption.py", "--config", str(config)]  # fmt: skip
-    proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+    proc = submit_job(submit, env)
     assert proc.returncode != 0
     assert "manifest /nonexistent/m.jsonl: no such file" in proc.stdout + proc.stderr

@@ -161,7 +161,7 @@ def test_killed_model_replica_is_replaced(ray_local, tmp_path, tiny_checkpoint):
     config = load_config(None, base={
         "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 2},
         "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 24},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2},
+        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2, "rows_per_block": 2},
     })  # fmt: skip
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(summary=run_job(config)), daemon=True)

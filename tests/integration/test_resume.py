@@ -1,12 +1,14 @@
 """Resume: a run whose driver is killed partway, then rerun: every id exactly once; a third run does nothing.
 
 The job runs as users run it (`internvl-batch run`, its own local Ray); the test kills the driver's whole
-process group with SIGKILL, as a lost node would.
+process group with SIGKILL, as a lost node would, then the Ray processes that run left (found by their own temp
+dir, never with `ray stop`).
 """
 
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 import yaml
 
 from internvl_batch.results import read_results
+from tests.integration.ray_nodes import kill_processes_under, short_temp_dir
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,10 +43,19 @@ def test_killed_run_resumes(tmp_path, tiny_checkpoint):
     config.write_text(yaml.safe_dump({
         "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 2},
         "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 32},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2},
+        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2, "rows_per_block": 2},
     }))  # fmt: skip
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    ray_root = short_temp_dir("rr")  # every Ray process of these runs has paths under it: stopped by it
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": ray_root}
     env.pop("RAY_ADDRESS", None)
+    try:
+        run_three_times(config, env, out, rows)
+    finally:
+        kill_processes_under(ray_root)
+        shutil.rmtree(ray_root, ignore_errors=True)
+
+
+def run_three_times(config, env, out, rows):
 
     first = run_cli(["run", str(config)], env)
     deadline = time.monotonic() + 300
@@ -52,7 +64,7 @@ def test_killed_run_resumes(tmp_path, tiny_checkpoint):
     assert first.poll() is None, "the first run ended before it could be killed:\n" + first.stdout.read()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    subprocess.run([os.path.join(os.path.dirname(sys.executable), "ray"), "stop", "--force"], capture_output=True)
+    kill_processes_under(env["RAY_TMPDIR"])  # what the killed driver's local Ray left behind
     partial = read_results(str(out))
     assert 0 < partial.num_rows < ROWS
 
@@ -72,5 +84,5 @@ def test_killed_run_resumes(tmp_path, tiny_checkpoint):
     assert third.returncode == 0, log[-3000:]
     summary = json.loads((out / "_summary.json").read_text())
     assert (summary["rows_processed"], summary["rows_already_done"]) == (0, ROWS)
-    assert "Started a local Ray instance" not in log  # no pipeline, no model: nothing was left to do
+    assert "MapBatches(GenerateStage)" not in log  # no pipeline, no model: nothing was left to do
     assert read_results(str(out)).num_rows == ROWS

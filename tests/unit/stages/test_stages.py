@@ -1,17 +1,32 @@
 """The stages called directly on Arrow batches (no Ray): contracts, error rows, the output schema."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
-from internvl_batch.manifest import normalize_row
-from internvl_batch.pipeline import requests_table
+from internvl_batch.manifest.rows import MediaResolver, parse_row
+from internvl_batch.requests import TaskAssigner
+from internvl_batch.stages.read import request_row, requests_table
+from internvl_batch.tasks import TaskPrompter
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 from internvl_batch.stages.prepare import PrepareStage
 from tests.media import encode, encode_video, make_photo, read_frame_index
 from tests.unit.test_prompts import reference_string
+
+
+def request_table(raw_rows, manifest, config):
+    """Request rows as the read stage makes them (checked, tasks assigned, media resolved)."""
+    import pyarrow as pa
+
+    assign = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
+    rows = []
+    for number, raw in enumerate(raw_rows, start=1):
+        parsed = parse_row(raw, f"m.jsonl:{number}")
+        rows.append(request_row(parsed, assign(parsed), raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"]))
+    return requests_table(rows, {"label": pa.string()})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +49,7 @@ def config(tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def batch(media):
+def batch(media, config):
     manifest = str(media / "m.jsonl")
     raw = [
         {"id": "good", "image": "photo.jpg", "label": "cat"},
@@ -49,15 +64,14 @@ def batch(media):
         {"id": "clip-too-many", "video": "clip.mp4", "num_segments": 100},
         {"id": "four", "images": ["photo.jpg"] * 4},
     ]
-    rows = [normalize_row(r, manifest, n, ["label"]) for n, r in enumerate(raw, start=1)]
-    for i, row in enumerate(rows):
-        row["row_index"] = i
-    return requests_table(rows, ["label"])
+    return request_table(raw, manifest, config)
 
 
 @pytest.fixture(scope="module")
 def prepared(config, batch):
-    return PrepareStage(config)(batch)
+    chunks = list(PrepareStage(config)(batch))
+    assert all(c.column("id").num_chunks == 1 for c in chunks)  # contiguous tables: cheap for Ray to serialise
+    return pa.concat_tables(chunks)
 
 
 def test_prepare_contract(prepared, config):
@@ -109,7 +123,7 @@ def test_limits_are_error_rows_naming_the_limit(prepared):
 
 
 def test_generate_produces_output_schema(config, prepared):
-    out = GenerateStage(config, "tiny-test")(prepared)
+    out = GenerateStage(config, "tiny-test", passthrough=["label"])(prepared)
     assert out.schema.names == OUTPUT_SCHEMA.names + ["label"]
     assert out.schema.remove(out.schema.get_field_index("label")) == OUTPUT_SCHEMA
     rows = {r["id"]: r for r in out.to_pylist()}
@@ -128,10 +142,8 @@ def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_chec
     import pyarrow as pa
 
     (media / "phone.jpg").write_bytes(encode(make_photo(640, 480), "JPEG", exif_orientation=6))
-    rows = [normalize_row({"id": "phone", "image": "phone.jpg", "task": "ground", "expression": "the sky"},
-                          str(media / "m.jsonl"), 1, ["label"])]  # fmt: skip
-    rows[0]["row_index"] = 0
-    prepared = PrepareStage(config)(requests_table(rows, ["label"]))
+    raw = [{"id": "phone", "image": "phone.jpg", "task": "ground", "expression": "the sky"}]
+    prepared = PrepareStage(config).prepare(request_table(raw, str(media / "m.jsonl"), config))
     row = prepared.to_pylist()[0]
     assert row["media_sizes"] == [{"width": 480, "height": 640}] and row["task"] == "ground"
     assert row["question"].endswith("<ref>the sky</ref>") and row["max_new_tokens"] == 4
@@ -146,11 +158,8 @@ def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
     cfg = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path)},
                                   "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
                                   "task": {"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"}})  # fmt: skip
-    rows = [normalize_row({"id": "a", "image": "photo.jpg", "label": "cat"}, str(media / "m.jsonl"), 1, ["label"]),
-            normalize_row({"id": "b", "image": "wide.png"}, str(media / "m.jsonl"), 2, ["label"])]  # fmt: skip
-    for i, row in enumerate(rows):
-        row["row_index"] = i
-    out = PrepareStage(cfg)(requests_table(rows, ["label"])).to_pylist()
+    raw = [{"id": "a", "image": "photo.jpg", "label": "cat"}, {"id": "b", "image": "wide.png"}]
+    out = PrepareStage(cfg).prepare(request_table(raw, str(media / "m.jsonl"), cfg)).to_pylist()
     assert [(r["id"], r["task"]) for r in out] == [("a", "caption"), ("a", "ocr"), ("a", "custom"),
                                                     ("b", "caption"), ("b", "ocr"), ("b", "custom")]  # fmt: skip
     assert out[0]["pixels"] == out[1]["pixels"] == out[2]["pixels"] and out[0]["question"] != out[1]["question"]

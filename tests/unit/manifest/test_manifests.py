@@ -1,4 +1,7 @@
-"""Manifests: three formats, relative paths, malformed rows as error rows, fatal problems named."""
+"""Manifests: three formats, relative paths, malformed rows as error rows, fatal problems named.
+
+Read with `read_manifests`: the job's own passes (layout, scan, duplicate reduce, read stage) in one process.
+"""
 
 import json
 
@@ -6,15 +9,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from internvl_batch.config import InputConfig, StorageConfig
+from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
-from internvl_batch.manifest import load_requests, resolve_relative
+from internvl_batch.manifest import resolve_relative
+from internvl_batch.manifest_local import read_manifests
 
-STORAGE = StorageConfig()
+
+class Report:
+    def __init__(self, report: dict, totals):
+        self.__dict__.update(report)
+        self.totals = totals
 
 
 def load(paths, **kwargs):
-    return load_requests(InputConfig(manifests=[str(p) for p in paths], **kwargs), STORAGE)
+    config = load_config(None, base={"input": {"manifests": [str(p) for p in paths], **kwargs},
+                                     "output": {"path": "unused"}, "model": {"path": "tiny"}})  # fmt: skip
+    table, totals, report = read_manifests(config)
+    return (table.to_pylist() if table is not None else []), Report(report, totals)
 
 
 def jsonl(path, rows):
@@ -63,6 +74,7 @@ def test_malformed_rows_become_error_rows(tmp_path):
     assert "unsupported URI scheme 'ftp'" in errors["ftp"]
     assert "non-empty list" in errors["emptylist"]
     assert len(rows) == 10 and report.blank_lines == 1 and report.malformed_rows == 9
+    assert rows[1]["source"] == f"{m}:2" and rows[0]["tasks"] == ["caption"]
 
 
 def test_csv_with_lists_and_bad_line(tmp_path):
@@ -87,7 +99,7 @@ def test_glob_and_several_manifests_keep_order(tmp_path):
     jsonl(tmp_path / "b.jsonl", [{"id": "b1", "image": "x.jpg"}])
     jsonl(tmp_path / "a.jsonl", [{"id": "a1", "image": "x.jpg"}, {"id": "a2", "image": "x.jpg"}])
     rows, report = load([tmp_path / "*.jsonl"])
-    assert [r["id"] for r in rows] == ["a1", "a2", "b1"] and [r["row_index"] for r in rows] == [0, 1, 2]
+    assert [r["id"] for r in rows] == ["a1", "a2", "b1"]
     assert len(report.files) == 2
 
 
@@ -96,7 +108,8 @@ def test_duplicates_error_by_default(tmp_path):
     with pytest.raises(ConfigError, match="1 ids appear more than once \\(e.g. x\\)"):
         load([m])
     rows, report = load([m], duplicate_ids="keep_first")
-    assert len(rows) == 1 and rows[0]["media"] == [str(tmp_path / "a.jpg")] and report.duplicate_ids == {"x": 1}
+    assert len(rows) == 1 and rows[0]["media"] == [str(tmp_path / "a.jpg")]
+    assert (report.duplicate_ids, report.duplicate_id_examples, report.rows) == (1, ["x"], 1)
 
 
 @pytest.mark.parametrize("name,content,message", [

@@ -1,0 +1,12 @@
+"""Manifests: files and read units (`files`), reading a unit (`read`), checking a row (`rows`).
+
+The driver only lists files and plans units; rows are read on the workers (`internvl_batch.scan`,
+`internvl_batch.stages.read`). `read_manifests` runs the same passes in one process, for tests and tools.
+"""
+
+from internvl_batch.manifest.files import ManifestFile, ReadUnit, expand_manifests
+from internvl_batch.manifest.read import ManifestError
+from internvl_batch.manifest.rows import RESERVED, ParsedRow, parse_row, resolve_relative
+
+__all__ = ["RESERVED", "ManifestError", "ManifestFile", "ParsedRow", "ReadUnit", "expand_manifests", "parse_row",
+           "resolve_relative"]

@@ -1,0 +1,156 @@
+"""One manifest row -> a checked `ParsedRow` (never an exception), and its media URIs made absolute.
+
+Parsing is split from resolving so that rows already done on an earlier run cost only the parse: the id and
+the fields that decide a row's tasks (`task`, `question`) come first; media paths are resolved only for rows
+that will be processed.
+
+A malformed row keeps the fields parsed before the problem and gets `error` = "manifest: ManifestError: ...".
+A row whose id cannot be read is named by the caller's fallback id (`<manifest file>:<line>`), so that it
+still has its one output row.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+
+from internvl_batch.errors import RowError, format_row_error
+from internvl_batch.manifest.read import ManifestError
+from internvl_batch.storage import SUPPORTED_SCHEMES, is_local, local_path, scheme_of
+
+RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task", "expression")
+ACCEPTED_SCHEMES = ("",) + SUPPORTED_SCHEMES
+
+
+@dataclass(slots=True)
+class ParsedRow:
+    id: str | None
+    question: str | None = None
+    task: str | None = None
+    expression: str | None = None
+    media_kind: str = "image"  # image | images | video
+    media: list[str] = field(default_factory=list)  # as written in the manifest (stripped)
+    bound: list[float] | None = None  # [start_s, end_s] of a video
+    num_segments: int | None = None
+    error: str | None = None
+
+
+def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
+    """Check one raw row. `fallback_id` names rows whose id is missing or unreadable; None means ids are
+    optional (the Python API on a user's dataset), and such rows keep a null id."""
+    # The common row (a text id, one image URI, text or no question/task/expression) is recognised in a few
+    # lookups: the scan pays this for every row of the manifests. Anything else takes the full checks,
+    # which give the same result for the common row (tests/unit/manifest/test_rows.py compares them).
+    if type(raw) is dict:
+        get = raw.get
+        rid, image, question, task, expression = get("id"), get("image"), get("question"), get("task"), get("expression")
+        if (type(rid) is str and type(image) is str and (question is None or type(question) is str)
+                and (task is None or type(task) is str) and (expression is None or type(expression) is str)
+                and get("images") is None and get("video") is None and get("bound") is None
+                and get("num_segments") is None):  # fmt: skip
+            uri = image.strip()
+            if uri and rid.strip() and (":" not in uri or scheme_of(uri) in ACCEPTED_SCHEMES):
+                return ParsedRow(rid, question, task, expression, "image", [uri])
+    return checked_row(raw, fallback_id)
+
+
+def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
+    """`parse_row` without its fast path: every check, in order."""
+    row = ParsedRow(fallback_id)
+    try:
+        if isinstance(raw, Exception):
+            raise raw
+        row.id = _id_of(raw, fallback_id)
+        row.question = _text(raw, "question")
+        row.task = _text(raw, "task")
+        row.expression = _text(raw, "expression")
+        row.media_kind, row.media = _media_of(raw)
+        row.bound, row.num_segments = _video_options(raw, row.media_kind)
+        for uri in row.media:
+            if scheme_of(uri) not in ACCEPTED_SCHEMES:
+                raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} (supported: s3://, local paths)")
+    except RowError as exc:
+        row.error = format_row_error("manifest", exc)
+    return row
+
+
+class MediaResolver:
+    """Relative media paths -> absolute URIs, relative to the manifest's own location (or a base URI)."""
+
+    def __init__(self, base_uri: str | None) -> None:
+        self.base_uri = base_uri
+        self.local_dir = None
+        if base_uri is not None and is_local(base_uri):
+            self.local_dir = os.path.dirname(os.path.abspath(local_path(base_uri)))
+
+    def __call__(self, uri: str) -> str:
+        if scheme_of(uri) or os.path.isabs(uri):
+            return uri
+        if self.base_uri is None:
+            raise ManifestError(f"relative media path {uri!r} without a manifest to resolve it against; use absolute URIs")
+        if self.local_dir is not None:
+            return os.path.normpath(os.path.join(self.local_dir, uri))
+        scheme, rest = self.base_uri.rsplit("/", 1)[0].split("://", 1)
+        bucket, _, prefix = rest.partition("/")
+        return f"{scheme}://{bucket}/" + posixpath.normpath(posixpath.join(prefix, uri)).lstrip("/")
+
+
+def resolve_relative(uri: str, manifest_uri: str) -> str:
+    """A manifest entry as an absolute URI: relative paths are relative to the manifest's own location."""
+    return MediaResolver(manifest_uri)(uri)
+
+
+def _id_of(raw: dict, fallback: str | None) -> str | None:
+    value = raw.get("id")
+    if value is None and fallback is None:
+        return None
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        raise ManifestError("missing `id`")
+    if not isinstance(value, (str, int)):
+        raise ManifestError(f"`id` must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def _text(raw: dict, key: str) -> str | None:
+    value = raw.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ManifestError(f"`{key}` must be text, got {type(value).__name__}")
+
+
+def _media_of(raw: dict) -> tuple[str, list[str]]:
+    image, images, video = raw.get("image"), raw.get("images"), raw.get("video")
+    if (image is not None) + (images is not None) + (video is not None) != 1:
+        present = [k for k, v in (("image", image), ("images", images), ("video", video)) if v is not None]
+        if present:
+            raise ManifestError(f"row has {' and '.join(f'`{k}`' for k in present)}; use one")
+        raise ManifestError("row has none of `image`, `images`, `video`")
+    kind, value = ("image", image) if image is not None else ("images", images) if images is not None else ("video", video)
+    if isinstance(value, Exception):
+        raise value
+    if kind == "images":
+        if not isinstance(value, list) or not value or not all(isinstance(u, str) and u.strip() for u in value):
+            raise ManifestError("`images` must be a non-empty list of URIs")
+        return "images", [u.strip() for u in value]
+    if not isinstance(value, str) or not value.strip():
+        raise ManifestError(f"`{kind}` must be one non-empty URI")
+    return kind, [value.strip()]
+
+
+def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None]:
+    bound, segments = raw.get("bound"), raw.get("num_segments")
+    if kind != "video":
+        if bound is not None or segments is not None:
+            raise ManifestError("`bound` and `num_segments` apply to `video` rows only")
+        return None, None
+    if isinstance(bound, Exception):
+        raise bound
+    if bound is not None:
+        ok = isinstance(bound, list) and len(bound) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
+        if not ok or not bound[0] < bound[1]:
+            raise ManifestError(f"`bound` must be [start_s, end_s] with start < end, got {bound!r}")
+        bound = [float(b) for b in bound]
+    if segments is not None and (isinstance(segments, bool) or not isinstance(segments, int) or segments < 1):
+        raise ManifestError(f"`num_segments` must be a positive integer, got {segments!r}")
+    return bound, segments

@@ -1,0 +1,48 @@
+"""The job's passes over manifests in one process, without Ray: the same functions the workers run
+(layout, scan, reduce, read stage), called in a loop. For tests, small tools and benchmarks; the job itself
+distributes them (`pipeline.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pyarrow as pa
+
+from internvl_batch.config import JobConfig
+from internvl_batch.keys import KeySet
+from internvl_batch.manifest.files import count_newlines, expand_manifests, needs_layout, number_units, parquet_row_groups, plan_units
+from internvl_batch.requests import TaskAssigner
+from internvl_batch.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
+from internvl_batch.stages.read import RequestReader
+from internvl_batch.tasks import TaskPrompter, template_fields
+
+
+def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partitions: int = 1):
+    """(request table of the rows to do or None, ScanTotals, the summary's manifest report), as the job would
+    compute them; fatal manifest problems raise `ConfigError`."""
+    files = expand_manifests(config.input.manifests, config.storage, config.input.format)
+    units = plan_units(files, config.input.split_bytes)
+    layouts = {}
+    for unit in units:
+        if needs_layout(unit):
+            layouts[unit.index] = (parquet_row_groups(unit.file.uri, config.storage) if unit.file.format == "parquet"
+                                   else count_newlines(unit.file.uri, unit.start, unit.stop, config.storage))  # fmt: skip
+    units = number_units(units, layouts, config.input.split_bytes)
+    carried = list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
+    assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
+    scans, parts = [], [[] for _ in range(partitions)]
+    for unit in units:
+        scan, tables = scan_unit(unit, config.storage, assigner, done_keys, carried, partitions)
+        scans.append(scan)
+        for p, table in enumerate(tables):
+            parts[p].append(table)
+    reduced = [reduce_partition(*tables) for tables in parts]
+    totals = functools.reduce(lambda a, b: a + b, [r[0] for r in reduced])
+    report = manifest_report(files, scans, totals, config.input.duplicate_ids)
+    drop = merge_positions(*[r[1] for r in reduced])
+    types = {name: unify_types([s.passthrough_types[name] for s in scans]) for name in carried}
+    reader = RequestReader(config.storage, assigner, types, config.resources.rows_per_block)
+    blocks = [block for unit in units for block in reader(unit, done_keys, drop if len(drop) else None)]
+    table = pa.concat_tables(blocks) if blocks else None
+    return table, totals, report

@@ -1,0 +1,110 @@
+"""Read stage: one manifest read unit -> request blocks holding only the work still to do.
+
+Runs inside Ray Data's read tasks (`pipeline.ManifestDatasource`); callable without Ray. Per row: check it
+(`manifest.rows`), drop it if it is a later occurrence of a duplicate id (positions from the scan), assign its
+tasks, drop the (id, task) keys already done (`KeySet` from earlier results), and resolve its media paths
+only if something is left to do. Rows already done cost a parse and a hash lookup.
+
+Columns out (`REQUEST_SCHEMA`, then the pass-through columns with the types the scan settled on): `id`,
+`source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs), `question`, `task`, `tasks` (the
+tasks still to do), `expression`, `bound`, `num_segments`, `error` ("manifest: ..." / "task: ..." or null).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from internvl_batch.config import StorageConfig
+from internvl_batch.errors import RowError, format_row_error
+from internvl_batch.keys import KeySet
+from internvl_batch.manifest.files import ReadUnit
+from internvl_batch.manifest.rows import MediaResolver, ParsedRow
+from internvl_batch.requests import TaskAssigner, unit_chunks
+from internvl_batch.scan import MIXED
+
+REQUEST_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("source", pa.string()),
+    ("media_kind", pa.string()),
+    ("media", pa.list_(pa.string())),
+    ("question", pa.string()),
+    ("task", pa.string()),
+    ("tasks", pa.list_(pa.string())),
+    ("expression", pa.string()),
+    ("bound", pa.list_(pa.float64())),
+    ("num_segments", pa.int32()),
+    ("error", pa.string()),
+])  # fmt: skip
+
+
+class RequestReader:
+    """Build once per read task; call with a unit, the done keys and the positions of duplicates to drop."""
+
+    def __init__(self, storage: StorageConfig, assigner: TaskAssigner, passthrough_types: dict[str, object],
+                 rows_per_block: int) -> None:  # fmt: skip
+        self.storage = storage
+        self.assigner = assigner
+        self.passthrough_types = passthrough_types
+        self.rows_per_block = rows_per_block
+
+    def __call__(self, unit: ReadUnit, done_keys: KeySet | None, drop: np.ndarray | None) -> Iterator[pa.Table]:
+        resolve = MediaResolver(unit.file.uri)
+        pending: list[dict] = []
+        for chunk in unit_chunks(unit, self.storage, self.assigner, done_keys):
+            dropped = np.isin(np.asarray(chunk.positions, np.uint64), drop) if drop is not None and len(drop) else None
+            for i, row in enumerate(chunk.rows):
+                if dropped is not None and dropped[i]:
+                    continue
+                start, stop = chunk.starts[i], chunk.starts[i + 1]
+                tasks = [t for t, done in zip(chunk.tasks[i], chunk.done[start:stop]) if not done]
+                if tasks:
+                    pending.append(request_row(row, tasks, chunk.raws[i], f"{unit.file.uri}:{chunk.numbers[i]}",
+                                               resolve, self.passthrough_types))  # fmt: skip
+                if len(pending) >= self.rows_per_block:
+                    yield requests_table(pending, self.passthrough_types)
+                    pending = []
+        if pending:
+            yield requests_table(pending, self.passthrough_types)
+
+
+def request_row(row: ParsedRow, tasks: list[str], raw, source: str, resolve: MediaResolver, passthrough) -> dict:
+    """One request row as a dict of REQUEST_SCHEMA (+ pass-through) values."""
+    media, error = row.media, row.error
+    if error is None:
+        try:
+            media = [resolve(uri) for uri in row.media]
+        except RowError as exc:
+            error = format_row_error("manifest", exc)
+    out = {"id": row.id, "source": source, "media_kind": row.media_kind, "media": media, "question": row.question,
+           "task": row.task, "tasks": tasks, "expression": row.expression, "bound": row.bound,
+           "num_segments": row.num_segments, "error": error}  # fmt: skip
+    for name in passthrough:
+        out[name] = raw.get(name) if isinstance(raw, dict) else None
+    return out
+
+
+def requests_table(rows: list[dict], passthrough_types: dict[str, object]) -> pa.Table:
+    """Request rows as one Arrow table; pass-through columns typed as the scan decided for the whole job."""
+    columns = [pa.array([r[f.name] for r in rows], f.type) for f in REQUEST_SCHEMA]
+    fields = list(REQUEST_SCHEMA)
+    for name, type_ in passthrough_types.items():
+        if name in REQUEST_SCHEMA.names:
+            continue
+        columns.append(passthrough_array([r.get(name) for r in rows], type_))
+        fields.append(pa.field(name, columns[-1].type))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def passthrough_array(values: list, type_) -> pa.Array:
+    if type_ is None:
+        return pa.nulls(len(values))
+    if type_ == MIXED:  # values of several types across the manifests: kept as JSON text
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+    try:
+        return pa.array(values, type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. an int that a struct type cannot take
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())

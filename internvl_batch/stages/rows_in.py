@@ -1,0 +1,35 @@
+"""Rows stage (Python API): rows of a user's Ray Dataset, in the manifest's columns -> request rows.
+
+Columns in: `id` (optional here: a row without one keeps a null id), `image` / `images` / `video` (absolute
+URIs, or relative to `base_uri`), optional `question`, `task`, `expression`, `bound`, `num_segments`, and
+any other columns, which pass through unchanged (with their Arrow types). Columns out: the read stage's
+`REQUEST_SCHEMA`, then the pass-through columns. A malformed row becomes a row with `error`, never an
+exception.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from internvl_batch.manifest.rows import RESERVED, MediaResolver, parse_row
+from internvl_batch.requests import TaskAssigner
+from internvl_batch.stages.read import request_row, requests_table
+from internvl_batch.tasks import TaskPrompter
+
+
+class RowsStage:
+    def __init__(self, task_config, max_new_tokens: int, base_uri: str | None = None) -> None:
+        self.assign = TaskAssigner(TaskPrompter(task_config, max_new_tokens))
+        self.resolve = MediaResolver(base_uri)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        wanted = [name for name in RESERVED if name in batch.column_names]
+        rows = []
+        for raw in batch.select(wanted).to_pylist():
+            parsed = parse_row(raw, None)
+            rows.append(request_row(parsed, self.assign(parsed), raw, None, self.resolve, []))
+        table = requests_table(rows, {})
+        for name in batch.column_names:
+            if name not in RESERVED and name not in table.column_names:
+                table = table.append_column(batch.schema.field(name), batch.column(name))
+        return table

@@ -1,0 +1,48 @@
+"""The write stage's counts: one row per result file, what the driver adds up instead of per-row data."""
+
+import pyarrow as pa
+
+from internvl_batch.config import StorageConfig
+from internvl_batch.keys import add_checksums, key_checksum, key_hashes
+from internvl_batch.results import read_results
+from internvl_batch.stages.output import to_output_table
+from internvl_batch.stages.write import STATS_SCHEMA, write_batch
+from internvl_batch.summary import RunStats
+
+
+def output_rows(ids, errors, tasks=None):
+    n = len(ids)
+    table = pa.table({
+        "id": ids, "task": tasks or ["caption"] * n, "error": pa.array(errors, pa.string()),
+        "media": [["a.jpg", "b.jpg"] if e is None else ["a.jpg"] for e in errors],
+        "num_tiles": [[13, 5] if e is None else None for e in errors],
+        "num_output_tokens": pa.array([7 if e is None else None for e in errors], pa.int32()),
+    })  # fmt: skip
+    return to_output_table(table, "tiny", [], "run-1")
+
+
+def test_one_row_of_counts_per_file(tmp_path):
+    batch = output_rows(["a", "b", "c", "d"], [None, "fetch: FetchError: x", "decode: ImageDecodeError: y", None])
+    stats = write_batch(batch, output_path=str(tmp_path), storage=StorageConfig(), run_id="run-1")
+    assert stats.schema == STATS_SCHEMA and stats.num_rows == 1
+    row = stats.to_pylist()[0]
+    assert (row["rows"], row["ok"], row["images"], row["tiles"], row["output_tokens"]) == (4, 2, 4, 36, 14)
+    assert row["errors_by_stage"] == '{"decode": 1, "fetch": 1}'
+    assert (row["keys_high"], row["keys_low"]) == key_checksum(key_hashes(["a", "b", "c", "d"], ["caption"] * 4))
+    assert read_results(str(tmp_path)).num_rows == 4
+    assert write_batch(batch.slice(0, 0), output_path=str(tmp_path), storage=StorageConfig(), run_id="r").num_rows == 0
+
+
+def test_run_stats_add_up_files():
+    stats = RunStats(rows_to_process=6)
+    first = output_rows(["a", "b", "c"], [None, None, "fetch: FetchError: x"])
+    second = output_rows(["d", "e", "f"], ["fetch: FetchError: y", None, "prompt: PromptError: z"])
+    from internvl_batch.stages.write import batch_stats
+
+    stats.add(batch_stats(first))
+    stats.add(batch_stats(second))
+    summary = stats.as_dict(1.0)
+    assert (summary["rows_processed"], summary["rows_ok"], summary["rows_failed"]) == (6, 3, 3)
+    assert summary["errors_by_stage"] == {"fetch": 2, "prompt": 1} and summary["result_files"] == 2
+    expected = add_checksums(key_checksum(key_hashes(list("abc"), ["caption"] * 3)), key_checksum(key_hashes(list("def"), ["caption"] * 3)))
+    assert stats.checksum == expected == key_checksum(key_hashes(list("abcdef"), ["caption"] * 6))
