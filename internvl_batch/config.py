@@ -248,6 +248,10 @@ class ResourcesConfig(Section):
         "Data keeps a few KB on the driver for every block it has produced until its execution ends, so waves "
         "bound the driver's memory on long jobs; larger waves restart less often."
     )
+    write_actors: int = Field(
+        2, ge=1, description="Most writer actors (they write result files; each reserves no CPU, and a file of "
+        "output.rows_per_file rows takes tens of milliseconds locally, a few hundred on object storage)."
+    )
     read_tasks: int = Field(
         4, ge=1, description="Most manifest read tasks running at once in the pipeline (each reads a unit of "
         "input.split_bytes and reserves no CPU: parsing is fast next to preprocessing)."

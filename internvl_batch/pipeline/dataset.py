@@ -113,8 +113,9 @@ def build_dataset(config: JobConfig, units: list[ReadUnit], todo_rows: int, scan
     """The lazy Ray dataset of the job over some read units (`todo_rows` rows to do in them): writes result
     files as it runs and yields one row of counts per file."""
     import ray.data
+    from ray.data import ActorPoolStrategy
 
-    from internvl_batch.stages.write import write_batch
+    from internvl_batch.stages.write import WriteStage
 
     # Reading is light next to preprocessing: read tasks reserve no CPU (actors may hold every CPU of a small
     # cluster) and a few run at once.
@@ -125,14 +126,17 @@ def build_dataset(config: JobConfig, units: list[ReadUnit], todo_rows: int, scan
     ds = ray.data.read_datasource(manifest_datasource(config, units, scan, done_ref), num_cpus=0,
                                   concurrency=min(config.resources.read_tasks, len(units)), override_num_blocks=blocks)  # fmt: skip
     ds = add_model_stages(ds, config, model_name, num_gpus, run_id, list(config.input.passthrough_columns))
-    # Writing a file is short and mostly I/O; reserving no CPU keeps results flowing on a small cluster whose
-    # CPUs are all held by the actors (otherwise writes wait for an actor to finish).
+    # A small pool of writer actors: writing a file is short and mostly I/O, so writers reserve no CPU (on a
+    # small cluster the CPUs are all held by the other actors), and, being actors, they are not worker
+    # processes started afresh for every file, as zero-CPU tasks beyond a node's CPU count would be.
     ds = ds.map_batches(
-        write_batch,
-        fn_kwargs={"output_path": config.output.path, "storage": config.storage, "run_id": run_id},
+        WriteStage,
+        fn_constructor_kwargs={"output_path": config.output.path, "storage": config.storage, "run_id": run_id},
         batch_format="pyarrow",
         batch_size=config.output.rows_per_file,
+        compute=ActorPoolStrategy(min_size=1, max_size=config.resources.write_actors),
         num_cpus=0,
+        **fault_tolerance(config),
     )
     try:  # reading must not run far ahead: each queued block costs the driver memory (read_ahead.py)
         from internvl_batch.pipeline.read_ahead import install

@@ -23,6 +23,18 @@ STATS_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
+class WriteStage:
+    """Callable per batch of output rows; build once per writer actor."""
+
+    def __init__(self, output_path: str, storage: StorageConfig, run_id: str) -> None:
+        self.output_path = output_path
+        self.storage = storage
+        self.run_id = run_id
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_batch(batch, self.output_path, self.storage, self.run_id)
+
+
 def write_batch(batch: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> pa.Table:
     if not batch.num_rows:
         return STATS_SCHEMA.empty_table()

@@ -76,12 +76,11 @@ def test_missing_results_are_named(ray_local, tmp_path, tiny_checkpoint, monkeyp
     config = load_config(None, base={"input": {"manifests": str(tmp_path / "m.jsonl")},
                                      "output": {"path": str(tmp_path / "out"), "max_error_fraction": 1.0},
                                      "model": {"path": str(tiny_checkpoint)}, "resources": {"cpu_actors": 1}})  # fmt: skip
-    original = write.write_batch
+    class LossyWriteStage(write.WriteStage):  # defined here, so pickled by value into the writer actors
+        def __call__(self, batch):
+            return super().__call__(batch.filter(pa.array([i != "r4" for i in batch.column("id").to_pylist()])))
 
-    def lossy_write(batch, **kwargs):  # pickled by value into the write tasks
-        return original(batch.filter(pa.array([i != "r4" for i in batch.column("id").to_pylist()])), **kwargs)
-
-    monkeypatch.setattr(write, "write_batch", lossy_write)
+    monkeypatch.setattr(write, "WriteStage", LossyWriteStage)
     from internvl_batch.job import JobFailed
 
     with pytest.raises(JobFailed, match=r"input ids have no result \(e.g. \['r4 \(caption\)'\]\)"):
