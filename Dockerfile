@@ -17,6 +17,14 @@ ARG RAY_IMAGE_SUFFIX=py311-gpu
 FROM rayproject/ray:${RAY_VERSION}-${RAY_IMAGE_SUFFIX}
 
 ARG RAY_VERSION
+# torch and its CUDA build, pinned: the package asks for torch>=2.6, and an unpinned install takes PyPI's newest
+# CUDA build, which may need a newer NVIDIA driver than the nodes have and for which flash-attn may have no
+# prebuilt wheel. torch 2.8.0+cu128 needs an NVIDIA driver >= 570 (CUDA 12.8; older 525+ drivers run it
+# through CUDA's minor-version compatibility, without PTX JIT), and flash-attn 2.8.x publishes prebuilt wheels
+# for it (Python 3.11, cxx11 ABI). Change both together, e.g. TORCH_VERSION=2.7.1 TORCH_CUDA=cu126 for older
+# drivers (>= 560, or 525+ through compatibility).
+ARG TORCH_VERSION=2.8.0
+ARG TORCH_CUDA=cu128
 # 1: install the `gpu` extra (flash-attn). 0: skip it; attn_implementation=auto then falls back to SDPA, which
 # is slower on long prompts but gives the same captions within numerical noise.
 ARG WITH_FLASH_ATTN=1
@@ -35,11 +43,17 @@ ARG EXTRA_PIP_PACKAGES="decord>=0.6"
 # the same `workingDir` on their containers.
 WORKDIR /home/ray/internvl-batch
 
+# PyTorch's CUDA allocator grows segments instead of caching fixed blocks: batches of varying shapes otherwise
+# fragment the cache into out-of-memory errors with memory free. (The job also sets this for its replicas
+# unless the job's environment sets PYTORCH_CUDA_ALLOC_CONF or PYTORCH_ALLOC_CONF itself.)
+ENV PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+
 # Dependencies first, from the project metadata only, so that editing code does not reinstall torch.
 # The stub package is replaced by the real one below. Ray is pinned so pip never swaps the base image's Ray.
 COPY --chown=ray:users pyproject.toml README.md ./
 RUN mkdir -p internvl_batch && touch internvl_batch/__init__.py \
- && pip install --no-cache-dir . "ray[default,data]==${RAY_VERSION}" ${EXTRA_PIP_PACKAGES} \
+ && pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+ && pip install --no-cache-dir . "torch==${TORCH_VERSION}" "ray[default,data]==${RAY_VERSION}" ${EXTRA_PIP_PACKAGES} \
  && pip uninstall -y internvl-batch \
  && rm -rf internvl_batch build *.egg-info
 
@@ -56,6 +70,7 @@ COPY --chown=ray:users . /home/ray/internvl-batch
 # The package itself, with its `gpu` extra when flash-attn is wanted (already installed above, so pip only
 # checks it); every other dependency is already satisfied.
 RUN if [ "${WITH_FLASH_ATTN}" = "1" ]; then EXTRA="[gpu]"; else EXTRA=""; fi \
- && pip install --no-cache-dir ".${EXTRA}" "ray[default,data]==${RAY_VERSION}" \
- && python -c "import ray, internvl_batch.job; assert ray.__version__ == '${RAY_VERSION}', ray.__version__" \
+ && pip install --no-cache-dir ".${EXTRA}" "torch==${TORCH_VERSION}" "ray[default,data]==${RAY_VERSION}" \
+ && python -c "import ray, torch, internvl_batch.job; assert ray.__version__ == '${RAY_VERSION}', ray.__version__; \
+assert torch.__version__ == '${TORCH_VERSION}+${TORCH_CUDA}', torch.__version__" \
  && test -f jobs/caption.py && test -d configs

@@ -9,6 +9,7 @@ padding and an attention mask, stopping at `<|im_end|>`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,17 +18,16 @@ import torch
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
+from internvl_batch.generation.decoding import decoding_config, neutral_generation_defaults
+from internvl_batch.generation.faults import is_out_of_memory
+from internvl_batch.generation.features import SharedImageFeatures
 from internvl_batch.generation.pixels import normalize_tiles
-from internvl_batch.errors import ModelLoadError
+from internvl_batch.generation.placement import resolve_attention, resolve_device, resolve_dtype, replica_device_map
 from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info, resolve_model_path
-from internvl_batch.model.device_map import split_model
 from internvl_batch.model.loader import load_model, load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
-
 
 @dataclass
 class GenerationRequest:
@@ -36,6 +36,7 @@ class GenerationRequest:
     input_ids: np.ndarray
     tiles: np.ndarray | None  # uint8 [n, 448, 448, 3], or None for a text-only prompt
     max_new_tokens: int | None = None  # per row (its task's limit); None: generation.max_new_tokens
+    image_key: Hashable | None = None  # requests with the same key have identical tiles (features.py)
 
 
 @dataclass
@@ -48,51 +49,6 @@ class GenerationResult:
     error: str | None = None  # set when the row could not be generated (it does not fit in memory alone)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure."""
-    import torch
-
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text or "not enough memory" in text)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return DTYPES[name]
-
-
-def resolve_attention(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            log.warning("flash-attn is not installed; using sdpa attention (pip install 'internvl-batch[gpu]')")
-    return "sdpa"
-
-
-def replica_device_map(num_layers: int, gpus: int, device: torch.device) -> dict[str, str] | None:
-    """The per-layer split over this actor's GPUs (Ray makes them cuda:0..k-1), or None for one device."""
-    if gpus <= 1 or device.type != "cuda":
-        return None
-    available = torch.cuda.device_count()
-    if available < gpus:
-        raise ModelLoadError(f"model.gpus_per_replica={gpus} but this actor sees {available} GPUs")
-    return {name: f"cuda:{gpu}" for name, gpu in split_model(num_layers, gpus).items()}
-
-
 class Predictor:
     """Loads a checkpoint once; `generate(requests)` answers a list of prepared rows in their order."""
 
@@ -103,10 +59,15 @@ class Predictor:
         batching: BatchingConfig | None = None,
         model_name: str | None = None,
         storage=None,
+        reserved_gpus: float | None = None,
     ) -> None:
+        """`reserved_gpus`: what Ray reserved for this replica (the pipeline passes it; None outside one)."""
         self.generation = generation or GenerationConfig()
         self.batching = batching or BatchingConfig()
-        self.device = resolve_device(model.device)
+        self.learned_max_tokens: int | None = None  # the micro-batch token budget after an out-of-memory error
+        self.out_of_memory_splits = 0
+        self.shared_features = SharedImageFeatures()
+        self.device = resolve_device(model.device, reserved_gpus)
         self.dtype = resolve_dtype(model.dtype, self.device)
         self.attn_implementation = resolve_attention(model.attn_implementation, self.device)
         path = resolve_model_path(model.path, model.cache_dir, storage=storage)
@@ -117,6 +78,7 @@ class Predictor:
         self.model = load_model(
             self.info, self.dtype, self.device, self.attn_implementation, self.prompts.image_context_id, self.device_map
         )
+        neutral_generation_defaults(self.model)
         self._embed = self.model.get_input_embeddings()
         log.info("loaded %s (%s layout) on %s as %s with %s attention", self.info.name, self.info.layout,
                  self.device, self.dtype, self.attn_implementation)  # fmt: skip
@@ -129,25 +91,42 @@ class Predictor:
         self.generation, self.batching = generation or GenerationConfig(), batching or BatchingConfig()
         self.device, self.dtype, self.model, self.prompts = torch.device(device), dtype, model, prompts
         self.device_map, self._embed = None, model.get_input_embeddings()
+        neutral_generation_defaults(model)
+        self.learned_max_tokens, self.out_of_memory_splits = None, 0
+        self.shared_features = SharedImageFeatures()
         return self
+
+    def limits(self) -> BatchLimits:
+        """The micro-batch budget: `batching`, with the token budget lowered after an out-of-memory error."""
+        b = self.batching
+        tokens = b.max_batch_tokens if self.learned_max_tokens is None else min(b.max_batch_tokens, self.learned_max_tokens)
+        return BatchLimits(b.max_batch_rows, tokens, b.max_batch_tiles, b.max_padding_fraction)
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Answers in the order of `requests`, computed in length-sorted micro-batches."""
         lengths = [len(r.input_ids) for r in requests]
         tiles = [0 if r.tiles is None else int(r.tiles.shape[0]) for r in requests]
-        b = self.batching
-        limits = BatchLimits(b.max_batch_rows, b.max_batch_tokens, b.max_batch_tiles, b.max_padding_fraction)
         results: list[GenerationResult | None] = [None] * len(requests)
+        self.shared_features = SharedImageFeatures(requests)  # the vision tower runs once per shared image
         # One generate call has one token limit: rows are grouped by theirs, then micro-batched.
         groups: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
             groups.setdefault(request.max_new_tokens or self.generation.max_new_tokens, []).append(i)
         for new_tokens, members in sorted(groups.items()):
-            planned = plan_micro_batches([lengths[i] for i in members], [tiles[i] for i in members], new_tokens, limits)
-            for batch in planned:
-                rows = [members[j] for j in batch]
-                for i, result in zip(rows, self._generate_fitting([requests[i] for i in rows], new_tokens)):
-                    results[i] = result
+            pending = members
+            while pending:
+                limits = self.limits()
+                planned = plan_micro_batches([lengths[i] for i in pending], [tiles[i] for i in pending], new_tokens, limits)
+                done: set[int] = set()
+                for batch in planned:
+                    rows = [pending[j] for j in batch]
+                    for i, result in zip(rows, self._generate_fitting([requests[i] for i in rows], new_tokens)):
+                        results[i] = result
+                    self.shared_features.finished([requests[i] for i in rows])
+                    done.update(rows)
+                    if self.limits() != limits:  # an out-of-memory error lowered the budget: plan the rest again
+                        break
+                pending = [i for i in pending if i not in done]
         return results  # type: ignore[return-value]
 
     def _generate_fitting(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
@@ -165,9 +144,23 @@ class Predictor:
             message = (f"generate: OutOfMemoryError: a row of {len(request.input_ids)} tokens and {tiles} tiles does "
                        "not fit in memory even alone; lower preprocess.max_num or video segments")  # fmt: skip
             return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
-        log.info("out of memory on a micro-batch of %d rows; splitting it", len(requests))
+        self.out_of_memory_splits += 1
+        self._lower_budget(len(requests) * (max(len(r.input_ids) for r in requests) + new_tokens), len(requests))
         half = len(requests) // 2
         return self._generate_fitting(requests[:half], new_tokens) + self._generate_fitting(requests[half:], new_tokens)
+
+    def _lower_budget(self, tokens: int, rows: int) -> None:
+        # The micro-batch that ran out of memory cost `tokens` (rows x (longest prompt + new tokens)); later
+        # micro-batches are planned at half that, what its halves are about to be, rather than running out of
+        # memory again (possibly late in decoding) on every similar batch.
+        budget = max(1, tokens // 2)
+        if self.learned_max_tokens is None or budget < self.learned_max_tokens:
+            self.learned_max_tokens = budget
+            log.warning("out of memory on a micro-batch of %d rows (%d tokens); splitting it, and planning this "
+                        "replica's micro-batches at %d tokens from now on (batching.max_batch_tokens=%d)",
+                        rows, tokens, budget, self.batching.max_batch_tokens)  # fmt: skip
+        else:
+            log.info("out of memory on a micro-batch of %d rows (%d tokens); splitting it", rows, tokens)
 
     def _release_memory(self) -> None:
         import gc
@@ -180,9 +173,8 @@ class Predictor:
     def _generate_micro_batch(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
         input_ids, attention_mask = self._left_pad([r.input_ids for r in requests])
         embeds = self._embed(input_ids)
-        tiles = [r.tiles for r in requests if r.tiles is not None and len(r.tiles)]
-        if tiles:
-            features = self._image_features(np.concatenate(tiles) if len(tiles) > 1 else tiles[0])
+        features = self.shared_features.features_for(requests, self._image_features)
+        if features is not None:
             slots = input_ids == self.prompts.image_context_id
             if int(slots.sum()) != features.shape[0] * features.shape[1]:
                 raise ValueError(
@@ -191,10 +183,10 @@ class Predictor:
             embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
         if self.generation.do_sample and self.generation.seed is not None:
             torch.manual_seed(self.generation.seed)
-        output = self.model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=self._generation_config(new_tokens)
-        )
-        return [self._result(len(r.input_ids), row.tolist()) for r, row in zip(requests, output)]
+        decoding = decoding_config(self.generation, new_tokens, self.prompts.stop_token_id, self.prompts.pad_token_id)
+        output = self.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=decoding)
+        generated = output.tolist()  # one device-to-host copy for the micro-batch, not one per row
+        return [self._result(len(r.input_ids), row) for r, row in zip(requests, generated)]
 
     def _left_pad(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in sequences)
@@ -213,20 +205,6 @@ class Predictor:
             pixels = normalize_tiles(tiles[start : start + chunk], self.device, self.dtype)
             parts.append(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
-
-    def _generation_config(self, new_tokens: int):
-        from transformers import GenerationConfig as HFGenerationConfig
-
-        g = self.generation
-        sampling = dict(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k) if g.do_sample else {}
-        return HFGenerationConfig(
-            max_new_tokens=new_tokens,
-            min_new_tokens=min(g.min_new_tokens, new_tokens) or None,
-            do_sample=g.do_sample,
-            eos_token_id=self.prompts.stop_token_id,
-            pad_token_id=self.prompts.pad_token_id,
-            **sampling,
-        )
 
     def _result(self, num_input_tokens: int, generated: list[int]) -> GenerationResult:
         stop = self.prompts.stop_token_id

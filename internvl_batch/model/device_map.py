@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 
+EMBEDDINGS_MODULE = "model.language_model.embed_tokens"  # where a replica's inputs and outputs live (GPU 0)
 GPU0_MODULES = (
     "model.vision_tower",
     "model.multi_modal_projector",
-    "model.language_model.embed_tokens",
+    EMBEDDINGS_MODULE,
     "model.language_model.norm",
     "model.language_model.rotary_emb",
     "lm_head",

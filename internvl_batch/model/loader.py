@@ -19,7 +19,7 @@ import torch
 from internvl_batch.errors import ModelLoadError
 from internvl_batch.model.checkpoint import CheckpointInfo
 from internvl_batch.model.convert import WeightConverter, native_config
-from internvl_batch.model.device_map import device_of
+from internvl_batch.model.device_map import EMBEDDINGS_MODULE, device_of
 from internvl_batch.model.spm_tokenizer import SentencePieceChatTokenizer, is_sentencepiece_checkpoint
 
 log = logging.getLogger(__name__)
@@ -95,18 +95,23 @@ def load_model(
     device = torch.device(device)
     if info.layout == "hf":
         try:
-            # transformers reads native checkpoints itself (it knows their legacy key names); a device_map
-            # would need accelerate, so place the model afterwards.
+            # transformers reads native checkpoints itself (it knows their legacy key names). With a device map
+            # it reads each weight straight onto its device: the model never sits whole in host memory.
             model, loading = InternVLForConditionalGeneration.from_pretrained(
-                str(info.path), dtype=dtype, attn_implementation=attn_implementation,
-                trust_remote_code=False, output_loading_info=True, **({"device_map": device_map} if device_map else {}),
+                str(info.path), dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
+                output_loading_info=True, device_map=device_map or {"": str(device)},
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load {info.name}: {type(exc).__name__}: {exc}") from None
         problems = {k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
         if problems:
             raise ModelLoadError(f"{info.name}: checkpoint does not match the model: {problems}")
-        return (model if device_map else model.to(device)).eval()
+        if device_map:  # transformers dispatched without a main device: dispatch again with ours
+            from accelerate.hooks import remove_hook_from_submodules
+
+            remove_hook_from_submodules(model)
+            _dispatch(model, device_map)
+        return model.eval()
 
     if image_token_id is None:
         raise ValueError("image_token_id is needed to convert an original-layout checkpoint")
@@ -136,7 +141,15 @@ def _dispatch(model, device_map: dict[str, str]) -> None:
         from accelerate import dispatch_model
     except ImportError:
         raise ModelLoadError("multi-GPU replicas need accelerate: pip install accelerate") from None
-    dispatch_model(model, device_map=device_map)
+    dispatch_model(model, **dispatch_arguments(device_map))
+
+
+def dispatch_arguments(device_map: dict[str, str]) -> dict:
+    """accelerate's `dispatch_model` arguments for a replica's device map. The main device (where the
+    model's inputs and outputs go) is the GPU of the embeddings and the vision tower: without one, accelerate
+    takes the first of a *set* of devices, which differs between processes, and would carry every forward's
+    inputs (the prefill's embeddings included) to that GPU and back."""
+    return {"device_map": device_map, "main_device": device_map[EMBEDDINGS_MODULE]}
 
 
 def _meta_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):

@@ -6,7 +6,9 @@ parameter to a GPU; per GPU we add up:
 - weights (parameters x dtype size);
 - per row: the KV cache of the layers on that GPU for `tiles x 256 + prompt + max_new_tokens` tokens, plus
   one layer's prefill activations (the MLP's gate/up projections dominate) for the same tokens;
-- GPU 0 also runs the vision tower over a chunk of tiles (activations of one ViT layer).
+- GPU 0 also runs the vision tower over a chunk of tiles (activations of one ViT layer), and holds the
+  prefill's input embeddings of every row (about three copies during generate: the looked-up embeddings,
+  the image features, and the merged `inputs_embeds` that generate keeps), with the output head.
 `usable` is `gpu_mem x utilization` (CUDA context, allocator fragmentation). These are estimates, good to
 choose `k` and batch sizes; measure on the real hardware before trusting a tight fit.
 """
@@ -95,11 +97,14 @@ def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "
     kv_per_token_layer = 2 * text.num_key_value_heads * head_dim * size
     activation_per_row = tokens * (2 * text.intermediate_size + 4 * text.hidden_size) * size
     vit_workspace = vision_chunk_tiles * 1025 * (vision.intermediate_size + 4 * vision.hidden_size) * size
+    embeddings_per_row = 3 * tokens * text.hidden_size * size  # GPU 0 only (the main device)
     usable = gpu_mem_gb * GB * utilization
     per_gpu = []
     for gpu in range(gpus):
         workspace = vit_workspace if gpu == 0 else 0
         per_row = tokens * kv_per_token_layer * layer_counts[gpu] + activation_per_row
+        if gpu == 0:
+            per_row += embeddings_per_row
         per_gpu.append(GpuPlan(gpu, layer_counts[gpu], weights[gpu] / GB, per_row / GB, workspace / GB,
                                (usable - weights[gpu] - workspace) / GB))  # fmt: skip
     return ReplicaPlan(name, gpus, gpu_mem_gb, per_gpu, tokens)

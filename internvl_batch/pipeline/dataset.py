@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.errors import ConfigError
@@ -51,6 +52,14 @@ def manifest_datasource(config: JobConfig, units: list[ReadUnit], scan: ScanResu
 
 def replica_gpus(config: PipelineConfig) -> float:
     """GPUs per model replica: `model.gpus_per_replica`, or 0 where replicas run on CPU."""
+    gpus = _replica_gpus(config)
+    if gpus == 0 and config.model.device.startswith("cuda"):
+        raise ConfigError(f"model.device={config.model.device} but model replicas reserve no GPU "
+                          f"(resources.accelerator={config.resources.accelerator}); set resources.accelerator=gpu")  # fmt: skip
+    return gpus
+
+
+def _replica_gpus(config: PipelineConfig) -> float:
     import ray
 
     choice = config.resources.accelerator
@@ -68,6 +77,23 @@ def replica_gpus(config: PipelineConfig) -> float:
     if gpus < config.model.gpus_per_replica:
         raise ConfigError(f"model.gpus_per_replica={config.model.gpus_per_replica} but the cluster has {gpus:g} GPUs")
     return config.model.gpus_per_replica
+
+
+def replica_env(num_gpus: float, environ=None) -> dict[str, str]:
+    """Environment variables of the model replicas' processes (merged into the job's runtime environment).
+
+    - A replica that reserved no GPU gets `CUDA_VISIBLE_DEVICES=""`: Ray leaves the variable unset for such
+      actors, and they would otherwise see (and could allocate on) every GPU of their node.
+    - PyTorch's CUDA allocator uses expandable segments unless the job sets its own allocator options: long
+      prompts and varying batch shapes otherwise fragment the cache into out-of-memory errors with memory
+      free."""
+    environ = os.environ if environ is None else environ
+    env = {}
+    if num_gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    if "PYTORCH_CUDA_ALLOC_CONF" not in environ and "PYTORCH_ALLOC_CONF" not in environ:
+        env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    return env
 
 
 def fault_tolerance(config: PipelineConfig) -> dict:
@@ -97,13 +123,15 @@ def add_model_stages(ds, config: PipelineConfig, model_name: str, num_gpus: floa
     )
     return ds.map_batches(
         GenerateStage,
-        fn_constructor_kwargs={"config": config, "model_name": model_name, "run_id": run_id, "passthrough": passthrough},
+        fn_constructor_kwargs={"config": config, "model_name": model_name, "run_id": run_id, "passthrough": passthrough,
+                               "reserved_gpus": num_gpus},
         batch_format="pyarrow",
         batch_size=res.gpu_batch_size,
         compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
         num_gpus=num_gpus,
         num_cpus=1,
         resources=res.replica_resources or None,
+        runtime_env={"env_vars": replica_env(num_gpus)},
         **fault_tolerance(config),
     )
 

@@ -4,20 +4,20 @@ Columns in: `input_ids`, `pixels`, `max_new_tokens`, `task`, `media_sizes`, `exp
 everything else, carried through).
 Columns out: the output schema (`stages/output.py`): `response`, `num_output_tokens`, `finish_reason`,
 `boxes` (ground), `parsed` (json), `parse_error`, `status`, `model`, `run_id`; the internal columns
-(`input_ids`, `pixels`, ...) dropped. Rows that arrive with an error are not sent to the model. A micro-batch
-that runs out of memory is split and retried by the predictor; a row that does not fit alone, or a batch
-whose generation fails otherwise, gets `error` = "generate: ..." instead of being lost.
+(`input_ids`, `pixels`, ...) dropped. Rows that arrive with an error are not sent to the model.
+Failures (`generation/faults.py`): a micro-batch that runs out of memory is split and retried by the
+predictor, and a row that does not fit alone gets `error` = "generate: OutOfMemoryError: ..."; an accelerator
+fault ends the replica's process (Ray restarts it and retries the batch); any other exception is raised, and
+fails the job, rather than marking every row of the batch as failed.
 """
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import PipelineConfig
-from internvl_batch.errors import format_row_error
+from internvl_batch.generation.faults import exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
@@ -25,12 +25,13 @@ from internvl_batch.stages.columns import column, set_column
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
 from internvl_batch.tasks import PRESETS
 
-log = logging.getLogger(__name__)
-
 
 class GenerateStage:
-    def __init__(self, config: PipelineConfig, model_name: str, run_id: str | None = None, passthrough: list[str] = ()) -> None:
-        self.predictor = Predictor(config.model, config.generation, config.batching, model_name=model_name, storage=config.storage)
+    def __init__(self, config: PipelineConfig, model_name: str, run_id: str | None = None, passthrough: list[str] = (),
+                 reserved_gpus: float | None = None) -> None:  # fmt: skip
+        """`reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU."""
+        self.predictor = Predictor(config.model, config.generation, config.batching, model_name=model_name,
+                                   storage=config.storage, reserved_gpus=reserved_gpus)  # fmt: skip
         self.model_name = model_name
         self.run_id = run_id
         self.passthrough = list(passthrough)  # input columns copied to the output unchanged
@@ -47,19 +48,19 @@ class GenerateStage:
         responses, out_tokens, finish = [None] * n, [None] * n, [None] * n
         if todo:
             ids, pixels, limits = column(batch, "input_ids"), column(batch, "pixels"), column(batch, "max_new_tokens")
-            requests = [GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i]) for i in todo]
+            keys = _image_keys(column(batch, "id"), pixels, todo)
+            requests = [GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i], keys[i]) for i in todo]
             try:
                 results = self.predictor.generate(requests)
-            except Exception as exc:  # noqa: BLE001 - the rows must come out, with the reason
-                log.exception("generation failed for a batch of %d rows", len(todo))
-                for i in todo:
-                    errors[i] = format_row_error("generate", exc)
-            else:
-                for i, result in zip(todo, results):
-                    if result.error:
-                        errors[i] = result.error
-                        continue
-                    responses[i], out_tokens[i], finish[i] = result.response, result.num_output_tokens, result.finish_reason
+            except Exception as exc:
+                if is_replica_fault(exc):
+                    exit_replica(exc)  # never returns
+                raise
+            for i, result in zip(todo, results):
+                if result.error:
+                    errors[i] = result.error
+                    continue
+                responses[i], out_tokens[i], finish[i] = result.response, result.num_output_tokens, result.finish_reason
         boxes, parsed, parse_errors = self._read_answers(batch, responses)
         out = set_column(batch, "response", responses, pa.string())
         out = set_column(out, "num_output_tokens", out_tokens, pa.int32())
@@ -95,3 +96,17 @@ def _tiles(pixel_bytes: bytes | None) -> np.ndarray | None:
     if not pixel_bytes:
         return None
     return np.frombuffer(pixel_bytes, dtype=np.uint8).reshape(-1, TILE_SIZE, TILE_SIZE, 3)
+
+
+def _image_keys(row_ids: list, pixels: list, todo: list[int]) -> dict[int, int | None]:
+    """Rows whose images the vision tower may compute once (`generation/features.py`): the task rows of one
+    input row (same id) whose pixels are byte-for-byte the same, keyed by the first such row's position."""
+    first: dict = {}
+    keys: dict[int, int | None] = {}
+    for i in todo:
+        if not pixels[i]:
+            keys[i] = None
+            continue
+        j = first.setdefault(row_ids[i], i)
+        keys[i] = j if j == i or pixels[j] == pixels[i] else None
+    return keys

@@ -87,3 +87,15 @@ def test_shipped_configs_follow_the_plan():
         plan = plan_replica(config.model.path, config.model.gpus_per_replica, 80)
         assert plan.fits, size
         assert config.batching.max_batch_rows <= plan.max_batch_rows, size
+
+
+def test_plan_budgets_the_embeddings_on_gpu_0():
+    # GPU 0 is the replica's main device: it holds every row's prefill embeddings (~3 copies during generate)
+    # besides its layers' KV cache; the other GPUs hold only their layers'.
+    _, meta = meta_model_for("OpenGVLab/InternVL2_5-78B")
+    text = meta.config.text_config
+    plan = plan_replica("OpenGVLab/InternVL2_5-78B", 4, 80)
+    kv_per_layer = plan.tokens_per_row * 2 * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads) * 2
+    g0, g3 = plan.per_gpu[0], plan.per_gpu[3]
+    embeddings = (g0.per_row_gb - g3.per_row_gb) * 2**30 - (g0.llm_layers - g3.llm_layers) * kv_per_layer
+    assert embeddings == pytest.approx(3 * plan.tokens_per_row * text.hidden_size * 2, rel=1e-6)

@@ -1,0 +1,48 @@
+"""A Ray worker setup hook for tests (`runtime_env={"worker_process_setup_hook": ...}`): records where each
+model replica runs, and injects accelerator faults with the real exception class where no GPU can raise one.
+
+Driven by environment variables of the test's Ray cluster:
+- REPLICA_PROBE_DIR: each Predictor built writes `replica-<pid>.json` there (its device, what Ray reserved,
+  CUDA_VISIBLE_DEVICES and the allocator settings of its process);
+- `<REPLICA_PROBE_DIR>/inject-faults` (a number, written by the test): that many micro-batches, over the whole
+  cluster, raise torch.AcceleratorError as an illegal memory access would; `fault-<n>` files count them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def install() -> None:
+    probe_dir = os.environ.get("REPLICA_PROBE_DIR")
+    if not probe_dir:
+        return
+    from internvl_batch.generation.predictor import Predictor
+
+    directory = Path(probe_dir)
+    init, generate = Predictor.__init__, Predictor._generate_micro_batch
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        record = {"pid": os.getpid(), "device": str(self.device), "reserved_gpus": kwargs.get("reserved_gpus"),
+                  "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                  "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}  # fmt: skip
+        (directory / f"replica-{os.getpid()}.json").write_text(json.dumps(record))
+
+    def faulty_generate(self, requests, new_tokens):
+        import torch
+
+        wanted = directory / "inject-faults"
+        for n in range(int(wanted.read_text()) if wanted.exists() else 0):
+            try:
+                with open(directory / f"fault-{n}", "x") as f:  # exclusive create: each fault is injected once
+                    f.write(str(os.getpid()))
+            except FileExistsError:
+                continue
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return generate(self, requests, new_tokens)
+
+    Predictor.__init__ = recording_init
+    Predictor._generate_micro_batch = faulty_generate

@@ -1,0 +1,76 @@
+"""Model replicas on a Ray cluster whose node declares GPUs (this machine has none, so the replicas still
+compute on the CPU): a replica uses exactly the GPUs Ray reserved for it, and an accelerator fault restarts
+the replica and retries its batch instead of marking rows as failed. Faults are injected with the real
+exception class by a worker setup hook (`replica_probe.py`)."""
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from internvl_batch.config_loader import load_config
+from internvl_batch.job import run_job
+from internvl_batch.results import read_results
+from tests.media import encode, make_photo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """A local Ray cluster whose node declares 2 GPUs, its workers set up by `replica_probe.install`."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    import ray
+
+    directory = tmp_path_factory.mktemp("probe")
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "tests.integration.replica_probe.install",
+                          # the hook runs before a worker imports anything of the driver's: give it the repository
+                          "env_vars": {"REPLICA_PROBE_DIR": str(directory), "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}})  # fmt: skip
+    yield directory
+    ray.shutdown()
+
+
+def _job(tmp_path: Path, accelerator: str, rows: int = 6):
+    for i in range(rows):
+        (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"id": f"img{i}", "image": f"{i}.jpg"}) for i in range(rows)))
+    return load_config(None, base={
+        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(tmp_path / "out"), "rows_per_file": 2},
+        "model": {"path": "tiny", "cache_dir": str(tmp_path / "cache")}, "generation": {"max_new_tokens": 3},
+        "resources": {"accelerator": accelerator, "cpu_actors": 1, "gpu_replicas": 1, "gpu_batch_size": 2,
+                      "rows_per_block": 2},
+    })  # fmt: skip
+
+
+def _replicas(directory: Path) -> list[dict]:
+    records = [json.loads(p.read_text()) for p in directory.glob("replica-*.json")]
+    for p in directory.glob("replica-*.json"):
+        p.unlink()
+    return records
+
+
+def test_an_accelerator_fault_restarts_the_replica_and_retries_its_batch(probe, tmp_path):
+    (probe / "inject-faults").write_text("2")
+    try:
+        summary = run_job(_job(tmp_path, "cpu"))
+    finally:
+        (probe / "inject-faults").unlink()
+    faults = sorted(probe.glob("fault-*"))
+    assert len(faults) == 2  # both injected...
+    replicas = _replicas(probe)
+    faulted = {int(f.read_text()) for f in faults}
+    assert faulted <= {r["pid"] for r in replicas} and len(replicas) > len(faulted)  # ...each replica replaced
+    results = read_results(str(tmp_path / "out"))
+    assert sorted(results.column("id").to_pylist()) == [f"img{i}" for i in range(6)]
+    assert set(results.column("status").to_pylist()) == {"ok"}, results.column("error").to_pylist()
+    assert summary["rows_failed"] == 0 and summary["one_row_per_input"]
+    # Placement: with resources.accelerator=cpu the replicas reserved no GPU of this node's two, and Ray leaves
+    # CUDA_VISIBLE_DEVICES unset for such actors: they would see (and could allocate on) both.
+    assert all(r["reserved_gpus"] == 0 and r["CUDA_VISIBLE_DEVICES"] == "" and r["device"] == "cpu" for r in replicas)
+    assert all(r["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" for r in replicas)

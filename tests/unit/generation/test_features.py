@@ -1,0 +1,88 @@
+"""The vision tower runs once per image, however many tasks ask about it (`generation/features.py`)."""
+
+import pytest
+
+from internvl_batch.config import GenerationConfig, ModelConfig
+from internvl_batch.config_loader import load_config
+from internvl_batch.generation.predictor import GenerationRequest, Predictor
+from internvl_batch.imaging import ImagePreprocessor
+from tests.media import encode, make_photo
+
+QUESTIONS = {"Describe the image.": 6, "Read the text in the image.": 4, "Is there a cat?": 2}  # task -> token limit
+
+
+class VisionTower:
+    """Counts the tiles the model's vision tower is called on (wrapping the real one)."""
+
+    def __init__(self, model):
+        self.inner, self.tiles, self.calls = model.model.get_image_features, 0, 0
+        model.model.get_image_features = self
+
+    def __call__(self, pixel_values, **kwargs):
+        self.calls += 1
+        self.tiles += int(pixel_values.shape[0])
+        return self.inner(pixel_values=pixel_values, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    return Predictor(ModelConfig(path=str(tiny_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=6))
+
+
+def _task_requests(predictor, shared: bool):
+    pre = ImagePreprocessor()
+    images = [pre(encode(make_photo(800, 600, seed=1), "PNG")), pre(encode(make_photo(448, 448, seed=2), "PNG"))]
+    requests = []
+    for number, image in enumerate(images):  # the task rows of two input rows, as the model stage gets them
+        for question, limit in QUESTIONS.items():
+            ids = predictor.prompts.build(question, [image.num_tiles]).input_ids
+            requests.append(GenerationRequest(ids, image.tiles.copy(), limit, number if shared else None))
+    return requests, sum(image.num_tiles for image in images)
+
+
+def test_each_image_goes_through_the_vision_tower_once(predictor):
+    tower = VisionTower(predictor.model)
+    alone, tiles_per_pass = _task_requests(predictor, shared=False)
+    expected = [r.output_ids for r in predictor.generate(alone)]
+    assert tower.tiles == 3 * tiles_per_pass  # without sharing: once per task (13 + 1 tiles, three times)
+    tower.tiles = 0
+    shared, _ = _task_requests(predictor, shared=True)
+    results = predictor.generate(shared)
+    assert tower.tiles == tiles_per_pass == predictor.shared_features.tiles_computed
+    assert [r.output_ids for r in results] == expected  # the same answers, token for token
+    assert predictor.shared_features.kept == {} and predictor.shared_features.remaining == {}  # all released
+
+
+def test_shared_features_survive_out_of_memory_splits(predictor):
+    from tests.unit.generation.test_faults import MemoryCapacity
+
+    requests, tiles_per_pass = _task_requests(predictor, shared=True)
+    expected = [r.output_ids for r in predictor.generate(requests)]
+    generate = predictor.model.generate
+    predictor.model.generate = MemoryCapacity(generate, positions=10**9)
+    try:
+        width = max(len(r.input_ids) for r in requests)
+        predictor.model.generate.positions = width  # one row fits, two do not
+        assert [r.output_ids for r in predictor.generate(requests)] == expected
+    finally:
+        predictor.model.generate, predictor.learned_max_tokens = generate, None
+    assert predictor.shared_features.tiles_computed == tiles_per_pass
+
+
+def test_the_model_stage_shares_an_images_features_between_its_tasks(tiny_checkpoint, tmp_path):
+    from internvl_batch.stages.generate import GenerateStage
+    from internvl_batch.stages.prepare import PrepareStage
+    from tests.unit.stages.test_stages import request_table
+
+    (tmp_path / "photo.jpg").write_bytes(encode(make_photo(800, 600), "JPEG"))
+    (tmp_path / "small.jpg").write_bytes(encode(make_photo(448, 448, seed=3), "JPEG"))
+    config = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path / "out")},
+                                     "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
+                                     "task": {"tasks": ["caption", "ocr", "caption_detailed"]}})  # fmt: skip
+    raw = [{"id": "a", "image": "photo.jpg"}, {"id": "b", "image": "small.jpg"}, {"id": "c", "image": "photo.jpg"}]
+    prepared = PrepareStage(config).prepare(request_table(raw, str(tmp_path / "m.jsonl"), config))
+    stage = GenerateStage(config, "tiny")
+    tower = VisionTower(stage.predictor.model)
+    out = stage(prepared)
+    assert out.num_rows == 9 and set(out.column("status").to_pylist()) == {"ok"}
+    assert tower.tiles == 13 + 1 + 13  # once per input row (rows a and c are different rows of the same file)
