@@ -287,6 +287,18 @@ class FetchConfig(Section):
     timeout_s: float = Field(60.0, gt=0, description="Connect/read timeout of one object-store request, in seconds.")
     max_bytes: int = Field(256 * 2**20, ge=1, description="Image files larger than this become error rows (videos: video.max_bytes).")
     threads: int = Field(16, ge=1, le=256, description="Concurrent reads per preprocessing actor.")
+    deadline_s: float = Field(
+        300.0, gt=0, description="Most seconds one HTTP(S) request may take in all, however slowly its bytes arrive "
+        "(a timed-out request is retried like a timeout)."
+    )
+    max_redirects: int = Field(5, ge=0, le=30, description="HTTP(S) redirects followed per URL (each hop is checked).")
+    max_retry_after_s: float = Field(
+        30.0, ge=0, description="Longest wait honoured from an HTTP Retry-After header (429/503) before a retry."
+    )
+    allow_private_networks: bool = Field(
+        False, description="Allow HTTP(S) media on loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and other "
+        "internal addresses. Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10) are refused always."
+    )
 
 
 class StorageConfig(Section):

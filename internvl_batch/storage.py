@@ -22,7 +22,9 @@ from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import RowError
 
 LOCAL_SCHEMES = ("", "file")
-SUPPORTED_SCHEMES = ("s3", "file")
+HTTP_SCHEMES = ("http", "https")
+SUPPORTED_SCHEMES = ("s3", "file")  # for manifests, models and output
+MEDIA_SCHEMES = SUPPORTED_SCHEMES + HTTP_SCHEMES  # media may also be HTTP(S) URLs (http_media.py)
 
 
 class FetchError(RowError):
@@ -152,6 +154,7 @@ class MediaFetcher:
         self.policies = {"image": KindPolicy(fetch.max_bytes, "fetch.max_bytes"), **(policies or {})}
         self.temp_dir = temp_dir
         self._pool = ThreadPoolExecutor(max_workers=fetch.threads, thread_name_prefix="fetch")
+        self._http = None  # http_media.HttpReader, made on the first HTTP(S) URL
 
     def fetch(self, uri: str, kind: str = "image") -> bytes | LocalFile:
         attempts = self.fetch_config.retries + 1
@@ -165,7 +168,11 @@ class MediaFetcher:
                 if attempt == attempts:
                     reason = " ".join(str(exc).split())[:300]
                     raise FetchError(f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {reason}") from None
-                time.sleep(delay)
+                wait = delay
+                retry_after = getattr(exc, "retry_after", None)  # an HTTP server's Retry-After, within a cap
+                if retry_after is not None:
+                    wait = max(wait, min(retry_after, self.fetch_config.max_retry_after_s))
+                time.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
 
@@ -204,6 +211,8 @@ class MediaFetcher:
                 return LocalFile(path)
             with open(path, "rb") as f:
                 return f.read()
+        if scheme_of(uri) in HTTP_SCHEMES:
+            return self._read_http(uri, policy)
         fs, path = fsspec_filesystem(uri, self.storage, self.fetch_config)
         with fs.open(path, "rb") as f:  # open() learns the size with one HEAD request
             size = getattr(f, "size", None)
@@ -212,6 +221,26 @@ class MediaFetcher:
             if policy.spill_bytes is None or (size is not None and size <= policy.spill_bytes):
                 return f.read()
             return self._spill(f, uri, policy)
+
+    def _read_http(self, uri: str, policy: KindPolicy) -> bytes | LocalFile:
+        if self._http is None:
+            from internvl_batch.http_media import HttpReader
+
+            self._http = HttpReader(self.fetch_config)
+        try:
+            if policy.spill_bytes is None:
+                return self._http.read(uri, policy.max_bytes, policy.limit_name)
+            # Kinds decoded from a file (videos) stream to a temporary file, never whole into memory.
+            handle = tempfile.NamedTemporaryFile(prefix="internvl-media-", dir=self.temp_dir, delete=False)
+            try:
+                with handle:
+                    self._http.read(uri, policy.max_bytes, policy.limit_name, sink=handle)
+            except BaseException:
+                os.unlink(handle.name)
+                raise
+            return LocalFile(handle.name, temporary=True)
+        except FetchError as exc:
+            raise type(exc)(f"{uri}: {exc}") from None
 
     def _spill(self, stream, uri: str, policy: KindPolicy) -> LocalFile:
         handle = tempfile.NamedTemporaryFile(prefix="internvl-media-", dir=self.temp_dir, delete=False)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 from internvl_batch.errors import RowError, format_row_error
 from internvl_batch.manifest.read import ManifestError
-from internvl_batch.storage import SUPPORTED_SCHEMES, is_local, local_path, scheme_of
+from internvl_batch.storage import MEDIA_SCHEMES, is_local, local_path, scheme_of
 
 RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task", "expression")
-ACCEPTED_SCHEMES = ("",) + SUPPORTED_SCHEMES
+ACCEPTED_SCHEMES = ("",) + MEDIA_SCHEMES
 
 
 @dataclass(slots=True)
@@ -69,7 +69,8 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         row.bound, row.num_segments = _video_options(raw, row.media_kind)
         for uri in row.media:
             if scheme_of(uri) not in ACCEPTED_SCHEMES:
-                raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} (supported: s3://, local paths)")
+                raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
+                                    "(supported: s3://, http(s)://, local paths)")
     except RowError as exc:
         row.error = format_row_error("manifest", exc)
     return row

@@ -14,6 +14,8 @@ from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
 from internvl_batch.results import read_results
 from tests.integration.fault_proxy import FaultProxy, Rule
+from tests.media_server import MediaServer
+from tests.media_server import Rule as HttpRule
 from tests.media import (encode, encode_audio_only, encode_video, make_photo, png_with_broken_crc,
                          png_with_header_size)  # fmt: skip
 
@@ -37,7 +39,7 @@ def bomb_png() -> bytes:
 
 
 # (id, manifest row without id (None: raw line), expected error prefix or None for success)
-def corpus(bucket: str, local_dir: Path):
+def corpus(bucket: str, local_dir: Path, web: str):
     return [
         ("good-jpeg", {"image": "m/photo.jpg"}, None),
         ("good-png", {"image": "m/photo.png", "question": "What is this?"}, None),
@@ -62,9 +64,19 @@ def corpus(bucket: str, local_dir: Path):
         ("bound-outside", {"video": "m/clip.mp4", "bound": [50, 60]}, "decode: BoundError: bound [50.0, 60.0] s"),
         ("good-video", {"video": "m/clip.mp4", "num_segments": 4}, None),
         # Rows whose id cannot be read are named <manifest>:<line>; line numbers count the empty line 3.
-        ("m.jsonl:24", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 24 is not valid UTF-8"),
-        ("m.jsonl:25", b'{"id": "broken json",', "manifest: ManifestError: line 25 is not valid JSON"),
-        ("m.jsonl:26", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
+        # HTTP(S) media from a real local server (tests/media_server.py); the job is allowed private networks
+        ("http-ok", {"image": f"{web}/photo.jpg"}, None),
+        ("http-429", {"image": f"{web}/busy.jpg"}, None),  # 429 with Retry-After: 1 once, then served
+        ("http-404", {"image": f"{web}/absent.jpg"}, f"fetch: FetchError: {web}/absent.jpg: HTTP 404 not found"),
+        ("http-403", {"image": f"{web}/denied.jpg"}, f"fetch: FetchError: {web}/denied.jpg: HTTP 403 access denied"),
+        ("http-500", {"image": f"{web}/broken.jpg"}, f"fetch: FetchError: {web}/broken.jpg: gave up after 3 attempts: TransientHTTPError: HTTP 500"),
+        ("http-slowloris", {"image": f"{web}/trickle.jpg"}, f"fetch: FetchError: {web}/trickle.jpg: gave up after 3 attempts: TransientHTTPError: the response took longer than fetch.deadline_s=1"),
+        ("http-oversized", {"image": f"{web}/huge.jpg"}, f"fetch: FetchError: {web}/huge.jpg: 8388608 bytes exceeds fetch.max_bytes=4194304"),
+        ("http-redirect-loop", {"image": f"{web}/loop.jpg"}, f"fetch: FetchError: {web}/loop.jpg: more than fetch.max_redirects=5 redirects"),
+        ("http-to-metadata", {"image": f"{web}/creds.jpg"}, f"fetch: AddressRefused: {web}/creds.jpg: 169.254.169.254 is a link-local or cloud metadata address"),
+        ("m.jsonl:33", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 33 is not valid UTF-8"),
+        ("m.jsonl:34", b'{"id": "broken json",', "manifest: ManifestError: line 34 is not valid JSON"),
+        ("m.jsonl:35", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
     ]
 
 
@@ -81,14 +93,20 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
     for name, data in files.items():
         put(s3, f"{bucket}/m/{name}", data)
     (tmp_path / "a-directory").mkdir()
-    rows = corpus(bucket, tmp_path / "a-directory")
+    web = MediaServer({f"/{name}": photo for name in ("photo.jpg", "busy.jpg", "denied.jpg", "broken.jpg")})
+    web.files.update({"/trickle.jpg": photo[:300], "/huge.jpg": b"\xff" * 8 * 2**20})
+    web.rules += [HttpRule("/busy.jpg", "status", times=1, status=429, retry_after="1"),
+                  HttpRule("/denied.jpg", "status", status=403), HttpRule("/broken.jpg", "status", status=500),
+                  HttpRule("/trickle.jpg", "trickle", seconds=0.02), HttpRule("/loop.jpg", "redirect", location="/loop.jpg"),
+                  HttpRule("/creds.jpg", "redirect", location="http://169.254.169.254/latest/meta-data/")]  # fmt: skip
+    rows = corpus(bucket, tmp_path / "a-directory", web.url)
     lines = []
     for row_id, row, _ in rows:
         lines.append(row if isinstance(row, bytes) else json.dumps({"id": row_id, **row} if not row_id.startswith("m.jsonl:") else row).encode())
     lines.insert(2, b"")  # an empty line: not a row, skipped
     put(s3, f"{bucket}/m.jsonl", b"\n".join(lines) + b"\n")
 
-    with FaultProxy(s3_endpoint) as proxy:
+    with FaultProxy(s3_endpoint) as proxy, web:
         proxy.add(Rule("/m/flaky.jpg", "status", times=2, status=503))
         proxy.add(Rule("/m/reset.jpg", "reset", times=1))
         proxy.add(Rule("/m/denied.jpg", "status", status=403))
@@ -99,7 +117,8 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
             "model": {"path": str(tiny_checkpoint)},
             "generation": {"max_new_tokens": 3, "max_input_tokens": 2000},
             "preprocess": {"max_images_per_row": 4},
-            "fetch": {"retries": 2, "backoff_s": 0.05, "timeout_s": 1.0},
+            "fetch": {"retries": 2, "backoff_s": 0.05, "timeout_s": 1.0, "deadline_s": 1.0, "max_bytes": 4 * 2**20,
+                      "allow_private_networks": True},
             "storage": {"endpoint_url": proxy.url},
             "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
         })  # fmt: skip
@@ -115,7 +134,8 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
         else:
             assert got["status"] == "error" and got["error"].startswith(expected), (row_id, got["error"])
     assert denied_requests == 1  # a permanent error is not retried
-    assert summary["rows_processed"] == len(rows) and summary["rows_ok"] == 5
+    assert summary["rows_processed"] == len(rows) and summary["rows_ok"] == 7
+    assert web.hits["/denied.jpg"] == 1 and web.hits["/loop.jpg"] == 6  # permanent: not retried
     assert summary["manifest"]["blank_lines"] == 1
 
 
