@@ -145,6 +145,14 @@ class InputConfig(Section):
         "size: JSONL in byte ranges, Parquet in runs of row groups; CSV one file per unit (quoted fields may hold "
         "newlines)."
     )
+    image_column: str = Field(
+        "image", min_length=1, description="The manifest column read as `image`: a URI, or the image itself (encoded "
+        "bytes, or a Hugging Face datasets `Image` struct {bytes, path}, as Parquet datasets hold them)."
+    )
+    images_column: str = Field(
+        "images", min_length=1, description="The manifest column read as `images`: a list of URIs or of images (as for "
+        "image_column)."
+    )
 
     @field_validator("manifests", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from pathlib import Path
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError
-from internvl_batch.manifest.files import ManifestFile, expand_manifests
+from internvl_batch.manifest.files import ManifestFile, expand_manifests, input_renames
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer, verify_weights
 from internvl_batch.results import new_run_id, prepare_output, write_summary
@@ -75,7 +75,7 @@ def preflight(config: JobConfig) -> list[ManifestFile]:
     """Everything that can fail cheaply, before Ray starts: model files, output, manifest files (a listing)."""
     check_model(config)
     prepare_output(config.output, config.storage)
-    return expand_manifests(config.input.manifests, config.storage, config.input.format)
+    return expand_manifests(config.input.manifests, config.storage, config.input.format, input_renames(config.input))
 
 
 def carried_columns(config: JobConfig) -> list[str]:

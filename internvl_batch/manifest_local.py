@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from internvl_batch.config import JobConfig
 from internvl_batch.keys import KeySet
-from internvl_batch.manifest.files import count_newlines, expand_manifests, needs_layout, number_units, parquet_row_groups, plan_units
+from internvl_batch.manifest.files import (count_newlines, expand_manifests, input_renames, needs_layout, number_units,
+                                           parquet_row_groups, plan_units)
 from internvl_batch.requests import TaskAssigner
 from internvl_batch.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
 from internvl_batch.stages.read import RequestReader
@@ -21,7 +22,7 @@ from internvl_batch.tasks import TaskPrompter, template_fields
 def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partitions: int = 1):
     """(request table of the rows to do or None, ScanTotals, the summary's manifest report), as the job would
     compute them; fatal manifest problems raise `ConfigError`."""
-    files = expand_manifests(config.input.manifests, config.storage, config.input.format)
+    files = expand_manifests(config.input.manifests, config.storage, config.input.format, input_renames(config.input))
     units = plan_units(files, config.input.split_bytes)
     layouts = {}
     for unit in units:

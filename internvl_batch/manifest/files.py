@@ -25,6 +25,8 @@ from internvl_batch.errors import ConfigError
 from internvl_batch.storage import SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+# The files a directory given as a manifest stands for (`.json` files there are a dataset's metadata).
+DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ManifestFile:
     format: str  # jsonl | csv | parquet
     size: int  # bytes
     label: str  # how error ids name the file: `<label>:<line>` (the base name unless two files share it)
+    renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,11 @@ def detect_format(uri: str, configured: str) -> str:
     return FORMATS[suffix]
 
 
-def expand_manifests(patterns: list[str], storage: StorageConfig, configured_format: str = "auto") -> list[ManifestFile]:
-    """Patterns -> manifest files (globs expanded and sorted, sizes from the listing). No match is fatal."""
+def expand_manifests(patterns: list[str], storage: StorageConfig, configured_format: str = "auto",
+                     renames: dict[str, str] | None = None) -> list[ManifestFile]:  # fmt: skip
+    """Patterns -> manifest files (globs expanded and sorted, sizes from the listing; a directory stands for the
+    manifest files directly in it, such as a Parquet dataset's shards). No match is fatal. `renames`: columns
+    read under another name (`input.image_column` -> `image`)."""
     found: list[tuple[str, int]] = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
@@ -67,14 +73,23 @@ def expand_manifests(patterns: list[str], storage: StorageConfig, configured_for
             else:
                 info = fs.info(path) if fs.exists(path) else None
                 matches = [(path, info)] if info and info.get("type") != "directory" else []
+                if info and info.get("type") == "directory":
+                    matches = sorted((i["name"], i) for i in fs.ls(path, detail=True)
+                                     if i.get("type") != "directory" and PurePosixPath(i["name"]).suffix.lower() in DIRECTORY_SUFFIXES)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - any listing failure is fatal here
             raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
         if not matches:
             raise ConfigError(f"manifest {pattern}: no such file")
         found += [(f"{scheme}://{p}" if scheme == "s3" else p, int(info.get("size") or 0)) for p, info in matches]
     labels = file_labels([uri for uri, _ in found])
-    return [ManifestFile(uri, detect_format(uri, configured_format), size, label)
+    pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)
+    return [ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs)
             for (uri, size), label in zip(found, labels)]  # fmt: skip
+
+
+def input_renames(input_config) -> dict[str, str]:
+    """The manifest columns read under the reserved names: {"image": input.image_column, ...}."""
+    return {"image": input_config.image_column, "images": input_config.images_column}
 
 
 def file_labels(uris: list[str]) -> list[str]:

@@ -44,10 +44,12 @@ class UnitRows:
     def __iter__(self) -> Iterator[tuple[int, dict | Exception]]:
         fmt = self.unit.file.format
         if fmt == "jsonl":
-            return self._jsonl()
-        if fmt == "csv":
-            return _csv_rows(self.unit.file.uri, self._read_all())
-        return _parquet_rows(self.unit, self.storage)
+            rows = self._jsonl()
+        elif fmt == "csv":
+            rows = _csv_rows(self.unit.file.uri, self._read_all())
+        else:
+            rows = _parquet_rows(self.unit, self.storage)
+        return _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
 
     def _read_all(self) -> bytes:
         fs, path = fsspec_filesystem(self.unit.file.uri, self.storage)
@@ -70,6 +72,16 @@ class UnitRows:
                 self.rows_with_id_field += 1
             yield number, row
             number += 1
+
+
+def _renamed(rows: Iterator[tuple[int, dict | Exception]], renames) -> Iterator[tuple[int, dict | Exception]]:
+    """Rows with columns read under another name (`input.image_column: picture` -> `image`)."""
+    for number, row in rows:
+        if isinstance(row, dict):
+            for old, new in renames:
+                if old in row:
+                    row[new] = row.pop(old)
+        yield number, row
 
 
 def _owned_lines(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[bytes, bool]]:

@@ -30,7 +30,8 @@ class ParsedRow:
     task: str | None = None
     expression: str | None = None
     media_kind: str = "image"  # image | images | video
-    media: list[str] = field(default_factory=list)  # as written in the manifest (stripped)
+    media: list[str] = field(default_factory=list)  # as written in the manifest (stripped); "" or a name if embedded
+    media_data: list[bytes | None] | None = None  # images held in the manifest itself (Parquet bytes), per entry
     bound: list[float] | None = None  # [start_s, end_s] of a video
     num_segments: int | None = None
     error: str | None = None
@@ -65,10 +66,10 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         row.question = _text(raw, "question")
         row.task = _text(raw, "task")
         row.expression = _text(raw, "expression")
-        row.media_kind, row.media = _media_of(raw)
+        row.media_kind, row.media, row.media_data = _media_of(raw)
         row.bound, row.num_segments = _video_options(raw, row.media_kind)
-        for uri in row.media:
-            if scheme_of(uri) not in ACCEPTED_SCHEMES:
+        for k, uri in enumerate(row.media):
+            if (row.media_data is None or row.media_data[k] is None) and scheme_of(uri) not in ACCEPTED_SCHEMES:
                 raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
                                     "(supported: s3://, http(s)://, local paths)")
     except RowError as exc:
@@ -120,7 +121,8 @@ def _text(raw: dict, key: str) -> str | None:
     raise ManifestError(f"`{key}` must be text, got {type(value).__name__}")
 
 
-def _media_of(raw: dict) -> tuple[str, list[str]]:
+def _media_of(raw: dict) -> tuple[str, list[str], list[bytes | None] | None]:
+    """(kind, URIs or names, the embedded images' bytes per entry or None when every entry is a URI)."""
     image, images, video = raw.get("image"), raw.get("images"), raw.get("video")
     if (image is not None) + (images is not None) + (video is not None) != 1:
         present = [k for k, v in (("image", image), ("images", images), ("video", video)) if v is not None]
@@ -131,12 +133,34 @@ def _media_of(raw: dict) -> tuple[str, list[str]]:
     if isinstance(value, Exception):
         raise value
     if kind == "images":
-        if not isinstance(value, list) or not value or not all(isinstance(u, str) and u.strip() for u in value):
-            raise ManifestError("`images` must be a non-empty list of URIs")
-        return "images", [u.strip() for u in value]
-    if not isinstance(value, str) or not value.strip():
-        raise ManifestError(f"`{kind}` must be one non-empty URI")
-    return kind, [value.strip()]
+        if not isinstance(value, list) or not value:
+            raise ManifestError("`images` must be a non-empty list of URIs or images")
+        entries = [_media_entry(v, "images") for v in value]
+    elif kind == "image":
+        entries = [_media_entry(value, "image")]
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise ManifestError("`video` must be one non-empty URI")
+        entries = [(value.strip(), None)]
+    data = [d for _, d in entries]
+    return kind, [u for u, _ in entries], data if any(d is not None for d in data) else None
+
+
+def _media_entry(value, column: str) -> tuple[str, bytes | None]:
+    """One image: a URI, encoded bytes, or a Hugging Face datasets `Image` struct ({bytes, path}: the bytes when
+    present, else the path as a URI). -> (URI or the embedded image's name, bytes or None)."""
+    if isinstance(value, str) and value.strip():
+        return value.strip(), None
+    if isinstance(value, (bytes, bytearray)) and value:
+        return "", bytes(value)
+    if isinstance(value, dict) and ("bytes" in value or "path" in value):
+        data, path = value.get("bytes"), value.get("path")
+        if isinstance(data, (bytes, bytearray)) and data:
+            return (path if isinstance(path, str) else ""), bytes(data)
+        if isinstance(path, str) and path.strip():
+            return path.strip(), None
+        raise ManifestError(f"`{column}` holds an image struct with neither bytes nor a path")
+    raise ManifestError(f"`{column}` must be a non-empty URI or an image (bytes, or a {{bytes, path}} struct)")
 
 
 def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None]:

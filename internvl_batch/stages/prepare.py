@@ -85,12 +85,17 @@ class PrepareStage:
             if errors[i] is None and len(uris) > self.max_images:
                 limit = LimitError(f"row has {len(uris)} images, over preprocess.max_images_per_row={self.max_images}")
                 errors[i] = format_row_error("limits", limit)
-        # One concurrent fetch for every URI of the batch: object-store latency overlaps across rows.
+        # Images held in the manifest need no fetch; one concurrent fetch for every URI of the batch otherwise
+        # (object-store latency overlaps across rows).
+        fetched: dict = {}
+        for err, uris, data in zip(errors, media, column(batch, "media_data")):
+            if err is None and data is not None:
+                fetched.update((uri, d) for uri, d in zip(uris, data) if d is not None)
         wanted = list(dict.fromkeys(
             (uri, "video" if kind == "video" else "image")
-            for err, uris, kind in zip(errors, media, kinds) if err is None for uri in uris
+            for err, uris, kind in zip(errors, media, kinds) if err is None for uri in uris if uri not in fetched
         ))  # fmt: skip
-        fetched = {uri: data for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted))}
+        fetched.update((uri, data) for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted)))
 
         out: list[dict] = []  # one entry per output row
         try:
@@ -163,7 +168,7 @@ class PrepareStage:
             ("error", [e["error"] for e in out], pa.string()),
         ]
         # One table built once (not a column at a time): this runs for every small batch, error rows included.
-        replaced = {name for name, _, _ in columns}
+        replaced = {name for name, _, _ in columns} | {"media_data"}  # embedded images end here, as tiles
         kept = [f for f in table.schema if f.name not in replaced]
         arrays = [table.column(f.name) for f in kept] + [pa.array(values, type_) for _, values, type_ in columns]
         fields = kept + [pa.field(name, type_) for name, _, type_ in columns]

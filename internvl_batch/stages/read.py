@@ -6,8 +6,10 @@ tasks, drop the (id, task) keys already done (`KeySet` from earlier results), an
 only if something is left to do. Rows already done cost a parse and a hash lookup.
 
 Columns out (`REQUEST_SCHEMA`, then the pass-through columns with the types the scan settled on): `id`,
-`source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs), `question`, `task`, `tasks` (the
-tasks still to do), `expression`, `bound`, `num_segments`, `error` ("manifest: ..." / "task: ..." or null).
+`source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs; an image held in the manifest itself is
+named `<manifest>:<line>#<n>`), `media_data` (those images' bytes, per entry; null when every entry is a URI),
+`question`, `task`, `tasks` (the tasks still to do), `expression`, `bound`, `num_segments`, `error`
+("manifest: ..." / "task: ..." or null).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ REQUEST_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("media_kind", pa.string()),
     ("media", pa.list_(pa.string())),
+    ("media_data", pa.list_(pa.large_binary())),
     ("question", pa.string()),
     ("task", pa.string()),
     ("tasks", pa.list_(pa.string())),
@@ -73,18 +76,28 @@ class RequestReader:
 
 def request_row(row: ParsedRow, tasks: list[str], raw, source: str, resolve: MediaResolver, passthrough) -> dict:
     """One request row as a dict of REQUEST_SCHEMA (+ pass-through) values."""
-    media, error = row.media, row.error
+    media, error, data = row.media, row.error, row.media_data
     if error is None:
         try:
-            media = [resolve(uri) for uri in row.media]
+            media = [resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
+                     for k, uri in enumerate(row.media)]  # fmt: skip
         except RowError as exc:
             error = format_row_error("manifest", exc)
-    out = {"id": row.id, "source": source, "media_kind": row.media_kind, "media": media, "question": row.question,
+    if error is not None:
+        data = None  # an error row carries no image
+    out = {"id": row.id, "source": source, "media_kind": row.media_kind, "media": media, "media_data": data,
+           "question": row.question,
            "task": row.task, "tasks": tasks, "expression": row.expression, "bound": row.bound,
            "num_segments": row.num_segments, "error": error}  # fmt: skip
     for name in passthrough:
         out[name] = raw.get(name) if isinstance(raw, dict) else None
     return out
+
+
+def embedded_name(source: str, index: int, name: str) -> str:
+    """What the output's `media` says for an image held in the manifest: `<manifest>:<line>#<n>` (1-based), and
+    the image's own file name when the manifest gives one (`#1:cat.jpg`)."""
+    return f"{source}#{index + 1}" + (f":{name}" if name else "")
 
 
 def requests_table(rows: list[dict], passthrough_types: dict[str, object]) -> pa.Table:

@@ -141,3 +141,41 @@ def test_video_and_multi_image_rows(ray_local, s3, bucket, s3_endpoint, tiny_che
     assert rows["three"]["status"] == "ok" and rows["three"]["num_tiles"] == [1, 5, 1]
     assert rows["three"]["num_frames"] is None
     assert summary["rows_ok"] == 3 and summary["images"] == 5
+
+
+def test_parquet_dataset_with_images_inside_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
+    """A Hugging Face-style Parquet dataset on S3 (a prefix of shards, images inside as {bytes, path} structs,
+    the image column named `picture`) plus rows whose images are HTTP URLs, through the whole job."""
+    import pyarrow as pa
+
+    from tests.media_server import MediaServer
+
+    struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("picture", struct), ("label", pa.string())])
+    with MediaServer({"/web.jpg": encode(make_photo(500, 400, seed=9), "JPEG")}) as web:
+        rows = [{"id": f"r{i}", "picture": {"bytes": encode(make_photo(480, 360, seed=i), "JPEG"), "path": f"{i}.jpg"},
+                 "label": f"L{i}"} for i in range(4)]  # fmt: skip
+        rows.append({"id": "url", "picture": {"bytes": None, "path": f"{web.url}/web.jpg"}, "label": "web"})
+        rows.append({"id": "broken", "picture": {"bytes": b"not an image", "path": "x.jpg"}, "label": "bad"})
+        for shard, part in enumerate((rows[:3], rows[3:])):
+            buffer = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(part, schema), buffer)
+            put(s3, f"{bucket}/ds/train-{shard:05d}-of-00002.parquet", buffer.getvalue())
+        put(s3, f"{bucket}/ds/dataset_info.json", b"{}")
+        summary = run_job(load_config(None, base={
+            "input": {"manifests": f"s3://{bucket}/ds", "image_column": "picture", "passthrough_columns": ["label"]},
+            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0}, "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3}, "storage": {"endpoint_url": s3_endpoint},
+            "fetch": {"allow_private_networks": True}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+        }))  # fmt: skip
+        assert web.hits["/web.jpg"] == 1
+    out = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
+    assert sorted(out) == sorted(r["id"] for r in rows) and summary["rows_ok"] == 5
+    assert out["r0"]["media"] == [f"s3://{bucket}/ds/train-00000-of-00002.parquet:1#1:0.jpg"]
+    assert out["url"]["media"] == [f"{web.url}/web.jpg"] and out["url"]["status"] == "ok"
+    assert out["broken"]["error"].startswith("decode: ImageDecodeError: not an image") and out["r3"]["label"] == "L3"
+    files = [f for f in s3.find(f"{bucket}/out") if f.endswith(".parquet")]
+    with s3.open(files[0], "rb") as handle:
+        written = pq.read_schema(io.BytesIO(handle.read()))
+    assert "picture" not in written.names and not any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+                                                      for f in written)  # fmt: skip
