@@ -130,8 +130,9 @@ class InputConfig(Section):
         description="Manifest files: one path, a list, or glob patterns; local paths or s3:// URIs. Rows have "
         "`id`, `image` (one URI) or `images` (a list), optional `question` and `task`."
     )
-    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(
-        "auto", description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet)."
+    format: Literal["auto", "jsonl", "csv", "parquet", "webdataset"] = Field(
+        "auto", description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet, .tar = webdataset: "
+        "tar shards of samples, <key>.jpg|png|webp... with optional <key>.json / <key>.txt, one row per sample)."
     )
     passthrough_columns: list[str] = Field(
         default_factory=list, description="Manifest columns copied unchanged into the output."
@@ -152,6 +153,10 @@ class InputConfig(Section):
     images_column: str = Field(
         "images", min_length=1, description="The manifest column read as `images`: a list of URIs or of images (as for "
         "image_column)."
+    )
+    id_column: str = Field(
+        "id", min_length=1, description="The manifest column read as `id` (WebDataset: a field of the sample's JSON; "
+        "without one the sample's key is the id)."
     )
 
     @field_validator("manifests", mode="before")

@@ -24,15 +24,16 @@ from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.storage import SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
+           ".tar": "webdataset"}  # fmt: skip
 # The files a directory given as a manifest stands for (`.json` files there are a dataset's metadata).
-DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv")
+DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tar")
 
 
 @dataclass(frozen=True)
 class ManifestFile:
     uri: str
-    format: str  # jsonl | csv | parquet
+    format: str  # jsonl | csv | parquet | webdataset
     size: int  # bytes
     label: str  # how error ids name the file: `<label>:<line>` (the base name unless two files share it)
     renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
@@ -89,7 +90,7 @@ def expand_manifests(patterns: list[str], storage: StorageConfig, configured_for
 
 def input_renames(input_config) -> dict[str, str]:
     """The manifest columns read under the reserved names: {"image": input.image_column, ...}."""
-    return {"image": input_config.image_column, "images": input_config.images_column}
+    return {"image": input_config.image_column, "images": input_config.images_column, "id": input_config.id_column}
 
 
 def file_labels(uris: list[str]) -> list[str]:

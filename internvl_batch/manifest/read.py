@@ -40,13 +40,18 @@ class UnitRows:
         self.storage = storage
         self.blank_lines = 0
         self.rows_with_id_field = 0
+        self.id_field = next((old for old, new in unit.file.renames if new == "id"), "id")  # input.id_column
 
     def __iter__(self) -> Iterator[tuple[int, dict | Exception]]:
         fmt = self.unit.file.format
         if fmt == "jsonl":
             rows = self._jsonl()
         elif fmt == "csv":
-            rows = _csv_rows(self.unit.file.uri, self._read_all())
+            rows = _csv_rows(self.unit.file.uri, self._read_all(), self.id_field)
+        elif fmt == "webdataset":
+            from internvl_batch.manifest.webdataset import webdataset_rows
+
+            rows = webdataset_rows(self.unit, self.storage)
         else:
             rows = _parquet_rows(self.unit, self.storage)
         return _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
@@ -68,7 +73,7 @@ class UnitRows:
                 number += 1
                 continue
             row = _json_row(line, number)
-            if isinstance(row, dict) and "id" in row:
+            if isinstance(row, dict) and self.id_field in row:
                 self.rows_with_id_field += 1
             yield number, row
             number += 1
@@ -136,15 +141,15 @@ def _json_type(value) -> str:
     return type(value).__name__
 
 
-def _csv_rows(uri: str, data: bytes) -> Iterator[tuple[int, dict | Exception]]:
+def _csv_rows(uri: str, data: bytes, id_field: str = "id") -> Iterator[tuple[int, dict | Exception]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"manifest {uri}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
-    if not header or "id" not in header:
-        raise ConfigError(f"manifest {uri}: no `id` column (header: {header})")
+    if not header or id_field not in header:
+        raise ConfigError(f"manifest {uri}: no `{id_field}` column (header: {header})")
     for values in reader:
         number = reader.line_num
         if not any(v.strip() for v in values):
@@ -188,8 +193,9 @@ def _parquet_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[int,
     with open_manifest(fs, path, uri) as f:
         try:
             reader = pq.ParquetFile(f)
-            if "id" not in reader.schema_arrow.names:
-                raise ConfigError(f"manifest {uri}: no `id` column (columns: {reader.schema_arrow.names})")
+            id_field = next((old for old, new in unit.file.renames if new == "id"), "id")  # input.id_column
+            if id_field not in reader.schema_arrow.names:
+                raise ConfigError(f"manifest {uri}: no `{id_field}` column (columns: {reader.schema_arrow.names})")
             groups = range(unit.start, unit.stop)
             tables = (reader.read_row_group(g) for g in groups)
             for table in tables:

@@ -143,12 +143,14 @@ def test_video_and_multi_image_rows(ray_local, s3, bucket, s3_endpoint, tiny_che
     assert summary["rows_ok"] == 3 and summary["images"] == 5
 
 
-def test_parquet_dataset_with_images_inside_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
-    """A Hugging Face-style Parquet dataset on S3 (a prefix of shards, images inside as {bytes, path} structs,
-    the image column named `picture`) plus rows whose images are HTTP URLs, through the whole job."""
+def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
+    """One job over a Hugging Face-style Parquet dataset on S3 (a prefix of shards, images inside as {bytes, path}
+    structs, the image column named `picture`, one row whose image is an HTTP URL) and WebDataset tar shards on
+    S3 (read streaming; one of them cut short)."""
     import pyarrow as pa
 
     from tests.media_server import MediaServer
+    from tests.unit.manifest.test_webdataset import sample, shard
 
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema([("id", pa.string()), ("picture", struct), ("label", pa.string())])
@@ -157,20 +159,26 @@ def test_parquet_dataset_with_images_inside_and_http_media(ray_local, s3, bucket
                  "label": f"L{i}"} for i in range(4)]  # fmt: skip
         rows.append({"id": "url", "picture": {"bytes": None, "path": f"{web.url}/web.jpg"}, "label": "web"})
         rows.append({"id": "broken", "picture": {"bytes": b"not an image", "path": "x.jpg"}, "label": "bad"})
-        for shard, part in enumerate((rows[:3], rows[3:])):
+        for number, part in enumerate((rows[:3], rows[3:])):
             buffer = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(part, schema), buffer)
-            put(s3, f"{bucket}/ds/train-{shard:05d}-of-00002.parquet", buffer.getvalue())
+            put(s3, f"{bucket}/ds/train-{number:05d}-of-00002.parquet", buffer.getvalue())
         put(s3, f"{bucket}/ds/dataset_info.json", b"{}")
+        put(s3, f"{bucket}/wds/shard-0.tar", shard([sample("w0", 20, label="wds"), sample("w1", 21, label="wds")]))
+        cut = shard([sample("w2", 22), sample("w3", 23)])
+        put(s3, f"{bucket}/wds/shard-1.tar", cut[: len(cut) * 3 // 4])
         summary = run_job(load_config(None, base={
-            "input": {"manifests": f"s3://{bucket}/ds", "image_column": "picture", "passthrough_columns": ["label"]},
+            "input": {"manifests": [f"s3://{bucket}/ds", f"s3://{bucket}/wds/*.tar"], "image_column": "picture",
+                      "passthrough_columns": ["label"]},
             "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0}, "model": {"path": str(tiny_checkpoint)},
             "generation": {"max_new_tokens": 3}, "storage": {"endpoint_url": s3_endpoint},
             "fetch": {"allow_private_networks": True}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
         }))  # fmt: skip
         assert web.hits["/web.jpg"] == 1
     out = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
-    assert sorted(out) == sorted(r["id"] for r in rows) and summary["rows_ok"] == 5
+    assert sorted(out) == sorted([r["id"] for r in rows] + ["w0", "w1", "w2", "shard-1.tar:2"]) and summary["rows_ok"] == 8
+    assert out["w1"]["status"] == "ok" and out["w1"]["label"] == "wds" and out["w1"]["media"][0].endswith("shard-0.tar:2#1:w1.jpg")
+    assert "shard-1.tar is truncated or corrupt" in out["shard-1.tar:2"]["error"]
     assert out["r0"]["media"] == [f"s3://{bucket}/ds/train-00000-of-00002.parquet:1#1:0.jpg"]
     assert out["url"]["media"] == [f"{web.url}/web.jpg"] and out["url"]["status"] == "ok"
     assert out["broken"]["error"].startswith("decode: ImageDecodeError: not an image") and out["r3"]["label"] == "L3"
