@@ -25,7 +25,7 @@ class Section(BaseModel):
 class ModelConfig(Section):
     path: str = Field(
         description="Checkpoint: a local directory (original InternVL 2.5 layout or native transformers layout), "
-        "an s3:// prefix (staged once per node), a Hugging Face Hub id such as OpenGVLab/InternVL2_5-4B "
+        "an s3:// or gs:// prefix (staged once per node), a Hugging Face Hub id such as OpenGVLab/InternVL2_5-4B "
         "(downloaded without its Python files), or `tiny` / `tiny:SEED` (the project's tiny random checkpoint)."
     )
     cache_dir: str | None = Field(
@@ -127,7 +127,7 @@ def _pair(value):
 
 class InputConfig(Section):
     manifests: list[str] = Field(
-        description="Manifest files: one path, a list, or glob patterns; local paths or s3:// URIs. Rows have "
+        description="Manifest files: one path, a list, glob patterns or directories; local paths, s3:// or gs:// URIs. Rows have "
         "`id`, `image` (one URI) or `images` (a list), optional `question` and `task`."
     )
     format: Literal["auto", "jsonl", "csv", "parquet", "webdataset"] = Field(
@@ -316,7 +316,10 @@ class FetchConfig(Section):
 
 class StorageConfig(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, moto); default AWS.")
-    anonymous: bool = Field(False, description="Unsigned requests (public buckets); no credentials are looked up.")
+    gcs_endpoint_url: str | None = Field(
+        None, description="gs:// endpoint (a GCS emulator); default Google Cloud Storage (or STORAGE_EMULATOR_HOST)."
+    )
+    anonymous: bool = Field(False, description="Unsigned requests (public buckets, S3 and GCS); no credentials are looked up.")
     region: str | None = Field(None, description="S3 region; default from the environment / AWS config.")
 
 

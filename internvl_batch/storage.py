@@ -1,7 +1,9 @@
-"""Object storage: URIs, filesystems (s3:// through s3fs, local paths) and the media fetcher.
+"""Object storage: URIs, filesystems (s3:// through s3fs, gs:// through gcsfs, local paths) and the media
+fetcher.
 
 Credentials are never passed in: s3fs/botocore find them in the environment or the standard AWS chain
-(env vars, profiles, instance and pod roles); `anonymous` turns signing off for public buckets.
+(env vars, profiles, instance and pod roles), gcsfs in Google's default chain (GOOGLE_APPLICATION_CREDENTIALS,
+gcloud, workload identity); `anonymous` turns signing off for public buckets.
 
 Reads are retried with exponential backoff on transient failures (5xx, throttling, timeouts, resets) up to
 `fetch.retries` times; permanent ones (missing object, access denied, a directory, too large) fail at once.
@@ -23,7 +25,8 @@ from internvl_batch.errors import RowError
 
 LOCAL_SCHEMES = ("", "file")
 HTTP_SCHEMES = ("http", "https")
-SUPPORTED_SCHEMES = ("s3", "file")  # for manifests, models and output
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
+SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES + ("file",)  # for manifests, models and output
 MEDIA_SCHEMES = SUPPORTED_SCHEMES + HTTP_SCHEMES  # media may also be HTTP(S) URLs (http_media.py)
 
 
@@ -33,6 +36,10 @@ class FetchError(RowError):
 
 class UnsupportedURIError(RowError):
     """The URI's scheme is not one the job can read."""
+
+
+class MissingExtraError(UnsupportedURIError):
+    """Reading this scheme needs an optional package; the message names the `pip install` to run."""
 
 
 def scheme_of(uri: str) -> str:
@@ -89,16 +96,35 @@ def s3_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
         return _S3_CACHE[key]
 
 
+def gcs_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
+    """A gcsfs filesystem for these settings (one per process and settings)."""
+    try:
+        from gcsfs.core import GCSFileSystem  # the JSON-API client (gcsfs's default may probe gRPC per bucket)
+    except ImportError:
+        raise MissingExtraError("reading gs:// needs gcsfs: pip install 'internvl-batch[gcs]'") from None
+    fetch = fetch or FetchConfig()
+    key = ("gs", storage.gcs_endpoint_url, storage.anonymous, fetch.timeout_s)
+    with _S3_LOCK:
+        if key not in _S3_CACHE:
+            _S3_CACHE[key] = GCSFileSystem(
+                endpoint_url=storage.gcs_endpoint_url, token="anon" if storage.anonymous else None,
+                requests_timeout=fetch.timeout_s, skip_instance_cache=True,
+            )  # fmt: skip
+        return _S3_CACHE[key]
+
+
 def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | None = None):
     """(fsspec filesystem, path inside it) for a URI or local path."""
     scheme = scheme_of(uri)
     if scheme == "s3":
         return s3_filesystem(storage, fetch), uri.split("://", 1)[1]
+    if scheme in ("gs", "gcs"):
+        return gcs_filesystem(storage, fetch), uri.split("://", 1)[1]
     if scheme in LOCAL_SCHEMES:
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem(), os.path.abspath(local_path(uri))
-    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, local paths)")
+    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, local paths)")
 
 
 def pyarrow_filesystem(uri: str, storage: StorageConfig):
@@ -165,6 +191,8 @@ class MediaFetcher:
             except _PERMANENT as exc:
                 raise _as_fetch_error(uri, exc) from None
             except Exception as exc:  # noqa: BLE001 - transient until proven otherwise
+                if _is_denied(exc):
+                    raise FetchError(f"{uri}: access denied") from None
                 if attempt == attempts:
                     reason = " ".join(str(exc).split())[:300]
                     raise FetchError(f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {reason}") from None
@@ -260,6 +288,12 @@ class MediaFetcher:
 def _check_size(uri: str, size: int, policy: KindPolicy) -> None:
     if size > policy.max_bytes:
         raise FetchError(f"{uri}: {size} bytes exceeds {policy.limit_name}={policy.max_bytes}")
+
+
+def _is_denied(exc: Exception) -> bool:
+    """gcsfs reports 403 as a plain OSError("Forbidden: ...") and 401 as an HttpError with code 401."""
+    code = getattr(exc, "code", None)
+    return code in (401, 403) or (type(exc) is OSError and str(exc).startswith("Forbidden"))
 
 
 def _as_fetch_error(uri: str, exc: Exception) -> RowError:

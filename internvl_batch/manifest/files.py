@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.storage import SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.storage import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
            ".tar": "webdataset"}  # fmt: skip
@@ -81,7 +81,7 @@ def expand_manifests(patterns: list[str], storage: StorageConfig, configured_for
             raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
         if not matches:
             raise ConfigError(f"manifest {pattern}: no such file")
-        found += [(f"{scheme}://{p}" if scheme == "s3" else p, int(info.get("size") or 0)) for p, info in matches]
+        found += [(f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, int(info.get("size") or 0)) for p, info in matches]
     labels = file_labels([uri for uri, _ in found])
     pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)
     return [ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs)

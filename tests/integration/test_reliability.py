@@ -55,7 +55,7 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ("huge-header", {"image": "m/huge-header.png"}, "decode: PixelLimitError: 10000000000 pixels exceeds max_pixels"),
         ("broken-crc", {"image": "m/broken-crc.png"}, "decode: ImageDecodeError: corrupt or truncated PNG"),
         ("directory", {"image": str(local_dir)}, f"fetch: FetchError: {local_dir}: is a directory"),
-        ("unknown-scheme", {"image": "gs://bucket/a.jpg"}, "manifest: ManifestError: unsupported URI scheme 'gs'"),
+        ("unknown-scheme", {"image": "ftp://host/a.jpg"}, "manifest: ManifestError: unsupported URI scheme 'ftp'"),
         ("both", {"image": "m/photo.jpg", "images": ["m/photo.png"]}, "manifest: ManifestError: row has `image` and `images`"),
         ("too-long", {"image": "m/big.jpg"}, "prompt: PromptError: prompt of "),
         ("too-many-images", {"images": ["m/photo.jpg"] * 5}, "limits: LimitError: row has 5 images"),
