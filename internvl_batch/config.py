@@ -319,7 +319,7 @@ class StorageConfig(Section):
     gcs_endpoint_url: str | None = Field(
         None, description="gs:// endpoint (a GCS emulator); default Google Cloud Storage (or STORAGE_EMULATOR_HOST)."
     )
-    anonymous: bool = Field(False, description="Unsigned requests (public buckets, S3 and GCS); no credentials are looked up.")
+    anonymous: bool = Field(False, description="Unsigned requests (public buckets and containers: S3, GCS, Azure); no credentials are looked up.")
     region: str | None = Field(None, description="S3 region; default from the environment / AWS config.")
 
 

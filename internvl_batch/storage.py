@@ -3,7 +3,8 @@ fetcher.
 
 Credentials are never passed in: s3fs/botocore find them in the environment or the standard AWS chain
 (env vars, profiles, instance and pod roles), gcsfs in Google's default chain (GOOGLE_APPLICATION_CREDENTIALS,
-gcloud, workload identity); `anonymous` turns signing off for public buckets.
+gcloud, workload identity), adlfs in Azure's (AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME
+with a key, SAS or DefaultAzureCredential); `anonymous` turns signing off for public buckets.
 
 Reads are retried with exponential backoff on transient failures (5xx, throttling, timeouts, resets) up to
 `fetch.retries` times; permanent ones (missing object, access denied, a directory, too large) fail at once.
@@ -25,7 +26,7 @@ from internvl_batch.errors import RowError
 
 LOCAL_SCHEMES = ("", "file")
 HTTP_SCHEMES = ("http", "https")
-OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
 SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES + ("file",)  # for manifests, models and output
 MEDIA_SCHEMES = SUPPORTED_SCHEMES + HTTP_SCHEMES  # media may also be HTTP(S) URLs (http_media.py)
 
@@ -113,6 +114,23 @@ def gcs_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
         return _S3_CACHE[key]
 
 
+def azure_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
+    """An adlfs filesystem (Azure Blob Storage) for these settings; the account and credentials come from the
+    environment (one filesystem per process and settings)."""
+    try:
+        from adlfs import AzureBlobFileSystem
+    except ImportError:
+        raise MissingExtraError("reading az:// needs adlfs: pip install 'internvl-batch[azure]'") from None
+    fetch = fetch or FetchConfig()
+    key = ("az", storage.anonymous, fetch.timeout_s)
+    with _S3_LOCK:
+        if key not in _S3_CACHE:
+            options = {"anon": True} if storage.anonymous else {}
+            _S3_CACHE[key] = AzureBlobFileSystem(connection_timeout=int(fetch.timeout_s), read_timeout=int(fetch.timeout_s),
+                                                 skip_instance_cache=True, **options)  # fmt: skip
+        return _S3_CACHE[key]
+
+
 def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | None = None):
     """(fsspec filesystem, path inside it) for a URI or local path."""
     scheme = scheme_of(uri)
@@ -120,11 +138,13 @@ def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | Non
         return s3_filesystem(storage, fetch), uri.split("://", 1)[1]
     if scheme in ("gs", "gcs"):
         return gcs_filesystem(storage, fetch), uri.split("://", 1)[1]
+    if scheme in ("az", "abfs"):
+        return azure_filesystem(storage, fetch), uri.split("://", 1)[1]
     if scheme in LOCAL_SCHEMES:
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem(), os.path.abspath(local_path(uri))
-    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, local paths)")
+    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, az://, local paths)")
 
 
 def pyarrow_filesystem(uri: str, storage: StorageConfig):
@@ -291,9 +311,11 @@ def _check_size(uri: str, size: int, policy: KindPolicy) -> None:
 
 
 def _is_denied(exc: Exception) -> bool:
-    """gcsfs reports 403 as a plain OSError("Forbidden: ...") and 401 as an HttpError with code 401."""
+    """gcsfs reports 403 as a plain OSError("Forbidden: ...") and 401 as an HttpError with code 401; Azure's
+    client errors carry `status_code`."""
     code = getattr(exc, "code", None)
-    return code in (401, 403) or (type(exc) is OSError and str(exc).startswith("Forbidden"))
+    status = getattr(exc, "status_code", None)
+    return code in (401, 403) or status in (401, 403) or (type(exc) is OSError and str(exc).startswith("Forbidden"))
 
 
 def _as_fetch_error(uri: str, exc: Exception) -> RowError:

@@ -71,7 +71,7 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         for k, uri in enumerate(row.media):
             if (row.media_data is None or row.media_data[k] is None) and scheme_of(uri) not in ACCEPTED_SCHEMES:
                 raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
-                                    "(supported: s3://, gs://, http(s)://, local paths)")
+                                    "(supported: s3://, gs://, az://, http(s)://, local paths)")
     except RowError as exc:
         row.error = format_row_error("manifest", exc)
     return row

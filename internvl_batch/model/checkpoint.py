@@ -61,7 +61,7 @@ class CheckpointInfo:
 def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights: bool = True, storage=None) -> Path:
     """The local directory of a model:
     - a local directory as it is;
-    - `s3://bucket/prefix/` or `gs://bucket/prefix/`: staged once per node under `cache_dir` (`model/staging.py`);
+    - `s3://`, `gs://` or `az://` prefixes: staged once per node under `cache_dir` (`model/staging.py`);
     - a Hub id (`org/name`): downloaded into the Hugging Face cache (its own file locks make concurrent
       actors on a node download once);
     - `tiny` / `tiny:SEED`: the project's tiny checkpoint, written on first use.
@@ -75,7 +75,7 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
         if not seed.isdigit():
             raise ModelLoadError(f"model {text!r}: the tiny checkpoint's seed must be a number (tiny:SEED)")
         return tiny_checkpoint_path(int(seed), Path(cache_dir) if cache_dir else None)
-    if text.startswith(("s3://", "gs://", "gcs://")):  # object stores: storage.py
+    if text.startswith(("s3://", "gs://", "gcs://", "az://", "abfs://")):  # object stores: storage.py
         from internvl_batch.config import StorageConfig
         from internvl_batch.model.staging import stage_s3_model
 
