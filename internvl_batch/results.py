@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.keys import key_hashes
-from internvl_batch.storage import fsspec_filesystem, is_local
+from internvl_batch.filesystems import fsspec_filesystem, is_local
 
 SUMMARY_FILE = "_summary.json"
 RECORD_SCHEMA = pa.schema([("id", pa.string()), ("task", pa.string()), ("run_id", pa.string()), ("position", pa.uint64())])

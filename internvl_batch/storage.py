@@ -1,13 +1,8 @@
-"""Object storage: URIs, filesystems (s3:// through s3fs, gs:// through gcsfs, local paths) and the media
-fetcher.
-
-Credentials are never passed in: s3fs/botocore find them in the environment or the standard AWS chain
-(env vars, profiles, instance and pod roles), gcsfs in Google's default chain (GOOGLE_APPLICATION_CREDENTIALS,
-gcloud, workload identity), adlfs in Azure's (AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME
-with a key, SAS or DefaultAzureCredential); `anonymous` turns signing off for public buckets.
+"""The media fetcher: reads media by URI with bounded retries on transient failures.
 
 Reads are retried with exponential backoff on transient failures (5xx, throttling, timeouts, resets) up to
 `fetch.retries` times; permanent ones (missing object, access denied, a directory, too large) fail at once.
+URIs and filesystems live in `filesystems.py`.
 """
 
 from __future__ import annotations
@@ -15,146 +10,17 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import RowError
-
-LOCAL_SCHEMES = ("", "file")
-HTTP_SCHEMES = ("http", "https")
-OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
-SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES + ("file",)  # for manifests, models and output
-MEDIA_SCHEMES = SUPPORTED_SCHEMES + HTTP_SCHEMES  # media may also be HTTP(S) URLs (http_media.py)
+from internvl_batch.filesystems import HTTP_SCHEMES, UnsupportedURIError, fsspec_filesystem, is_local, local_path, scheme_of
 
 
 class FetchError(RowError):
     """Media could not be read (after retries, where retrying made sense)."""
-
-
-class UnsupportedURIError(RowError):
-    """The URI's scheme is not one the job can read."""
-
-
-class MissingExtraError(UnsupportedURIError):
-    """Reading this scheme needs an optional package; the message names the `pip install` to run."""
-
-
-def scheme_of(uri: str) -> str:
-    """The URI's scheme, lower case, as urllib.parse reads it; "" for paths. Windows drive letters are not a
-    concern here; a one-letter "scheme" is still a local path. (Hand-written: called for every media URI.)"""
-    colon = uri.find(":")
-    if colon < 2 or not uri[0].isascii() or not uri[0].isalpha():
-        return ""
-    scheme = uri[:colon]
-    return scheme.lower() if all(c in _SCHEME_CHARS for c in scheme) else ""
-
-
-_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
-
-
-def is_local(uri: str) -> bool:
-    return scheme_of(uri) in LOCAL_SCHEMES
-
-
-def local_path(uri: str) -> str:
-    return urlparse(uri).path if scheme_of(uri) == "file" else uri
-
-
-_S3_CACHE: dict = {}
-_S3_LOCK = threading.Lock()
-
-
-def s3_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
-    """An s3fs filesystem for these settings (one per process and settings)."""
-    try:
-        import s3fs
-    except ImportError:
-        raise RuntimeError("reading s3:// needs s3fs: pip install s3fs") from None
-    fetch = fetch or FetchConfig()
-    key = (storage.endpoint_url, storage.anonymous, storage.region, fetch.timeout_s)
-    with _S3_LOCK:
-        if key not in _S3_CACHE:
-            client_kwargs = {"region_name": storage.region} if storage.region else {}
-            if storage.endpoint_url:
-                client_kwargs["endpoint_url"] = storage.endpoint_url
-            fs = s3fs.S3FileSystem(
-                anon=storage.anonymous,
-                client_kwargs=client_kwargs,
-                # Our own bounded retry loop decides; single attempts below it keep the bound honest.
-                config_kwargs={
-                    "connect_timeout": fetch.timeout_s,
-                    "read_timeout": fetch.timeout_s,
-                    "retries": {"max_attempts": 1, "mode": "standard"},
-                },
-                skip_instance_cache=True,
-            )
-            fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor argument)
-            _S3_CACHE[key] = fs
-        return _S3_CACHE[key]
-
-
-def gcs_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
-    """A gcsfs filesystem for these settings (one per process and settings)."""
-    try:
-        from gcsfs.core import GCSFileSystem  # the JSON-API client (gcsfs's default may probe gRPC per bucket)
-    except ImportError:
-        raise MissingExtraError("reading gs:// needs gcsfs: pip install 'internvl-batch[gcs]'") from None
-    fetch = fetch or FetchConfig()
-    key = ("gs", storage.gcs_endpoint_url, storage.anonymous, fetch.timeout_s)
-    with _S3_LOCK:
-        if key not in _S3_CACHE:
-            _S3_CACHE[key] = GCSFileSystem(
-                endpoint_url=storage.gcs_endpoint_url, token="anon" if storage.anonymous else None,
-                requests_timeout=fetch.timeout_s, skip_instance_cache=True,
-            )  # fmt: skip
-        return _S3_CACHE[key]
-
-
-def azure_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
-    """An adlfs filesystem (Azure Blob Storage) for these settings; the account and credentials come from the
-    environment (one filesystem per process and settings)."""
-    try:
-        from adlfs import AzureBlobFileSystem
-    except ImportError:
-        raise MissingExtraError("reading az:// needs adlfs: pip install 'internvl-batch[azure]'") from None
-    fetch = fetch or FetchConfig()
-    key = ("az", storage.anonymous, fetch.timeout_s)
-    with _S3_LOCK:
-        if key not in _S3_CACHE:
-            options = {"anon": True} if storage.anonymous else {}
-            _S3_CACHE[key] = AzureBlobFileSystem(connection_timeout=int(fetch.timeout_s), read_timeout=int(fetch.timeout_s),
-                                                 skip_instance_cache=True, **options)  # fmt: skip
-        return _S3_CACHE[key]
-
-
-def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | None = None):
-    """(fsspec filesystem, path inside it) for a URI or local path."""
-    scheme = scheme_of(uri)
-    if scheme == "s3":
-        return s3_filesystem(storage, fetch), uri.split("://", 1)[1]
-    if scheme in ("gs", "gcs"):
-        return gcs_filesystem(storage, fetch), uri.split("://", 1)[1]
-    if scheme in ("az", "abfs"):
-        return azure_filesystem(storage, fetch), uri.split("://", 1)[1]
-    if scheme in LOCAL_SCHEMES:
-        from fsspec.implementations.local import LocalFileSystem
-
-        return LocalFileSystem(), os.path.abspath(local_path(uri))
-    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, az://, local paths)")
-
-
-def pyarrow_filesystem(uri: str, storage: StorageConfig):
-    """(pyarrow filesystem, path) for Ray Data readers and writers."""
-    import pyarrow.fs as pafs
-
-    fs, path = fsspec_filesystem(uri, storage)
-    if is_local(uri):
-        return pafs.LocalFileSystem(), path
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FetchError, UnsupportedURIError)

@@ -22,7 +22,7 @@ from pathlib import PurePosixPath
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.storage import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
            ".tar": "webdataset"}  # fmt: skip

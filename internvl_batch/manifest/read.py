@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, RowError
 from internvl_batch.manifest.files import ReadUnit, open_manifest
-from internvl_batch.storage import fsspec_filesystem
+from internvl_batch.filesystems import fsspec_filesystem
 
 READ_CHUNK = 8 * 2**20
 _LONG_DIGITS = re.compile(rb"\d{19}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from internvl_batch.errors import RowError, format_row_error
 from internvl_batch.manifest.read import ManifestError
-from internvl_batch.storage import MEDIA_SCHEMES, is_local, local_path, scheme_of
+from internvl_batch.filesystems import MEDIA_SCHEMES, is_local, local_path, scheme_of
 
 RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task", "expression")
 ACCEPTED_SCHEMES = ("",) + MEDIA_SCHEMES

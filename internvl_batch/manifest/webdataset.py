@@ -27,7 +27,7 @@ from typing import Iterator
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.manifest.files import ReadUnit, open_manifest
-from internvl_batch.storage import fsspec_filesystem
+from internvl_batch.filesystems import fsspec_filesystem
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 

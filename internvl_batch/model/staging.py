@@ -45,7 +45,7 @@ def _locked(path: Path):
 
 def stage_s3_model(uri: str, storage: StorageConfig, cache_root: Path | None = None, weights: bool = True) -> Path:
     """The local directory holding the model at `uri` (an s3:// prefix), downloaded on first use."""
-    from internvl_batch.storage import fsspec_filesystem
+    from internvl_batch.filesystems import fsspec_filesystem
 
     root = (cache_root or default_cache_root()) / "models"
     key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16] + "-" + uri.rstrip("/").rsplit("/", 1)[-1]
