@@ -7,6 +7,8 @@ of the bytes in transit.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -16,7 +18,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def normalize_tiles(tiles: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
     """uint8 `[n, H, W, 3]` tiles -> `[n, 3, H, W]` normalised tensor in `dtype` on `device`."""
-    t = torch.as_tensor(tiles)
+    with warnings.catch_warnings():
+        # Tiles arrive as read-only views of Arrow bytes; torch warns that writing to them would be undefined.
+        # Nothing here writes to them: the first operation that changes values works on a converted copy.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        t = torch.as_tensor(tiles)
     if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected uint8 tiles [n, H, W, 3], got {tuple(t.shape)} {t.dtype}")
     t = t.to(device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32).div_(255)

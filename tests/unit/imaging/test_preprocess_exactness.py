@@ -146,3 +146,15 @@ def test_tiles_identical_without_pillows_raw_encoder(monkeypatch):
     monkeypatch.setattr(preprocess, "_raw_encoder", missing)
     assert np.array_equal(ImagePreprocessor()(data).tiles, fast_path)
     assert torch.max(torch.abs(normalize_tiles(fast_path) - reference_pixel_values(data))).item() <= 1e-6
+
+
+def test_read_only_tiles_are_normalised_without_a_warning_or_a_write():
+    # The model stage's tiles are read-only views of Arrow bytes.
+    tiles = ImagePreprocessor(exif_transpose=False)(encode(make_photo(448, 448), "PNG")).tiles
+    frozen = np.frombuffer(tiles.tobytes(), np.uint8).reshape(tiles.shape)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = normalize_tiles(frozen)
+    assert torch.equal(out, normalize_tiles(tiles)) and np.array_equal(frozen, tiles)
