@@ -53,7 +53,7 @@ class UnitRows:
 
             rows = webdataset_rows(self.unit, self.storage)
         else:
-            rows = _parquet_rows(self.unit, self.storage)
+            rows = _parquet_rows(self.unit, self.storage, self.id_field)
         return _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
 
     def _read_all(self) -> bytes:
@@ -184,7 +184,7 @@ def _csv_list(text: str, key: str) -> Any:
     return parts
 
 
-def _parquet_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[int, dict | Exception]]:
+def _parquet_rows(unit: ReadUnit, storage: StorageConfig, id_field: str = "id") -> Iterator[tuple[int, dict | Exception]]:
     import pyarrow.parquet as pq
 
     uri = unit.file.uri
@@ -193,7 +193,6 @@ def _parquet_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[int,
     with open_manifest(fs, path, uri) as f:
         try:
             reader = pq.ParquetFile(f)
-            id_field = next((old for old, new in unit.file.renames if new == "id"), "id")  # input.id_column
             if id_field not in reader.schema_arrow.names:
                 raise ConfigError(f"manifest {uri}: no `{id_field}` column (columns: {reader.schema_arrow.names})")
             groups = range(unit.start, unit.stop)

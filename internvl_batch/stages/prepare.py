@@ -14,6 +14,8 @@ or prompt.
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 from typing import Iterator
 
 import numpy as np
@@ -85,17 +87,17 @@ class PrepareStage:
             if errors[i] is None and len(uris) > self.max_images:
                 limit = LimitError(f"row has {len(uris)} images, over preprocess.max_images_per_row={self.max_images}")
                 errors[i] = format_row_error("limits", limit)
-        # Images held in the manifest need no fetch; one concurrent fetch for every URI of the batch otherwise
+        # Images held in the manifest need no fetch (they are looked up per row: their names need not be unique
+        # across rows, e.g. API rows without ids); one concurrent fetch for every URI of the batch otherwise
         # (object-store latency overlaps across rows).
-        fetched: dict = {}
-        for err, uris, data in zip(errors, media, column(batch, "media_data")):
-            if err is None and data is not None:
-                fetched.update((uri, d) for uri, d in zip(uris, data) if d is not None)
+        embedded = [None if err is not None or data is None else {u: d for u, d in zip(uris, data) if d is not None}
+                    for err, uris, data in zip(errors, media, column(batch, "media_data"))]  # fmt: skip
         wanted = list(dict.fromkeys(
             (uri, "video" if kind == "video" else "image")
-            for err, uris, kind in zip(errors, media, kinds) if err is None for uri in uris if uri not in fetched
+            for err, uris, kind, own in zip(errors, media, kinds, embedded) if err is None
+            for uri in uris if own is None or uri not in own
         ))  # fmt: skip
-        fetched.update((uri, data) for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted)))
+        fetched = {uri: data for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted))}
 
         out: list[dict] = []  # one entry per output row
         try:
@@ -108,7 +110,8 @@ class PrepareStage:
                 decoded = None
                 if errors[i] is None:
                     try:
-                        decoded = self.decoder.decode(media[i], kinds[i], bounds[i], segments[i], fetched)
+                        sources = fetched if embedded[i] is None else ChainMap(embedded[i], fetched)
+                        decoded = self.decoder.decode(media[i], kinds[i], bounds[i], segments[i], sources)
                     except RowFailure as failure:
                         errors[i] = str(failure)
                 pixels = None if decoded is None else decoded.tiles.tobytes()  # one copy, shared by the tasks

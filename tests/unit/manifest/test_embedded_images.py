@@ -69,3 +69,21 @@ def test_a_parquet_dataset_directory_is_a_manifest(dataset, tiny_checkpoint, tmp
     expected = ImagePreprocessor()(photo(0)).tiles
     first = np.frombuffer(prepared.column("pixels")[0].as_py(), np.uint8).reshape(expected.shape)
     assert np.array_equal(first, expected)  # the same tiles as the image fetched from a file
+
+
+def test_rows_without_ids_keep_their_own_embedded_images(tiny_checkpoint, tmp_path):
+    # Python API rows may have no id, so their embedded images share a name ("None#1"): each row must still
+    # be decoded from its own bytes.
+    from internvl_batch.stages.prepare import PrepareStage
+    from internvl_batch.stages.rows_in import RowsStage
+
+    config = load_config(None, base={"input": {"manifests": "unused.jsonl"}, "output": {"path": str(tmp_path / "out")},
+                                     "model": {"path": str(tiny_checkpoint)}})  # fmt: skip
+    images = [photo(1, (448, 448)), photo(2, (800, 600))]
+    rows = pa.table({"image": pa.array(images, pa.binary())})
+    requests = RowsStage(config.task, config.generation.max_new_tokens)(rows)
+    assert requests.column("media").to_pylist() == [["None#1"], ["None#1"]]
+    prepared = PrepareStage(config).prepare(requests)
+    for row, data in zip(prepared.to_pylist(), images):
+        expected = ImagePreprocessor()(data).tiles
+        assert row["error"] is None and row["pixels"] == expected.tobytes()
