@@ -65,6 +65,10 @@ class PreprocessConfig(Section):
         DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are refused from their header (decompression bombs)."
     )
     max_images_per_row: int = Field(16, ge=1, description="Rows with more images than this become error rows.")
+    max_pages: int = Field(
+        50, ge=1, le=10000, description="PDF documents with more pages become one error row (`limits`). A document's "
+        "pages are prepared together: about max_pages x 7.5 MB of tiles at max_num 12."
+    )
     multi_image_max_num: int | None = Field(
         None, ge=1, le=64, description="Tile budget per image in multi-image rows; default: max(1, max_num // images), the reference's rule."
     )

@@ -19,12 +19,16 @@ class ImageDecodeError(RowError):
     """The bytes are not a readable image (empty, not an image, corrupt or truncated)."""
 
 
+class DocumentError(RowError):
+    """The bytes are not a readable PDF document (not a PDF, password-protected, corrupt, or without pages)."""
+
+
 class PixelLimitError(RowError):
     """The image has more pixels than the configured limit (decompression-bomb protection)."""
 
 
 class LimitError(RowError):
-    """The row asks for more than a configured limit allows (images per row, video length, frames)."""
+    """The row asks for more than a configured limit allows (images per row, video length, frames, pages)."""
 
 
 class PromptError(RowError):

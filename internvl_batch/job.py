@@ -149,7 +149,7 @@ def run_job(config: JobConfig) -> dict:
     stats.log_progress()
 
     # Every key expected was written exactly once iff the counts and the key checksums agree (keys.py).
-    complete = stats.rows == totals.todo_keys and stats.checksum == totals.todo_checksum
+    complete = stats.results == totals.todo_keys and stats.checksum == totals.todo_checksum
     missing = [] if complete else missing_results(config, units, scan)
     summary = {
         "run_id": run_id,

@@ -10,6 +10,11 @@ built once on a worker and placed once in Ray's object store; every worker maps 
 a batch of keys with a binary search. `key_checksum` sums hashes modulo 2^64 per half: equal counts and sums
 of the keys expected and the keys written show that every expected key was written, without any list of
 keys on the driver.
+
+A PDF document is one key (id, task) in the manifest but one output row per page (`<id>#p<n>`). Each page row
+carries a share of its document's key hash (`page_shares`), chosen so that the shares of pages 1..n add up to
+the document's hash exactly when each page is there once: the write stage adds shares instead of row hashes, and
+resume counts a document done only when its distinct page rows' shares add up (`complete_documents`).
 """
 
 from __future__ import annotations
@@ -24,11 +29,58 @@ _SEPARATOR = b"\x00"
 
 def key_hashes(ids: list[str], tasks: list[str]) -> np.ndarray:
     """uint64 array [n, 2] of the keys' hashes."""
-    if not ids:
+    return _digests([f"{i}\x00{t}" for i, t in zip(ids, tasks)])
+
+
+def _digests(texts: list[str]) -> np.ndarray:
+    if not texts:
         return np.zeros((0, 2), np.uint64)
     blake = hashlib.blake2b
-    digests = b"".join(blake(f"{i}\x00{t}".encode(), digest_size=16).digest() for i, t in zip(ids, tasks))
+    digests = b"".join(blake(text.encode(), digest_size=16).digest() for text in texts)
     return np.frombuffer(digests, dtype="<u8").reshape(-1, 2).astype(np.uint64, copy=False)
+
+
+def page_shares(doc_ids: list[str], tasks: list[str], pages: list[int], num_pages: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(each page row's document key hash, its share of it), uint64 [n, 2] each.
+
+    With g(p) a hash of (document, task, p) for 1 <= p < n and g(0) = 0, page p < n's share is g(p) - g(p-1) and
+    the last page's is hash(document, task) - g(n-1), modulo 2^64 per half: the sum over pages 1..n telescopes to
+    the document's hash. A missing or repeated page leaves a random-looking sum (a miss has odds of 2^-128).
+    """
+    documents = key_hashes(doc_ids, tasks)
+    if not len(documents):
+        return documents, documents
+    page = np.asarray(pages, np.int64)
+    last = page >= np.asarray(num_pages, np.int64)
+
+    def g(numbers) -> np.ndarray:
+        out = _digests([f"{d}\x00{t}\x00page {p}" for d, t, p in zip(doc_ids, tasks, numbers.tolist())]).copy()
+        out[numbers <= 0] = 0
+        return out
+
+    this = np.where(last[:, None], documents, g(page))
+    with np.errstate(over="ignore"):
+        return documents, this - g(page - 1)  # uint64 arithmetic wraps modulo 2^64
+
+
+def document_ids(row_ids: list[str], pages: list[int]) -> list[str]:
+    """The documents' ids of page rows: `<id>#p<n>` without its suffix."""
+    return [i[: len(i) - len(f"#p{p}")] for i, p in zip(row_ids, pages)]
+
+
+def complete_documents(row_hashes: np.ndarray, documents: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Key hashes of the documents whose pages are all present, from page rows that may repeat (a page written
+    by two runs): rows are made distinct by their own key hash, then shares are added per document."""
+    if not len(row_hashes):
+        return np.zeros((0, 2), np.uint64)
+    _, first = np.unique(row_hashes, axis=0, return_index=True)
+    documents, shares = documents[first], shares[first]
+    order = np.lexsort((documents[:, 1], documents[:, 0]))
+    documents, shares = documents[order], shares[order]
+    starts = np.flatnonzero(np.concatenate([[True], (documents[1:] != documents[:-1]).any(axis=1)]))
+    sums = np.add.reduceat(shares, starts, axis=0)  # unsigned sums wrap modulo 2^64
+    done = (sums == documents[starts]).all(axis=1)
+    return documents[starts][done]
 
 
 def key_checksum(hashes: np.ndarray) -> tuple[int, int]:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.keys import key_hashes
+from internvl_batch.keys import document_ids, key_hashes, page_shares
 from internvl_batch.filesystems import fsspec_filesystem, is_local
 
 SUMMARY_FILE = "_summary.json"
@@ -92,19 +92,34 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     return table.drop_columns(["_file"])
 
 
-def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig, ok_only: bool) -> np.ndarray:
-    """Hashes (`keys.key_hashes`) of the (id, task) keys in some result files: every key with a result, or
+def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig, ok_only: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The (id, task) keys with a result in some result files (`keys.key_hashes`): every key with a result, or
     with an `ok` one only (when errors are to be retried). A key once `ok` is never written again by a resuming
-    run, so "has an ok row" equals "its latest row is ok" here, and no grouping across files is needed."""
+    run, so "has an ok row" equals "its latest row is ok" here, and no grouping across files is needed.
+
+    Returns (hashes of the keys of ordinary rows [n, 2], PDF page rows [m, 6]: the row's own key hash, its
+    document's key hash, its share of it); `keys.complete_documents` turns page rows into documents done once
+    all of a document's rows, from every file, are together."""
     fs, _ = fsspec_filesystem(output_path, storage)
-    parts = [np.zeros((0, 2), np.uint64)]
+    plain, paged = [np.zeros((0, 2), np.uint64)], [np.zeros((0, 6), np.uint64)]
     for file in files:
         with fs.open(file, "rb") as f:
-            table = pq.read_table(f, columns=["id", "task", "status"] if ok_only else ["id", "task"])
+            parquet = pq.ParquetFile(f)
+            wanted = ["id", "task", "status", "page", "num_pages"] if ok_only else ["id", "task", "page", "num_pages"]
+            table = parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
         if ok_only:
             table = table.filter(pc.equal(table.column("status"), "ok"))
-        parts.append(key_hashes(table.column("id").to_pylist(), table.column("task").to_pylist()))
-    return np.concatenate(parts)
+        if "page" not in table.column_names:  # written before PDF documents were read
+            table = table.append_column("page", pa.nulls(table.num_rows, pa.int32()))
+        is_page = pc.is_valid(table.column("page"))
+        rows, pages = table.filter(pc.invert(is_page)), table.filter(is_page)
+        plain.append(key_hashes(rows.column("id").to_pylist(), rows.column("task").to_pylist()))
+        if pages.num_rows:
+            ids, tasks = pages.column("id").to_pylist(), pages.column("task").to_pylist()
+            numbers, counts = pages.column("page").to_pylist(), pages.column("num_pages").to_pylist()
+            documents, shares = page_shares(document_ids(ids, numbers), tasks, numbers, counts)
+            paged.append(np.concatenate([key_hashes(ids, tasks), documents, shares], axis=1))
+    return np.concatenate(plain), np.concatenate(paged)
 
 
 def result_records(output_path: str, files: list[str], first_index: int, storage: StorageConfig,

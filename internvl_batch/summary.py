@@ -16,9 +16,10 @@ log = logging.getLogger("internvl_batch.progress")
 
 
 class RunStats:
-    def __init__(self, rows_to_process: int, progress_every_s: float = 30.0) -> None:
-        self.rows_to_process = rows_to_process
-        self.rows = 0
+    def __init__(self, results_to_do: int, progress_every_s: float = 30.0) -> None:
+        self.results_to_do = results_to_do
+        self.results = 0  # (id, task) results completed (a PDF's: when its last page is written)
+        self.rows = 0  # output rows (a PDF has one per page)
         self.ok = 0
         self.errors_by_stage: Counter = Counter()
         self.images = 0
@@ -26,7 +27,7 @@ class RunStats:
         self.output_tokens = 0
         self.files = 0
         self.first_file_s: float | None = None
-        self.checksum = (0, 0)  # of the (id, task) keys written
+        self.checksum = (0, 0)  # of the (id, task) keys written (`stages.write.written_keys`)
         self._started = time.monotonic()
         self._last_log = self._started
         self._every = progress_every_s
@@ -35,6 +36,7 @@ class RunStats:
         """Add the rows of `stages.write.STATS_SCHEMA` (one per result file)."""
         for row in stats.to_pylist():
             self.rows += row["rows"]
+            self.results += row["keys"]
             self.ok += row["ok"]
             self.errors_by_stage.update(json.loads(row["errors_by_stage"]))
             self.images += row["images"]
@@ -51,10 +53,10 @@ class RunStats:
 
     def log_progress(self) -> None:
         elapsed = time.monotonic() - self._started
-        rate = self.rows / elapsed if elapsed else 0.0
-        left = (self.rows_to_process - self.rows) / rate if rate else float("nan")
-        log.info("progress: %d/%d rows written (%d ok, %d failed), %.2f rows/s, ~%.0f s left",
-                 self.rows, self.rows_to_process, self.ok, self.rows - self.ok, rate, left)  # fmt: skip
+        rate = self.results / elapsed if elapsed else 0.0
+        left = (self.results_to_do - self.results) / rate if rate else float("nan")
+        log.info("progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f results/s, ~%.0f s left",
+                 self.results, self.results_to_do, self.rows, self.ok, self.rows - self.ok, rate, left)  # fmt: skip
 
     @property
     def failed(self) -> int:
@@ -63,6 +65,7 @@ class RunStats:
     def as_dict(self, wall_time_s: float) -> dict:
         wall = max(wall_time_s, 1e-9)
         return {
+            "results_written": self.results,
             "rows_processed": self.rows,
             "rows_ok": self.ok,
             "rows_failed": self.failed,

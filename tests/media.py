@@ -114,3 +114,48 @@ def encode_audio_only(seconds: float = 1.0) -> bytes:
         for packet in stream.encode():
             container.mux(packet)
     return buf.getvalue()
+
+
+A4_AT_150_DPI = (1240, 1754)  # 8.27 x 11.69 in
+
+
+def scanned_page(number: int, size: tuple[int, int] = A4_AT_150_DPI) -> Image.Image:
+    """A white "scanned" page: lines of dark text-like strokes, and in its top-left corner a block whose grey
+    level is 20 x `number`, so that a test can tell the pages apart and check their order after rendering."""
+    width, height = size
+    page = np.full((height, width, 3), 250, np.uint8)
+    rng = np.random.default_rng(number)
+    for top in range(height // 6, height - height // 10, max(height // 40, 4)):
+        for left in range(width // 10, width - width // 10, max(width // 12, 4)):
+            word = int(rng.integers(width // 30, width // 14))
+            page[top : top + max(height // 120, 2), left : left + word] = 30
+    page[: height // 8, : width // 8] = 20 * number
+    return Image.fromarray(page, "RGB")
+
+
+def encode_pdf(pages: list[Image.Image], dpi: float = 150.0) -> bytes:
+    """A real image-only PDF, one page per image at `dpi` (Pillow's PDF writer: what scanners produce)."""
+    buf = io.BytesIO()
+    pages[0].save(buf, "PDF", save_all=True, append_images=pages[1:], resolution=dpi)
+    return buf.getvalue()
+
+
+def encrypt_pdf(data: bytes, password: str = "secret") -> bytes:
+    """The same PDF, password-protected (pypdf, a test-only dependency)."""
+    import pypdf
+
+    writer = pypdf.PdfWriter()
+    writer.append(pypdf.PdfReader(io.BytesIO(data)))
+    writer.encrypt(password, algorithm="RC4-128")
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def empty_pdf() -> bytes:
+    """A well-formed PDF with no pages."""
+    import pypdf
+
+    buf = io.BytesIO()
+    pypdf.PdfWriter().write(buf)
+    return buf.getvalue()

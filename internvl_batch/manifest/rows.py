@@ -19,7 +19,7 @@ from internvl_batch.errors import RowError, format_row_error
 from internvl_batch.manifest.read import ManifestError
 from internvl_batch.filesystems import MEDIA_SCHEMES, is_local, local_path, scheme_of
 
-RESERVED = ("id", "image", "images", "video", "bound", "num_segments", "question", "task", "expression")
+RESERVED = ("id", "image", "images", "video", "document", "bound", "num_segments", "question", "task", "expression")
 ACCEPTED_SCHEMES = ("",) + MEDIA_SCHEMES
 
 
@@ -29,7 +29,7 @@ class ParsedRow:
     question: str | None = None
     task: str | None = None
     expression: str | None = None
-    media_kind: str = "image"  # image | images | video
+    media_kind: str = "image"  # image | images | video | document (a PDF: one output row per page)
     media: list[str] = field(default_factory=list)  # as written in the manifest (stripped); "" or a name if embedded
     media_data: list[bytes | None] | None = None  # images held in the manifest itself (Parquet bytes), per entry
     bound: list[float] | None = None  # [start_s, end_s] of a video
@@ -48,7 +48,7 @@ def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         rid, image, question, task, expression = get("id"), get("image"), get("question"), get("task"), get("expression")
         if (type(rid) is str and type(image) is str and (question is None or type(question) is str)
                 and (task is None or type(task) is str) and (expression is None or type(expression) is str)
-                and get("images") is None and get("video") is None and get("bound") is None
+                and get("images") is None and get("video") is None and get("document") is None and get("bound") is None
                 and get("num_segments") is None):  # fmt: skip
             uri = image.strip()
             if uri and rid.strip() and (":" not in uri or scheme_of(uri) in ACCEPTED_SCHEMES):
@@ -123,21 +123,20 @@ def _text(raw: dict, key: str) -> str | None:
 
 def _media_of(raw: dict) -> tuple[str, list[str], list[bytes | None] | None]:
     """(kind, URIs or names, the embedded images' bytes per entry or None when every entry is a URI)."""
-    image, images, video = raw.get("image"), raw.get("images"), raw.get("video")
-    if (image is not None) + (images is not None) + (video is not None) != 1:
-        present = [k for k, v in (("image", image), ("images", images), ("video", video)) if v is not None]
-        if present:
-            raise ManifestError(f"row has {' and '.join(f'`{k}`' for k in present)}; use one")
-        raise ManifestError("row has none of `image`, `images`, `video`")
-    kind, value = ("image", image) if image is not None else ("images", images) if images is not None else ("video", video)
+    given = [(k, raw.get(k)) for k in ("image", "images", "video", "document") if raw.get(k) is not None]
+    if len(given) != 1:
+        if given:
+            raise ManifestError(f"row has {' and '.join(f'`{k}`' for k, _ in given)}; use one")
+        raise ManifestError("row has none of `image`, `images`, `video`, `document`")
+    kind, value = given[0]
     if isinstance(value, Exception):
         raise value
     if kind == "images":
         if not isinstance(value, list) or not value:
             raise ManifestError("`images` must be a non-empty list of URIs or images")
         entries = [_media_entry(v, "images") for v in value]
-    elif kind == "image":
-        entries = [_media_entry(value, "image")]
+    elif kind in ("image", "document"):  # a document: a PDF's URI, or its bytes held in the manifest
+        entries = [_media_entry(value, kind)]
     else:
         if not isinstance(value, str) or not value.strip():
             raise ManifestError("`video` must be one non-empty URI")

@@ -54,9 +54,14 @@ def _length(value) -> int:
 
 
 def _build_keyset(*parts):
-    from internvl_batch.keys import KeySet
+    """Parts from `_hash_results`: ordinary keys, and PDF page rows that count once a document is complete."""
+    import numpy as np
 
-    return KeySet.build(list(parts))
+    from internvl_batch.keys import KeySet, complete_documents
+
+    pages = np.concatenate([paged for _, paged in parts]) if parts else np.zeros((0, 6), np.uint64)
+    documents = complete_documents(pages[:, 0:2], pages[:, 2:4], pages[:, 4:6])
+    return KeySet.build([plain for plain, _ in parts] + [documents])
 
 
 def load_done_keys(config: JobConfig):
@@ -65,7 +70,7 @@ def load_done_keys(config: JobConfig):
     count = get(remote(_length, num_cpus=0).remote(files_ref))
     if not count:
         return None, 0
-    hash_results = remote(_hash_results, num_cpus=1)
+    hash_results = remote(_hash_results, num_cpus=1)  # a tuple each: (ordinary keys, page rows)
     parts = [hash_results.remote(files_ref, first, RESULT_FILES_PER_TASK, config.output.path, config.storage,
                                  config.output.retry_errors) for first in range(0, count, RESULT_FILES_PER_TASK)]  # fmt: skip
     keys_ref = remote(_build_keyset, num_cpus=1).remote(*parts)

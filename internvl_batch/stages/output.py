@@ -1,8 +1,8 @@
-"""The output schema: one Parquet row per input row, typed, in a stable column order.
+"""The output schema: one Parquet row per input row and task (per page of a PDF), typed, in a stable column order.
 
 | column | type | meaning |
 |---|---|---|
-| id | string | the manifest row's id (`<file>:<line>` when the row had none) |
+| id | string | the manifest row's id (`<file>:<line>` when the row had none); a PDF page's row: `<id>#p<n>` |
 | status | string | `ok` or `error` |
 | task | string | task of the row |
 | question | string | the question asked (the default prompt when the row had none) |
@@ -18,6 +18,8 @@
 | num_frames | int32 | video rows: frames sampled; null otherwise |
 | frame_indices | list<int32> | video rows: the sampled frame indices (decord's numbering) |
 | frame_timestamps | list<float64> | video rows: the sampled frames' times in seconds (index / average fps) |
+| page | int32 | document rows: the page (1-based); null otherwise and for a document that could not be read |
+| num_pages | int32 | document rows: the document's number of pages |
 | error | string | null on success, else `<stage>: <ExceptionType>: <message>` |
 | model | string | the model that answered |
 | run_id | string | the run that wrote the row (sortable by time; the latest run's row is the current one) |
@@ -49,6 +51,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("num_frames", pa.int32()),
     ("frame_indices", pa.list_(pa.int32())),
     ("frame_timestamps", pa.list_(pa.float64())),
+    ("page", pa.int32()),
+    ("num_pages", pa.int32()),
     ("error", pa.string()),
     ("model", pa.string()),
     ("run_id", pa.string()),

@@ -3,11 +3,13 @@
 Columns in: `id`, `media_kind`, `media`, `question`, `task`, `tasks` (the tasks to run, decided on the
 driver; resolved here when absent), `bound`, `num_segments`, `expression`, the task template's columns,
 `error` (a row that already has an error passes through, once per task).
-Columns out: one row per (input row, task): the input's columns, with `task` and `question` (the prompt's
-question, defaults filled in) replaced, plus `input_ids` (list<int32>), `pixels` (large_binary: uint8 tiles
-`[n, 448, 448, 3]` of all the row's images or frames in prompt order, shared by its tasks), `num_tiles`,
-`media_sizes` (list<struct<width, height>>: after EXIF orientation), `num_input_tokens`, `max_new_tokens`
-(the task's limit), for video rows `num_frames`, `frame_indices`, `frame_timestamps`, and `error`.
+Columns out: one row per (input row, task), and for a PDF one row per (page, task) with `id` = `<id>#p<n>`,
+`page` (1-based) and `num_pages` (a document that cannot be read at all keeps one row per task, with its own
+id): the input's columns, with `task` and `question` (the prompt's question, defaults filled in) replaced,
+plus `input_ids` (list<int32>), `pixels` (large_binary: uint8 tiles `[n, 448, 448, 3]` of all the row's
+images or frames in prompt order, shared by its tasks), `num_tiles`, `media_sizes` (list<struct<width,
+height>>: after EXIF orientation; a page's rendered size), `num_input_tokens`, `max_new_tokens` (the task's
+limit), for video rows `num_frames`, `frame_indices`, `frame_timestamps`, and `error`.
 Row problems become `error` = "<stage>: <ExceptionType>: <message>" with stage limits, fetch, decode, task
 or prompt.
 """
@@ -36,6 +38,15 @@ SIZE_TYPE = pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))
 # and each one contiguous, because Ray serialises every chunk of every column separately (for rows without
 # pixels, a table of many 8-row chunks cost more to serialise than to prepare).
 YIELD_BYTES = 128 * 2**20  # Ray Data's own target block size
+
+
+def _release_tiles(decoded: DecodedMedia | None) -> bytes | None:
+    """The tiles as bytes (one copy, shared by the row's tasks); the array is dropped so that a document's pages
+    are not held twice."""
+    if decoded is None:
+        return None
+    pixels, decoded.tiles = decoded.tiles.tobytes(), None
+    return pixels
 
 
 def _one_chunk(tables: list[pa.Table]) -> pa.Table:
@@ -108,22 +119,36 @@ class PrepareStage:
                 except TaskError as exc:
                     tasks, errors[i] = [row_tasks[i]], errors[i] or format_row_error("task", exc)
                 decoded = None
+                sources = fetched if embedded[i] is None else ChainMap(embedded[i], fetched)
+                if errors[i] is None and self.decoder.is_document(media[i], kinds[i], sources):
+                    try:
+                        num_pages, pages = self.decoder.document(media[i][0], sources)
+                    except RowFailure as failure:
+                        errors[i] = str(failure)  # the whole document failed: one row per task, as for an image
+                    else:  # one row per (page, task), id `<id>#p<n>`
+                        for page in pages:
+                            pixels = _release_tiles(page.media)
+                            for task in tasks:
+                                out.append(self._task_row(i, task, row, page.media, pixels, page.error,
+                                                          (page.number, num_pages)))  # fmt: skip
+                        continue
                 if errors[i] is None:
                     try:
-                        sources = fetched if embedded[i] is None else ChainMap(embedded[i], fetched)
                         decoded = self.decoder.decode(media[i], kinds[i], bounds[i], segments[i], sources)
                     except RowFailure as failure:
                         errors[i] = str(failure)
-                pixels = None if decoded is None else decoded.tiles.tobytes()  # one copy, shared by the tasks
+                pixels = _release_tiles(decoded)
                 for task in tasks:
                     out.append(self._task_row(i, task, row, decoded, pixels, errors[i]))
         finally:
             self.fetcher.release(fetched.values())  # temporary video files never outlive the batch
         return self._table(batch, out)
 
-    def _task_row(self, source: int, task: str, row: dict, decoded: DecodedMedia | None, pixels, error) -> dict:
+    def _task_row(self, source: int, task: str, row: dict, decoded: DecodedMedia | None, pixels, error,
+                  page: tuple[int, int] | None = None) -> dict:  # fmt: skip
+        """One output row's entry; `page` = (page number, pages in the document) for a document's page rows."""
         entry = {"source": source, "task": task, "question": row["question"], "decoded": None, "pixels": None,
-                 "input_ids": None, "max_new_tokens": None, "error": error}  # fmt: skip
+                 "input_ids": None, "max_new_tokens": None, "error": error, "page": page}  # fmt: skip
         if error is not None:
             return entry
         try:
@@ -156,7 +181,10 @@ class PrepareStage:
         def video_values(get):
             return [None if d is None or d.video is None else get(d.video) for d in decoded]
 
+        ids = table.column("id").to_pylist()
+        pages = [e["page"] for e in out]
         columns = [
+            ("id", [i if p is None or i is None else f"{i}#p{p[0]}" for i, p in zip(ids, pages)], pa.string()),
             ("task", [e["task"] for e in out], pa.string()),
             ("question", [e["question"] for e in out], pa.string()),
             ("input_ids", [e["input_ids"] for e in out], pa.list_(pa.int32())),
@@ -168,6 +196,8 @@ class PrepareStage:
             ("num_frames", video_values(lambda v: v.num_frames), pa.int32()),
             ("frame_indices", video_values(lambda v: v.frame_indices), pa.list_(pa.int32())),
             ("frame_timestamps", video_values(lambda v: v.timestamps), pa.list_(pa.float64())),
+            ("page", [None if p is None else p[0] for p in pages], pa.int32()),
+            ("num_pages", [None if p is None else p[1] for p in pages], pa.int32()),
             ("error", [e["error"] for e in out], pa.string()),
         ]
         # One table built once (not a column at a time): this runs for every small batch, error rows included.

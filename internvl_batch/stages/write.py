@@ -2,8 +2,9 @@
 
 Columns in: the output schema. Out (to the driver): one row of counts per file written (`STATS_SCHEMA`), never
 per-row data, so the driver's work does not grow with the rows: rows, ok, errors by stage, images, tiles,
-output tokens, and the checksum of the (id, task) keys written (`keys.key_checksum`), which the job compares
-with the scan's checksum of the keys it expected.
+output tokens, the number of (id, task) results completed and their checksum (`keys.key_checksum`), which the
+job compares with the scan's count and checksum of the keys it expected. A PDF's page rows add their shares of
+the document's key (`keys.page_shares`), and only its last page counts the result as completed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.keys import key_checksum, key_hashes
+from internvl_batch.keys import add_checksums, document_ids, key_checksum, key_hashes, page_shares
 from internvl_batch.results import write_result_file
 
 STATS_SCHEMA = pa.schema([
     ("rows", pa.int64()), ("ok", pa.int64()), ("errors_by_stage", pa.string()), ("images", pa.int64()),
-    ("tiles", pa.int64()), ("output_tokens", pa.int64()), ("keys_high", pa.uint64()), ("keys_low", pa.uint64()),
+    ("tiles", pa.int64()), ("output_tokens", pa.int64()), ("keys", pa.int64()), ("keys_high", pa.uint64()),
+    ("keys_low", pa.uint64()),
 ])  # fmt: skip
 
 
@@ -49,12 +51,28 @@ def batch_stats(batch: pa.Table) -> pa.Table:
     failed = batch.filter(pc.invert(ok_mask))
     stages = pc.list_element(pc.split_pattern(failed.column("error").fill_null("unknown"), ":", max_splits=1), 0)
     by_stage = {v["values"]: v["counts"] for v in pc.value_counts(stages).to_pylist()} if failed.num_rows else {}
-    high, low = key_checksum(key_hashes(batch.column("id").to_pylist(), batch.column("task").to_pylist()))
+    keys, (high, low) = written_keys(batch)
     return pa.table([
         [batch.num_rows], [ok_rows.num_rows], [json.dumps(by_stage, sort_keys=True)],
         [_sum(pc.list_value_length(ok_rows.column("media")))], [_sum(pc.list_flatten(ok_rows.column("num_tiles")))],
-        [_sum(ok_rows.column("num_output_tokens"))], pa.array([high], pa.uint64()), pa.array([low], pa.uint64()),
+        [_sum(ok_rows.column("num_output_tokens"))], [keys], pa.array([high], pa.uint64()), pa.array([low], pa.uint64()),
     ], schema=STATS_SCHEMA)  # fmt: skip
+
+
+def written_keys(batch: pa.Table) -> tuple[int, tuple[int, int]]:
+    """(results completed, checksum) of a batch of output rows: a row's own key, or a page's share of its document's."""
+    ids, tasks = batch.column("id").to_pylist(), batch.column("task").to_pylist()
+    pages = batch.column("page").to_pylist() if "page" in batch.column_names else [None] * batch.num_rows
+    plain = [k for k, p in enumerate(pages) if p is None]
+    if len(plain) == batch.num_rows:
+        return batch.num_rows, key_checksum(key_hashes(ids, tasks))
+    paged = [k for k, p in enumerate(pages) if p is not None]
+    counts = batch.column("num_pages").to_pylist()
+    _, shares = page_shares(document_ids([ids[k] for k in paged], [pages[k] for k in paged]), [tasks[k] for k in paged],
+                            [pages[k] for k in paged], [counts[k] for k in paged])  # fmt: skip
+    checksum = add_checksums(key_checksum(key_hashes([ids[k] for k in plain], [tasks[k] for k in plain])),
+                             key_checksum(shares))  # fmt: skip
+    return len(plain) + sum(1 for k in paged if pages[k] >= counts[k]), checksum
 
 
 def _sum(values) -> int:

@@ -44,7 +44,12 @@ def test_demo_end_to_end(tmp_path):
     assert "random weights" in proc.stdout and "OpenGVLab/InternVL2_5-4B" in proc.stdout
     rows = [r for f in glob.glob(str(tmp_path / "demo" / "*.parquet")) for r in pq.read_table(f).to_pylist()]
     manifest = [json.loads(line) for line in open(os.path.join(os.path.dirname(__file__), "../../internvl_batch/assets/samples/manifest.jsonl"))]
-    assert sorted(r["id"] for r in rows) == sorted(m["id"] for m in manifest)
+    # The scanned two-page PDF has one row per page; every other input row has one row.
+    expected = [m["id"] for m in manifest if "document" not in m] + ["scanned-report#p1", "scanned-report#p2"]
+    assert sorted(r["id"] for r in rows) == sorted(expected)
     assert all(r["status"] == "ok" and r["response"] is not None for r in rows)
+    pages = {r["id"]: (r["page"], r["num_pages"], r["task"], r["num_tiles"]) for r in rows if r["page"] is not None}
+    assert pages == {"scanned-report#p1": (1, 2, "ocr", [7]), "scanned-report#p2": (2, 2, "ocr", [7])}
     summary = json.loads((tmp_path / "demo" / "_summary.json").read_text())
-    assert summary["rows_ok"] == len(manifest) and summary["one_row_per_input"]
+    assert summary["rows_ok"] == len(expected) and summary["results_written"] == len(manifest)
+    assert summary["one_row_per_input"]

@@ -16,8 +16,8 @@ from internvl_batch.results import read_results
 from tests.integration.fault_proxy import FaultProxy, Rule
 from tests.media_server import MediaServer
 from tests.media_server import Rule as HttpRule
-from tests.media import (encode, encode_audio_only, encode_video, make_photo, png_with_broken_crc,
-                         png_with_header_size)  # fmt: skip
+from tests.media import (encode, encode_audio_only, encode_pdf, encode_video, encrypt_pdf, make_photo,
+                         png_with_broken_crc, png_with_header_size, scanned_page)  # fmt: skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,6 +63,11 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ("audio-only", {"video": "m/audio.mp4"}, "decode: VideoDecodeError: no video stream"),
         ("bound-outside", {"video": "m/clip.mp4", "bound": [50, 60]}, "decode: BoundError: bound [50.0, 60.0] s"),
         ("good-video", {"video": "m/clip.mp4", "num_segments": 4}, None),
+        # PDF documents: a good two-page scan has one row per page (ids good-pdf#p1, good-pdf#p2)
+        ("good-pdf", {"document": "m/scan.pdf", "task": "ocr"}, None),
+        ("pdf-not-a-pdf", {"document": "m/fake.pdf"}, "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8"),
+        ("pdf-password", {"document": "m/locked.pdf"}, "decode: DocumentError: password-protected PDF"),
+        ("pdf-truncated", {"document": "m/cut.pdf"}, "decode: DocumentError: unreadable PDF (corrupt, truncated, or without pages)"),
         # Rows whose id cannot be read are named <manifest>:<line>; line numbers count the empty line 3.
         # HTTP(S) media from a real local server (tests/media_server.py); the job is allowed private networks
         ("http-ok", {"image": f"{web}/photo.jpg"}, None),
@@ -74,9 +79,9 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ("http-oversized", {"image": f"{web}/huge.jpg"}, f"fetch: FetchError: {web}/huge.jpg: 8388608 bytes exceeds fetch.max_bytes=4194304"),
         ("http-redirect-loop", {"image": f"{web}/loop.jpg"}, f"fetch: FetchError: {web}/loop.jpg: more than fetch.max_redirects=5 redirects"),
         ("http-to-metadata", {"image": f"{web}/creds.jpg"}, f"fetch: AddressRefused: {web}/creds.jpg: 169.254.169.254 is a link-local or cloud metadata address"),
-        ("m.jsonl:33", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 33 is not valid UTF-8"),
-        ("m.jsonl:34", b'{"id": "broken json",', "manifest: ManifestError: line 34 is not valid JSON"),
-        ("m.jsonl:35", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
+        ("m.jsonl:37", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 37 is not valid UTF-8"),
+        ("m.jsonl:38", b'{"id": "broken json",', "manifest: ManifestError: line 38 is not valid JSON"),
+        ("m.jsonl:39", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
     ]
 
 
@@ -89,6 +94,9 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
         "huge-header.png": png_with_header_size(100_000, 100_000), "broken-crc.png": png_with_broken_crc(),
         "big.jpg": encode(make_photo(800, 600), "JPEG"), "clip.mp4": encode_video(60, 30.0),
         "corrupt.mp4": encode_video(60, 30.0)[:200] + bytes(4000), "audio.mp4": encode_audio_only(),
+        "scan.pdf": encode_pdf([scanned_page(1, (448, 448)), scanned_page(2, (448, 448))]), "fake.pdf": photo,
+        "locked.pdf": encrypt_pdf(encode_pdf([scanned_page(1, (448, 448))])),
+        "cut.pdf": encode_pdf([scanned_page(1, (448, 448))])[:3000],
     }  # fmt: skip
     for name, data in files.items():
         put(s3, f"{bucket}/m/{name}", data)
@@ -126,15 +134,20 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
         denied_requests = proxy.requests_for("/m/denied.jpg")
 
     current = {r["id"]: r for r in read_results(f"s3://{bucket}/out", config.storage).to_pylist()}
-    assert sorted(current) == sorted(row_id for row_id, _, _ in rows)  # exactly one row per input row
+    pages = {"good-pdf": ["good-pdf#p1", "good-pdf#p2"]}
+    # exactly one row per input row (per page of a document)
+    assert sorted(current) == sorted(out_id for row_id, _, _ in rows for out_id in pages.get(row_id, [row_id]))
     for row_id, _, expected in rows:
-        got = current[row_id]
-        if expected is None:
-            assert got["status"] == "ok" and got["response"] is not None, (row_id, got["error"])
-        else:
-            assert got["status"] == "error" and got["error"].startswith(expected), (row_id, got["error"])
+        for out_id in pages.get(row_id, [row_id]):
+            got = current[out_id]
+            if expected is None:
+                assert got["status"] == "ok" and got["response"] is not None, (out_id, got["error"])
+            else:
+                assert got["status"] == "error" and got["error"].startswith(expected), (out_id, got["error"])
+    assert [(current[i]["page"], current[i]["num_pages"]) for i in pages["good-pdf"]] == [(1, 2), (2, 2)]
     assert denied_requests == 1  # a permanent error is not retried
-    assert summary["rows_processed"] == len(rows) and summary["rows_ok"] == 7
+    assert summary["rows_processed"] == len(rows) + 1 and summary["rows_ok"] == 9
+    assert summary["results_written"] == len(rows) and summary["one_row_per_input"]
     assert web.hits["/denied.jpg"] == 1 and web.hits["/loop.jpg"] == 6  # permanent: not retried
     assert summary["manifest"]["blank_lines"] == 1
 

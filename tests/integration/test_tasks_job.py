@@ -61,3 +61,39 @@ def test_multi_task_job_fetches_each_image_once(ray_local, s3, bucket, s3_endpoi
         schema = pq.read_schema(io.BytesIO(f.read()))
     assert str(schema.field("boxes").type) == "list<element: struct<label: string, x1: double, y1: double, x2: double, y2: double>>"
     assert str(schema.field("parsed").type) == "struct<species: string, count: int64, tags: list<element: string>>"
+
+
+def test_documents_have_a_row_per_page_and_resume_by_document(ray_local, tmp_path, tiny_checkpoint):
+    """Pages land in different result files; a page lost from the output makes the next run redo its whole
+    document (and only it); the run after that has nothing to do."""
+    from tests.media import encode_pdf, scanned_page
+
+    square = (448, 448)  # a square page: 5 tiles, quick on the tiny model
+    (tmp_path / "scan.pdf").write_bytes(encode_pdf([scanned_page(n, square) for n in (1, 2, 3)]))
+    (tmp_path / "photo.jpg").write_bytes(encode(make_photo(64, 64), "JPEG"))
+    rows = [{"id": "scan", "document": "scan.pdf"}, {"id": "photo", "image": "photo.jpg"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    config = load_config(None, base={
+        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 1},
+        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2}, "task": {"name": "ocr"},
+        "resources": {"cpu_actors": 1, "gpu_replicas": 1, "gpu_batch_size": 1},
+    })  # fmt: skip
+    first = run_job(config)
+    assert (first["results_written"], first["rows_processed"], first["one_row_per_input"]) == (2, 4, True)
+    current = {r["id"]: r for r in read_results(str(out)).to_pylist()}
+    assert sorted(current) == ["photo", "scan#p1", "scan#p2", "scan#p3"]
+    assert [(current[f"scan#p{n}"]["page"], current[f"scan#p{n}"]["num_pages"]) for n in (1, 2, 3)] == [(1, 3), (2, 3), (3, 3)]
+
+    for file in out.glob("part-*.parquet"):  # lose page 2's result file
+        if pq.read_table(file, columns=["id"]).column("id").to_pylist() == ["scan#p2"]:
+            file.unlink()
+    second = run_job(config)
+    assert (second["rows_already_done"], second["results_written"], second["rows_processed"]) == (1, 1, 3)
+    assert second["one_row_per_input"]
+    current = {r["id"]: r for r in read_results(str(out)).to_pylist()}
+    assert sorted(current) == ["photo", "scan#p1", "scan#p2", "scan#p3"]
+    assert {current[f"scan#p{n}"]["run_id"] for n in (1, 2, 3)} == {second["run_id"]}
+
+    third = run_job(config)
+    assert (third["rows_already_done"], third["rows_processed"]) == (2, 0)

@@ -67,7 +67,7 @@ def test_malformed_rows_become_error_rows(tmp_path):
     assert errors["m.jsonl:2"] == "manifest: ManifestError: line 2 is not valid JSON: Expecting property name enclosed in double quotes"
     assert errors["m.jsonl:4"] == "manifest: ManifestError: missing `id`"
     assert "row has `image` and `images`; use one" in errors["both"]
-    assert "none of `image`, `images`, `video`" in errors["neither"]
+    assert "none of `image`, `images`, `video`, `document`" in errors["neither"]
     assert "`question` must be text" in errors["badq"]
     assert "JSON str, not an object" in errors["m.jsonl:8"]
     assert "not valid UTF-8" in errors["m.jsonl:9"]

@@ -10,7 +10,7 @@ from internvl_batch.manifest.rows import MediaResolver, checked_row, parse_row
 IDS = ["a", 7, "", "  ", None, True, 1.5, ["x"]]
 IMAGES = ["x.jpg", " s3://b/x.jpg ", "", "   ", "gs://b/x.jpg", "c:/x.jpg", "file:///x.jpg", "a:b/c.jpg", 5, None, ["x.jpg"]]
 TEXTS = [None, "What?", "", 3]
-EXTRAS = [{}, {"images": ["a.jpg"]}, {"video": "v.mp4"}, {"bound": [1, 2]}, {"num_segments": 4}, {"label": "x"}]
+EXTRAS = [{}, {"images": ["a.jpg"]}, {"video": "v.mp4"}, {"document": "d.pdf"}, {"bound": [1, 2]}, {"num_segments": 4}, {"label": "x"}]
 
 
 @pytest.mark.parametrize("extra", EXTRAS)
@@ -33,3 +33,13 @@ def test_relative_paths_need_a_base():
     assert MediaResolver("s3://b/dir/m.jsonl")("x/../y.jpg") == "s3://b/dir/y.jpg"
     with pytest.raises(ManifestError, match="relative media path 'y.jpg' without a manifest"):
         MediaResolver(None)("y.jpg")
+
+
+def test_document_rows():
+    row = parse_row({"id": "d", "document": " s3://b/scans/d.pdf "}, "m.jsonl:1")
+    assert (row.media_kind, row.media, row.media_data, row.error) == ("document", ["s3://b/scans/d.pdf"], None, None)
+    embedded = parse_row({"id": "d", "document": {"bytes": b"%PDF-1.7 ...", "path": "d.pdf"}}, "m.jsonl:1")
+    assert (embedded.media_kind, embedded.media, embedded.media_data) == ("document", ["d.pdf"], [b"%PDF-1.7 ..."])
+    both = parse_row({"id": "d", "document": "d.pdf", "image": "x.jpg"}, "m.jsonl:1")
+    assert both.error == "manifest: ManifestError: row has `image` and `document`; use one"
+    assert parse_row({"id": "d", "document": "d.pdf", "bound": [1, 2]}, "m.jsonl:1").error.endswith("apply to `video` rows only")

@@ -34,7 +34,7 @@ def test_one_row_of_counts_per_file(tmp_path):
 
 
 def test_run_stats_add_up_files():
-    stats = RunStats(rows_to_process=6)
+    stats = RunStats(results_to_do=6)
     first = output_rows(["a", "b", "c"], [None, None, "fetch: FetchError: x"])
     second = output_rows(["d", "e", "f"], ["fetch: FetchError: y", None, "prompt: PromptError: z"])
     from internvl_batch.stages.write import batch_stats
