@@ -7,8 +7,9 @@ Layout of `output.path`:
 
 Result files are written under a hidden temporary name and renamed (local) or uploaded in one PUT/multipart
 upload (S3, where an object exists only once complete), so a reader or a resume never sees half a file.
-Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run. Files whose
-names start with `_` or `.` are never results.
+Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run. A PDF that one
+run read (rows `<id>#p<n>`) and another could not read at all (one row `<id>`) has rows of two shapes: the
+later run's shape wins (`shape_superseded`). Files whose names start with `_` or `.` are never results.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from internvl_batch.keys import document_ids, key_hashes, page_shares
 from internvl_batch.filesystems import fsspec_filesystem, is_local
 
 SUMMARY_FILE = "_summary.json"
-RECORD_SCHEMA = pa.schema([("id", pa.string()), ("task", pa.string()), ("run_id", pa.string()), ("position", pa.uint64())])
+RECORD_SCHEMA = pa.schema([("id", pa.string()), ("task", pa.string()), ("run_id", pa.string()), ("page", pa.int32()),
+                           ("position", pa.uint64())])  # fmt: skip
 RUNS_DIR = "_runs"
 
 
@@ -77,11 +79,10 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     storage = storage or StorageConfig()
     fs, _ = fsspec_filesystem(output_path, storage)
     files = result_files(output_path, storage)
-    wanted = None if columns is None else list(dict.fromkeys(["id", "task", "run_id", *columns]))
+    wanted = None if columns is None else list(dict.fromkeys(["id", "task", "run_id", "page", *columns]))
     tables = []
     for index, file in enumerate(files):
-        with fs.open(file, "rb") as f:
-            table = pq.read_table(f, columns=wanted)
+        table = _read_columns(fs, file, wanted)
         tables.append(table.append_column("_file", pa.array([index] * table.num_rows, pa.int32())))
     if not tables:
         return pa.table({name: pa.array([], pa.string()) for name in ("id", "task", "run_id")})
@@ -89,7 +90,48 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")])
     if table.num_rows > 1:
         table = table.filter(pa.array(~_same_key_as_previous(table)))
+        table = table.filter(pa.array(~shape_superseded(table)))
+    if columns is not None and "page" not in columns and "page" in table.column_names:
+        table = table.drop_columns(["page"])
     return table.drop_columns(["_file"])
+
+
+def _read_columns(fs, file: str, columns: list[str] | None) -> pa.Table:
+    """A result file's columns among `columns` (files from before a column existed lack it)."""
+    with fs.open(file, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        names = parquet.schema_arrow.names
+        return parquet.read(columns=None if columns is None else [c for c in columns if c in names])
+
+
+def shape_superseded(table: pa.Table) -> np.ndarray:
+    """Per row: whether a later run wrote its document in the other shape. A document's rows are either its
+    pages (`page` set, id `<id>#p<n>`) or one row under its own id (it could not be read); a page row older than
+    the document's latest whole-document row, or a whole-document row older than its latest page row, is not
+    current. Rows of images and videos are never affected."""
+    if "page" not in table.column_names or table.column("page").null_count == table.num_rows:
+        return np.zeros(table.num_rows, bool)
+    ids, tasks = table.column("id").to_pylist(), table.column("task").to_pylist()
+    runs, pages = table.column("run_id").to_pylist(), table.column("page").to_pylist()
+    paged = [k for k, p in enumerate(pages) if p is not None]
+    keys = dict(zip(paged, zip(document_ids([ids[k] for k in paged], [pages[k] for k in paged]), [tasks[k] for k in paged])))
+    newest_page: dict = {}
+    for k, key in keys.items():
+        newest_page[key] = max(newest_page.get(key, ""), runs[k] or "")
+    newest_whole: dict = {}
+    for k, page in enumerate(pages):
+        if page is None and (ids[k], tasks[k]) in newest_page:
+            newest_whole[(ids[k], tasks[k])] = max(newest_whole.get((ids[k], tasks[k]), ""), runs[k] or "")
+    if not newest_whole:
+        return np.zeros(table.num_rows, bool)
+    out = np.zeros(table.num_rows, bool)
+    for k, page in enumerate(pages):
+        run = runs[k] or ""
+        if page is None:
+            out[k] = newest_page.get((ids[k], tasks[k]), "") > run
+        else:
+            out[k] = newest_whole.get(keys[k], "") > run
+    return out
 
 
 def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig, ok_only: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -124,31 +166,36 @@ def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig
 
 def result_records(output_path: str, files: list[str], first_index: int, storage: StorageConfig,
                    partitions: int) -> list[pa.Table]:  # fmt: skip
-    """(id, task, run_id, position) of every row of some result files (paths as `result_files` gives them),
-    split by a hash of the id; a position is `(file number << 32) | row`, files numbered from `first_index`."""
+    """(id, task, run_id, page, position) of every row of some result files (paths as `result_files` gives them),
+    split by a hash of the id (a page row's: its document's, so that a document's rows meet); a position is
+    `(file number << 32) | row`, files numbered from `first_index`."""
     from internvl_batch.scan import partition_of
 
     fs, _ = fsspec_filesystem(output_path, storage)
     tables = []
     for number, file in enumerate(files, start=first_index):
-        with fs.open(file, "rb") as f:
-            table = pq.read_table(f, columns=["id", "task", "run_id"])
+        table = _read_columns(fs, file, ["id", "task", "run_id", "page"])
+        if "page" not in table.column_names:
+            table = table.append_column("page", pa.nulls(table.num_rows, pa.int32()))
         rows = np.arange(table.num_rows, dtype=np.uint64) | np.uint64(number << 32)
         tables.append(table.append_column("position", pa.array(rows)))
     if not tables:
         return [RECORD_SCHEMA.empty_table() for _ in range(partitions)]
-    table = pa.concat_tables(tables).cast(RECORD_SCHEMA)
-    parts = partition_of(table.column("id").fill_null("").to_pylist(), partitions)
+    table = pa.concat_tables(tables).select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+    ids, pages = table.column("id").fill_null("").to_pylist(), table.column("page").to_pylist()
+    documents = [i if p is None else document_ids([i], [p])[0] for i, p in zip(ids, pages)]
+    parts = partition_of(documents, partitions)
     return [table.filter(pa.array(parts == p)) for p in range(partitions)]
 
 
 def superseded_positions(tables: list[pa.Table]) -> np.ndarray:
-    """Positions of rows that are not their key's current row (latest run, then latest file wins)."""
+    """Positions of rows that are not their key's current row (latest run, then latest file wins), or whose
+    document a later run wrote in the other shape (`shape_superseded`)."""
     table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
     if table.num_rows < 2:
         return np.zeros(0, np.uint64)
     table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("position", "descending")])
-    later = _same_key_as_previous(table)
+    later = _same_key_as_previous(table) | shape_superseded(table)
     return np.sort(table.column("position").to_numpy()[later])
 
 

@@ -36,6 +36,27 @@ def processes_under(path: str) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> set[int]:
+    """Process ids started, directly or not, by process `pid` (a local Ray's raylet and its workers are
+    descendants of the test process that called `ray.init`)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 def kill_processes_under(path: str, grace_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL, every process started with paths under `path`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -14,6 +14,7 @@ from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
 from internvl_batch.results import read_results
 from tests.integration.fault_proxy import FaultProxy, Rule
+from tests.integration.ray_nodes import descendants
 from tests.media_server import MediaServer
 from tests.media_server import Rule as HttpRule
 from tests.media import (encode, encode_audio_only, encode_pdf, encode_video, encrypt_pdf, make_photo,
@@ -172,14 +173,15 @@ def test_failing_run_exits_non_zero_above_max_error_fraction(ray_local, tmp_path
 
 
 def _generate_actor_pids() -> list[int]:
+    """This test's model replicas: processes of the local Ray this test process started (its descendants),
+    never another user's Ray workers on the same machine."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapBatches(GenerateStage)" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
+    for pid in descendants(os.getpid()):
+        try:
+            if b"MapBatches(GenerateStage)" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
     return pids
 
 

@@ -130,3 +130,26 @@ def test_resume_counts_a_document_done_only_when_all_its_pages_are_written(prepa
     status = ["error" if i == "scan#p3" else "ok" for i in scan_rows.column("id").to_pylist()]
     write_batch(scan_rows.set_column(1, "status", pa.array(status)), str(tmp_path), StorageConfig(), "run-4")
     assert done() == [True, True] and done(ok_only=True) == [False, False]
+
+
+def test_the_later_run_decides_a_documents_shape_when_reading_results(prepared, tmp_path):
+    """A PDF that failed as a whole in one run (one row `scan`) and was read in another (`scan#p1..3`): the
+    reader keeps the later run's rows only, in-process and in the distributed pass, and never touches images."""
+    from internvl_batch.results import read_results, result_records, superseded_positions
+
+    out = to_output_table(prepared, "tiny", [], "x")
+    pages = out.filter(pa.array([i.startswith("scan#") and t == "ocr" for i, t in zip(out.column("id").to_pylist(), out.column("task").to_pylist())]))
+    whole = to_output_table(pa.table({"id": ["scan", "photo"], "task": ["ocr", "ocr"],
+                                      "error": ["fetch: FetchError: timeout", None]}), "tiny", [], "x")  # fmt: skip
+    storage = StorageConfig()
+
+    def current():
+        distributed = superseded_positions(result_records(str(tmp_path), result_files(str(tmp_path), storage), 0, storage, 1))
+        rows = read_results(str(tmp_path), columns=["status"]).to_pylist()
+        return sorted((r["id"], r["status"]) for r in rows), len(distributed)
+
+    write_batch(whole.set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-1"] * 2)), str(tmp_path), storage, "run-1")
+    write_batch(pages.set_column(pages.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 3)), str(tmp_path), storage, "run-2")
+    assert current() == ([("photo", "ok"), ("scan#p1", "ok"), ("scan#p2", "ok"), ("scan#p3", "ok")], 1)
+    write_batch(whole.slice(0, 1).set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-3"])), str(tmp_path), storage, "run-3")
+    assert current() == ([("photo", "ok"), ("scan", "error")], 4)  # the run-1 row and the three pages
