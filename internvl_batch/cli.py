@@ -90,16 +90,28 @@ def cmd_demo(args) -> int:
         from internvl_batch.results import read_results
 
         print(f"\nresults in {config.output.path} (Parquet; internvl_batch.read_results() reads them):")
-        for row in read_results(config.output.path, config.storage).to_pylist():
+        rows = read_results(config.output.path, config.storage).to_pylist()
+        width = max([len(str(r["id"])) for r in rows] + [12])
+        for row in rows:
             answer = row["response"] if row["status"] == "ok" else row["error"]
-            print(f"  {row['id']:<12} {row['task']:<17} {str(answer)[:60]!r}")
+            print(f"  {str(row['id']):<{width}} {row['task']:<17} {str(answer)[:60]!r}")
         print(TINY_NOTE)
     return code
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("internvl-batch")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="internvl-batch", description="InternVL 2.5 batch inference on Ray.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="show how images are tiled (videos: which frames) and what they cost in tokens")
@@ -124,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="memory per GPU of one model replica on k GPUs, and the largest batch that fits")
     p.add_argument("model", help="an InternVL 2.5 Hub id (e.g. OpenGVLab/InternVL2_5-78B; known offline) or a checkpoint directory")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per replica (default 1)")
-    p.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GB (default 80)")
+    p.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GiB (default 80)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     p.add_argument("--tiles", type=int, default=13, help="image tiles per row (default 13: a 4:3 photo at max_num 12)")
     p.add_argument("--prompt-tokens", type=int, default=64, help="text tokens per prompt (default 64)")

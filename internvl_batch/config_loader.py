@@ -4,6 +4,10 @@
 
 Override values are parsed as YAML scalars/lists (`64` is an int, `true` a bool, `[1, 4]` a list, anything
 else a string). Unknown keys, wrong types and missing fields all raise `ConfigError` naming the field.
+
+Relative local paths written in a config file (`input.manifests`, `output.path`, and `model.path` when such a
+directory exists next to the file) are relative to the file's own directory, so a config works from any
+working directory; paths given with `--set` are relative to the working directory, as on any command line.
 """
 
 from __future__ import annotations
@@ -58,6 +62,30 @@ def config_from_dict(data: dict, source: str = "configuration", schema: type[Pip
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
+def _relative_local(value, base: Path, must_exist: bool = False):
+    """`value` joined to `base` when it is a relative local path (no URI scheme); anything else unchanged."""
+    if not isinstance(value, str) or not value.strip() or "://" in value or Path(value).expanduser().is_absolute():
+        return value
+    joined = base / value
+    return str(joined) if not must_exist or joined.exists() else value
+
+
+def relative_to(loaded: dict, base: Path) -> dict:
+    """A config file's relative local paths made relative to `base` (its directory)."""
+    out = copy.deepcopy(loaded)
+    sections = {name: out.get(name) for name in ("input", "output", "model")}
+    if isinstance(sections["input"], dict) and "manifests" in sections["input"]:
+        manifests = sections["input"]["manifests"]
+        sections["input"]["manifests"] = (
+            [_relative_local(m, base) for m in manifests] if isinstance(manifests, list) else _relative_local(manifests, base)
+        )
+    if isinstance(sections["output"], dict) and "path" in sections["output"]:
+        sections["output"]["path"] = _relative_local(sections["output"]["path"], base)
+    if isinstance(sections["model"], dict) and "path" in sections["model"]:  # "tiny" or a Hub id stay as they are
+        sections["model"]["path"] = _relative_local(sections["model"]["path"], base, must_exist=True)
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None,
                 schema: type[PipelineConfig] = JobConfig) -> JobConfig:  # fmt: skip
     """Read `path` (YAML), or start from `base`, apply `overrides`, validate (as a whole job's config, or as
@@ -76,7 +104,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, bas
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data.update(loaded)
+        data.update(relative_to(loaded, Path(path).resolve().parent))
     for text in overrides or []:
         apply_override(data, *parse_override(text))
     return config_from_dict(data, source, schema)

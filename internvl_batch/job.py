@@ -143,10 +143,11 @@ def run_job(config: JobConfig) -> dict:
     totals = scan.totals
     if totals.done_keys:
         log.info("resuming: %d of %d results already exist; %d to produce", totals.done_keys, totals.keys, totals.todo_keys)
-    stats = RunStats(totals.todo_keys)
+    stats = RunStats(totals.todo_keys, started=t0)
     if totals.todo_keys:
         run_pipeline(config, units, scan, done_ref, num_gpus, run_id, stats)
-    stats.log_progress()
+    wall = time.monotonic() - t0
+    stats.log_progress(wall)  # the last line: the same rate as the summary's rows_per_s
 
     # Every key expected was written exactly once iff the counts and the key checksums agree (keys.py).
     complete = stats.results == totals.todo_keys and stats.checksum == totals.todo_checksum
@@ -158,7 +159,7 @@ def run_job(config: JobConfig) -> dict:
         "rows_input": totals.rows,
         "results_expected": totals.keys,
         "rows_already_done": totals.done_keys,
-        **stats.as_dict(time.monotonic() - t0),
+        **stats.as_dict(wall),
         "one_row_per_input": not missing,
         "missing_ids": missing,
         "started_at": started.isoformat(),

@@ -204,7 +204,8 @@ def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals,
         if file.format == "jsonl" and rows and not with_id:
             raise ConfigError(f"manifest {file.uri}: no row has an `id` field")
     if totals.duplicate_ids:
-        message = f"{totals.duplicate_ids} ids appear more than once (e.g. {', '.join(totals.duplicate_examples[:5])})"
+        ids = "1 id appears" if totals.duplicate_ids == 1 else f"{totals.duplicate_ids} ids appear"
+        message = f"{ids} more than once (e.g. {', '.join(totals.duplicate_examples[:5])})"
         if duplicate_ids == "error":
             raise ConfigError(f"{message}; set input.duplicate_ids=keep_first to process the first of each")
         log.warning("%s; keeping the first of each (%d rows skipped)", message, totals.duplicate_rows)

@@ -16,7 +16,8 @@ log = logging.getLogger("internvl_batch.progress")
 
 
 class RunStats:
-    def __init__(self, results_to_do: int, progress_every_s: float = 30.0) -> None:
+    def __init__(self, results_to_do: int, progress_every_s: float = 30.0, started: float | None = None) -> None:
+        """`started`: the job's start (`time.monotonic()`), so that rates count the job's whole wall time."""
         self.results_to_do = results_to_do
         self.results = 0  # (id, task) results completed (a PDF's: when its last page is written)
         self.rows = 0  # output rows (a PDF has one per page)
@@ -28,7 +29,7 @@ class RunStats:
         self.files = 0
         self.first_file_s: float | None = None
         self.checksum = (0, 0)  # of the (id, task) keys written (`stages.write.written_keys`)
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
         self._last_log = self._started
         self._every = progress_every_s
 
@@ -51,11 +52,13 @@ class RunStats:
             self._last_log = now
             self.log_progress()
 
-    def log_progress(self) -> None:
-        elapsed = time.monotonic() - self._started
-        rate = self.results / elapsed if elapsed else 0.0
-        left = (self.results_to_do - self.results) / rate if rate else float("nan")
-        log.info("progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f results/s, ~%.0f s left",
+    def log_progress(self, elapsed: float | None = None) -> None:
+        """Log progress; `elapsed` (the job's wall time so far) makes the final line's rate the summary's."""
+        elapsed = time.monotonic() - self._started if elapsed is None else elapsed
+        rate = self.rows / elapsed if elapsed else 0.0
+        results_rate = self.results / elapsed if elapsed else 0.0
+        left = (self.results_to_do - self.results) / results_rate if results_rate else float("nan")
+        log.info("progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f rows/s, ~%.0f s left",
                  self.results, self.results_to_do, self.rows, self.ok, self.rows - self.ok, rate, left)  # fmt: skip
 
     @property

@@ -80,7 +80,8 @@ def expand_manifests(patterns: list[str], storage: StorageConfig, configured_for
         except Exception as exc:  # noqa: BLE001 - any listing failure is fatal here
             raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
         if not matches:
-            raise ConfigError(f"manifest {pattern}: no such file")
+            globbed = any(c in path for c in "*?[")
+            raise ConfigError(f"manifest {pattern}: " + ("no file matches the pattern" if globbed else "no such file"))
         found += [(f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, int(info.get("size") or 0)) for p, info in matches]
     labels = file_labels([uri for uri, _ in found])
     pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)

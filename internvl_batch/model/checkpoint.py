@@ -99,7 +99,7 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
         reason = " ".join(str(exc).split())
         raise ModelLoadError(
             f"cannot fetch {text!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}). Without network "
-            f"access, download it elsewhere (`huggingface-cli download {text}`) and pass the local directory."
+            f"access, download it elsewhere (`hf download {text}`) and pass the local directory."
         ) from None
 
 

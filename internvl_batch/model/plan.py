@@ -25,7 +25,7 @@ from internvl_batch.errors import ModelLoadError
 from internvl_batch.model.device_map import device_of, split_model
 from internvl_batch.model.family import family_config, family_name
 
-GB = 1024**3
+GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
@@ -98,26 +98,26 @@ def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "
     activation_per_row = tokens * (2 * text.intermediate_size + 4 * text.hidden_size) * size
     vit_workspace = vision_chunk_tiles * 1025 * (vision.intermediate_size + 4 * vision.hidden_size) * size
     embeddings_per_row = 3 * tokens * text.hidden_size * size  # GPU 0 only (the main device)
-    usable = gpu_mem_gb * GB * utilization
+    usable = gpu_mem_gb * GIB * utilization
     per_gpu = []
     for gpu in range(gpus):
         workspace = vit_workspace if gpu == 0 else 0
         per_row = tokens * kv_per_token_layer * layer_counts[gpu] + activation_per_row
         if gpu == 0:
             per_row += embeddings_per_row
-        per_gpu.append(GpuPlan(gpu, layer_counts[gpu], weights[gpu] / GB, per_row / GB, workspace / GB,
-                               (usable - weights[gpu] - workspace) / GB))  # fmt: skip
+        per_gpu.append(GpuPlan(gpu, layer_counts[gpu], weights[gpu] / GIB, per_row / GIB, workspace / GIB,
+                               (usable - weights[gpu] - workspace) / GIB))  # fmt: skip
     return ReplicaPlan(name, gpus, gpu_mem_gb, per_gpu, tokens)
 
 
 def render(plan: ReplicaPlan) -> str:
-    lines = [f"{plan.model} on {plan.gpus} x {plan.gpu_mem_gb:g} GB GPU(s); a row = {plan.tokens_per_row} tokens"]
-    lines.append("gpu  llm layers  weights GB  room GB  per row GB  rows that fit")
+    lines = [f"{plan.model} on {plan.gpus} x {plan.gpu_mem_gb:g} GiB GPU(s); a row = {plan.tokens_per_row} tokens"]
+    lines.append("gpu  llm layers  weights GiB  room GiB  per row GiB  rows that fit")
     for g in plan.per_gpu:
         lines.append(f"{g.gpu:>3}  {g.llm_layers:>10}  {g.weights_gb:>10.1f}  {g.room_gb:>7.1f}  {g.per_row_gb:>10.2f}  {g.max_rows:>13}")
     total = sum(g.weights_gb for g in plan.per_gpu)
     if plan.fits:
-        lines.append(f"fits: weights {total:.1f} GB in all; largest batch that fits: {plan.max_batch_rows} rows")
+        lines.append(f"fits: weights {total:.1f} GiB in all; largest batch that fits: {plan.max_batch_rows} rows")
     else:
-        lines.append(f"does NOT fit: weights {total:.1f} GB in all; use more GPUs per replica or bigger GPUs")
+        lines.append(f"does NOT fit: weights {total:.1f} GiB in all; use more GPUs per replica or bigger GPUs")
     return "\n".join(lines)

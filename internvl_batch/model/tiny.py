@@ -155,6 +155,12 @@ def _draw(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tens
     return noise  # embeddings
 
 
+def _save(save_file, tensors: dict, path: Path) -> None:
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    # safetensors writes through a private temporary file (mode 0600); a checkpoint is shared like any file.
+    path.chmod(0o644)
+
+
 def write_weights(out_dir: Path, shapes: dict[str, tuple[int, ...]], seed: int, shards: int) -> None:
     from safetensors.torch import save_file
 
@@ -162,14 +168,14 @@ def write_weights(out_dir: Path, shapes: dict[str, tuple[int, ...]], seed: int, 
     tensors = {name: _draw(name, shape, gen).to(torch.bfloat16) for name, shape in shapes.items()}
     names = list(tensors)
     if shards <= 1:
-        save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+        _save(save_file, tensors, out_dir / "model.safetensors")
         return
     per = -(-len(names) // shards)
     weight_map, total = {}, 0
     for k in range(shards):
         part = {n: tensors[n] for n in names[k * per : (k + 1) * per]}
         file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-        save_file(part, str(out_dir / file), metadata={"format": "pt"})
+        _save(save_file, part, out_dir / file)
         weight_map.update({n: file for n in part})
         total += sum(t.numel() * t.element_size() for t in part.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}

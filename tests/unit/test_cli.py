@@ -85,3 +85,14 @@ def test_inspect_video(tmp_path, capsys):
     assert (row["video_frames"], row["fps"], row["frame_indices"]) == (120, 24.0, [14, 44, 74, 103])
     assert (row["tiles"], row["image_tokens"], row["width"], row["height"]) == (4, 1024, 320, 240)
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["00.png", "01.png", "02.png", "03.png"]
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"internvl-batch {metadata.version('internvl-batch')}"

@@ -28,8 +28,21 @@ def test_shipped_configs_load(name):
 def test_demo_yaml_matches_embedded_demo():
     from_yaml = load_config(REPO / "configs" / "demo.yaml")
     embedded = load_config(None, base=demo_config())
-    assert from_yaml.model_dump(exclude={"input"}) == embedded.model_dump(exclude={"input"})
-    assert Path(embedded.input.manifests[0]).resolve() == (REPO / from_yaml.input.manifests[0]).resolve()
+    assert from_yaml.model_dump(exclude={"input", "output"}) == embedded.model_dump(exclude={"input", "output"})
+    assert Path(embedded.input.manifests[0]).resolve() == Path(from_yaml.input.manifests[0]).resolve()
+    assert Path(from_yaml.output.path).resolve() == (REPO / embedded.output.path).resolve()
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    (tmp_path / "jobs" / "ckpt").mkdir(parents=True)
+    path = write(tmp_path / "jobs", "input: {manifests: [m/a.jsonl, 's3://b/m.jsonl']}\noutput: {path: out}\n"
+                 "model: {path: ckpt}\n")  # fmt: skip
+    monkeypatch.chdir("/")
+    config = load_config(path, ["output.path=cli-out"])
+    assert config.input.manifests == [str(tmp_path / "jobs" / "m/a.jsonl"), "s3://b/m.jsonl"]
+    assert config.model.path == str(tmp_path / "jobs" / "ckpt") and config.output.path == "cli-out"  # --set: as typed
+    hub = load_config(write(tmp_path, "input: {manifests: a.jsonl}\noutput: {path: o}\nmodel: {path: OpenGVLab/InternVL2_5-4B}\n"))
+    assert hub.model.path == "OpenGVLab/InternVL2_5-4B"
 
 
 def test_overrides_are_typed(tmp_path):
@@ -40,7 +53,7 @@ def test_overrides_are_typed(tmp_path):
     assert config.resources.gpu_replicas == (1, 4)
     assert config.preprocess.exif_transpose is False
     assert config.task.name == "ocr"
-    assert config.input.manifests == ["a.jsonl"]
+    assert config.input.manifests == [str(tmp_path / "a.jsonl")]  # relative to the config file
 
 
 def test_int_means_fixed_pool():

@@ -108,3 +108,37 @@ def test_cpu_defaults():
     assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
     assert resolve_attention("auto", cpu) == "sdpa"
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+def test_a_row_that_stops_early_in_a_batch_ends_at_its_stop_token(predictor, requests):
+    """One row emits <|im_end|> after a few tokens while the other runs to max_new_tokens: in one batch, each
+    row's tokens, count and finish reason are what it gets alone (the batch runs on for the other row)."""
+    head = predictor.model.lm_head.weight
+    stop = predictor.prompts.stop_token_id
+    saved = head[stop].clone()
+    early, late = requests[0], requests[3]
+    alone_early = predictor.generate([early])[0].output_ids
+    try:
+        chosen = None
+        # Make <|im_end|> the early row's choice at step k: its logit becomes scale x the logit of the token
+        # that row picks at k. Pick (k, scale) for which the other row is not affected (checked, not assumed).
+        for k in range(2, 6):
+            for scale in (1.05, 1.5, 3.0):
+                with torch.no_grad():
+                    head[stop] = head[alone_early[k]] * scale
+                a, b = predictor.generate([early])[0], predictor.generate([late])[0]
+                if a.finish_reason == "stop" and a.num_output_tokens == k + 1 and b.finish_reason == "length":
+                    chosen = (k, a, b)
+                    break
+            if chosen:
+                break
+        assert chosen, "no weight change made only the early row stop"
+        k, alone_a, alone_b = chosen
+        batched_a, batched_b = predictor.generate([early, late])
+    finally:
+        with torch.no_grad():
+            head[stop] = saved
+    assert batched_a.output_ids == alone_a.output_ids and batched_a.output_ids[-1] == stop
+    assert (batched_a.num_output_tokens, batched_a.finish_reason) == (k + 1, "stop")
+    assert batched_a.response == alone_a.response
+    assert batched_b.output_ids == alone_b.output_ids and batched_b.num_output_tokens == 8

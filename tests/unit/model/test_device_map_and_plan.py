@@ -69,7 +69,7 @@ def test_plan_figures():
 def test_plan_cli(capsys, tiny_internlm2_6b_checkpoint):
     assert main(["plan", "OpenGVLab/InternVL2_5-38B", "--gpus", "2", "--gpu-mem", "80"]) == 0
     out = capsys.readouterr().out
-    assert "InternVL2_5-38B on 2 x 80 GB" in out and "largest batch that fits" in out
+    assert "InternVL2_5-38B on 2 x 80 GiB" in out and "largest batch that fits" in out
     assert main(["plan", "OpenGVLab/InternVL2_5-78B", "--gpus", "1"]) == 1
     assert "does NOT fit" in capsys.readouterr().out
     assert main(["plan", str(tiny_internlm2_6b_checkpoint), "--gpus", "2"]) == 0

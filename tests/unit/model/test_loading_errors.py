@@ -92,7 +92,7 @@ def test_checkpoint_defaults_read_from_config(copy):
 
 def test_hub_id_without_network_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelLoadError, match="cannot fetch 'OpenGVLab/InternVL2_5-4B'.*huggingface-cli download"):
+    with pytest.raises(ModelLoadError, match="cannot fetch 'OpenGVLab/InternVL2_5-4B'.*hf download"):
         resolve_model_path("OpenGVLab/InternVL2_5-4B", cache_dir=str(tmp_path))
 
 

@@ -77,6 +77,7 @@ def test_vocab_matches_model(tiny_checkpoint, tiny_tokenizer):
 def test_single_shard_layout_loads(tmp_path):
     path = make_tiny_checkpoint(tmp_path / "one", shards=1)
     assert (path / "model.safetensors").is_file() and not (path / "model.safetensors.index.json").exists()
+    assert {oct(f.stat().st_mode & 0o777) for f in path.iterdir()} == {"0o644"}  # readable by others, like any file
     info = read_checkpoint_info(path)
     model = load_model(info, torch.float32, "cpu", "sdpa", load_tokenizer(info).convert_tokens_to_ids("<IMG_CONTEXT>"))
     assert all(not p.is_meta for p in model.parameters())

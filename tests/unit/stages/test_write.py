@@ -46,3 +46,18 @@ def test_run_stats_add_up_files():
     assert summary["errors_by_stage"] == {"fetch": 2, "prompt": 1} and summary["result_files"] == 2
     expected = add_checksums(key_checksum(key_hashes(list("abc"), ["caption"] * 3)), key_checksum(key_hashes(list("def"), ["caption"] * 3)))
     assert stats.checksum == expected == key_checksum(key_hashes(list("abcdef"), ["caption"] * 6))
+
+
+def test_final_progress_line_has_the_summarys_rate(caplog):
+    import logging
+    import time
+
+    from internvl_batch.stages.write import batch_stats
+
+    stats = RunStats(results_to_do=3, started=time.monotonic() - 10)
+    stats.add(batch_stats(output_rows(["a", "b", "c"], [None, None, "fetch: FetchError: x"])))
+    with caplog.at_level(logging.INFO, logger="internvl_batch.progress"):
+        stats.log_progress(12.0)
+    summary = stats.as_dict(12.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"progress: 3/3 results written (3 rows: 2 ok, 1 failed), {summary['rows_per_s']:.2f} rows/s, ~0 s left"]
