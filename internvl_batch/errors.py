@@ -1,38 +1,28 @@
-"""Error types. Row errors become data (an output row with `error`); the others stop the job early.
+"""Error types and pipeline stages. Row errors become data (an output row with `error`); the others stop the
+job early.
 
-A row error's text in the output reads `<stage>: <ExceptionType>: <message>`, so the type names here are part
-of the output users filter on: keep them stable.
+This module owns both halves of a row error as users see it: the stage that failed (`STAGES`) and the error
+type (the `RowError` classes below; the class name is what the output says). The `error` column reads
+`<stage>: <ErrorType>: <message>` (`format_row_error`), and the output's `error_stage` and `error_type`
+columns are its first two parts (`error_parts`), so users filter on columns, not on text. Type and stage
+names are part of the output: keep them stable.
 """
 
 from __future__ import annotations
 
+# --- stages -------------------------------------------------------------------------------------------------
+MANIFEST = "manifest"  # the manifest row is malformed (read stage)
+TASK = "task"  # the row names an unknown task or lacks what its task needs
+LIMITS = "limits"  # the row asks for more than a configured limit allows
+FETCH = "fetch"  # the media could not be read
+DECODE = "decode"  # the media could not be decoded (image, video, PDF)
+PROMPT = "prompt"  # the prompt cannot be built (too long for the context)
+GENERATE = "generate"  # the model could not answer the row (it does not fit in memory even alone)
+STAGES = (MANIFEST, TASK, LIMITS, FETCH, DECODE, PROMPT, GENERATE)
+
 
 class InternVLBatchError(Exception):
     """Base class of every error this package raises on purpose."""
-
-
-class RowError(InternVLBatchError):
-    """Something wrong with one input row; the job records it and goes on."""
-
-
-class ImageDecodeError(RowError):
-    """The bytes are not a readable image (empty, not an image, corrupt or truncated)."""
-
-
-class DocumentError(RowError):
-    """The bytes are not a readable PDF document (not a PDF, password-protected, corrupt, or without pages)."""
-
-
-class PixelLimitError(RowError):
-    """The image has more pixels than the configured limit (decompression-bomb protection)."""
-
-
-class LimitError(RowError):
-    """The row asks for more than a configured limit allows (images per row, video length, frames, pages)."""
-
-
-class PromptError(RowError):
-    """The prompt cannot be built for this row (for example an `<image>` count that does not match)."""
 
 
 class ConfigError(InternVLBatchError):
@@ -47,7 +37,98 @@ class UnsupportedModelError(ModelLoadError):
     """The checkpoint is readable but its architecture is not supported (yet)."""
 
 
+# --- row errors: one input row's problem; the job records it and goes on --------------------------------------
+
+
+class RowError(InternVLBatchError):
+    """Something wrong with one input row; the job records it and goes on."""
+
+
+class ManifestError(RowError):
+    """One manifest row is malformed."""
+
+
+class TaskError(RowError):
+    """The row lacks what its task needs (a question, an expression, a template column), or names no task."""
+
+
+class LimitError(RowError):
+    """The row asks for more than a configured limit allows (images per row, video length, frames, pages)."""
+
+
+class VideoLimitError(LimitError):
+    """The video exceeds a configured limit (duration, frames)."""
+
+
+class FetchError(RowError):
+    """Media could not be read (after retries, where retrying made sense)."""
+
+
+class AddressRefused(FetchError):
+    """The URL leads to an address the job must not connect to."""
+
+
+class UnsupportedURIError(RowError):
+    """The URI's scheme is not one the job can read."""
+
+
+class MissingExtraError(UnsupportedURIError):
+    """Reading this scheme needs an optional package; the message names the `pip install` to run."""
+
+
+class ImageDecodeError(RowError):
+    """The bytes are not a readable image (empty, not an image, corrupt or truncated)."""
+
+
+class PixelLimitError(RowError):
+    """The image has more pixels than the configured limit (decompression-bomb protection)."""
+
+
+class VideoDecodeError(RowError):
+    """The bytes are not a readable video (empty, corrupt, truncated, no video stream, no frames)."""
+
+
+class BoundError(RowError):
+    """The requested `bound` does not select any part of the video."""
+
+
+class DocumentError(RowError):
+    """The bytes are not a readable PDF document (not a PDF, password-protected, corrupt, or without pages)."""
+
+
+class PromptError(RowError):
+    """The prompt cannot be built for this row (for example an `<image>` count that does not match)."""
+
+
+class OutOfMemoryError(RowError):
+    """The row does not fit in the accelerator's memory even alone (the model stage splits batches first)."""
+
+
+class RowFailure(RowError):
+    """A row failed in `stage` because of `cause`; str() is the text of its `error` column."""
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(format_row_error(stage, cause))
+        self.stage = stage
+        self.cause = cause
+
+
 def format_row_error(stage: str, exc: BaseException) -> str:
-    """The `error` column text for a row that failed in `stage`."""
+    """The `error` column text for a row that failed in `stage`: `<stage>: <ErrorType>: <message>`."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if isinstance(exc, RowFailure):
+        return str(exc)
     message = str(exc).strip() or "(no message)"
     return f"{stage}: {type(exc).__name__}: {message}"
+
+
+def error_parts(errors) -> tuple[list, list]:
+    """(error_stage, error_type) for a list of `error` texts (None stays None). Exact by construction: every
+    text comes from `format_row_error`, whose stage and type hold no ': '."""
+    stages, types = [], []
+    for text in errors:
+        parts = text.split(": ", 2) if text is not None else []
+        stages.append(parts[0] if len(parts) == 3 else None)
+        types.append(parts[1] if len(parts) == 3 else None)
+    return stages, types

@@ -17,21 +17,13 @@ import threading
 from urllib.parse import urlparse
 
 from internvl_batch.config import FetchConfig, StorageConfig
-from internvl_batch.errors import RowError
+from internvl_batch.errors import MissingExtraError, UnsupportedURIError
 
 LOCAL_SCHEMES = ("", "file")
 HTTP_SCHEMES = ("http", "https")
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
 SUPPORTED_SCHEMES = OBJECT_STORE_SCHEMES + ("file",)  # for manifests, models and output
 MEDIA_SCHEMES = SUPPORTED_SCHEMES + HTTP_SCHEMES  # media may also be HTTP(S) URLs (http_media.py)
-
-
-class UnsupportedURIError(RowError):
-    """The URI's scheme is not one the job can read."""
-
-
-class MissingExtraError(UnsupportedURIError):
-    """Reading this scheme needs an optional package; the message names the `pip install` to run."""
 
 
 def scheme_of(uri: str) -> str:

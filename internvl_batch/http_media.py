@@ -28,15 +28,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
 from internvl_batch.config import FetchConfig
-from internvl_batch.storage import FetchError
+from internvl_batch.errors import AddressRefused, FetchError
 
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 256 * 1024
-
-
-class AddressRefused(FetchError):
-    """The URL leads to an address the job must not connect to."""
 
 
 class TransientHTTPError(Exception):

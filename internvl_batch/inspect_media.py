@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from internvl_batch.errors import RowError, format_row_error
+from internvl_batch.errors import DECODE, FETCH, RowError, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.decode import exif_orientation, open_image
 from internvl_batch.imaging.video import VideoSampler
@@ -52,7 +52,7 @@ def inspect_media(path: Path, pre: ImagePreprocessor, video: VideoOptions, token
     try:
         data = path.read_bytes()
     except OSError as exc:
-        row.error = format_row_error("fetch", exc)
+        row.error = format_row_error(FETCH, exc)
         return row
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return _inspect_video(row, data, video, tokens_per_tile, save_dir)
@@ -60,7 +60,7 @@ def inspect_media(path: Path, pre: ImagePreprocessor, video: VideoOptions, token
         row.exif_orientation = exif_orientation(open_image(data, pre.max_pixels))
         out = pre(data)
     except RowError as exc:
-        row.error = format_row_error("decode", exc)
+        row.error = format_row_error(DECODE, exc)
         return row
     plan = out.plan
     row.width, row.height = plan.width, plan.height
@@ -75,7 +75,7 @@ def _inspect_video(row: InspectRow, data: bytes, options: VideoOptions, tokens_p
     try:
         sampled = (options.sampler or VideoSampler())(data, options.num_segments, options.bound)
     except RowError as exc:
-        row.error = format_row_error("decode", exc)
+        row.error = format_row_error(DECODE, exc)
         return row
     from internvl_batch.imaging.video import open_video
 

@@ -16,12 +16,12 @@ from typing import Iterator
 import numpy as np
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.errors import format_row_error
+from internvl_batch.errors import TASK, TaskError, format_row_error
 from internvl_batch.keys import KeySet, key_hashes
 from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest.rows import ParsedRow, parse_row
-from internvl_batch.tasks import TaskError, TaskPrompter
+from internvl_batch.tasks import TaskPrompter
 
 CHUNK_ROWS = 4096
 
@@ -40,7 +40,7 @@ class TaskAssigner:
             try:
                 self._known[key] = (self.prompter.tasks_for(row.task, row.question), None)
             except TaskError as exc:
-                self._known[key] = ([row.task], format_row_error("task", exc))
+                self._known[key] = ([row.task], format_row_error(TASK, exc))
         tasks, error = self._known[key]
         if error and not row.error:
             row.error = error

@@ -15,12 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from internvl_batch.config import FetchConfig, StorageConfig
-from internvl_batch.errors import RowError
-from internvl_batch.filesystems import HTTP_SCHEMES, UnsupportedURIError, fsspec_filesystem, is_local, local_path, scheme_of
-
-
-class FetchError(RowError):
-    """Media could not be read (after retries, where retrying made sense)."""
+from internvl_batch.errors import FetchError, RowError, UnsupportedURIError
+from internvl_batch.filesystems import HTTP_SCHEMES, fsspec_filesystem, is_local, local_path, scheme_of
 
 
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FetchError, UnsupportedURIError)

@@ -23,15 +23,11 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from internvl_batch.errors import RowError
+from internvl_batch.errors import TaskError
 
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 GROUNDING = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{expression}</ref>"
 DEFAULT_JSON_INSTRUCTION = "Answer with only a JSON object that follows this JSON Schema:\n{schema}"
-
-
-class TaskError(RowError):
-    """The row lacks what its task needs (a question, an expression, a template column), or names no task."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
+from internvl_batch.errors import GENERATE, OutOfMemoryError, format_row_error
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
 from internvl_batch.generation.decoding import decoding_config, neutral_generation_defaults
 from internvl_batch.generation.faults import is_out_of_memory
@@ -141,8 +142,9 @@ class Predictor:
             request = requests[0]
             tiles = 0 if request.tiles is None else len(request.tiles)
             log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
-            message = (f"generate: OutOfMemoryError: a row of {len(request.input_ids)} tokens and {tiles} tiles does "
-                       "not fit in memory even alone; lower preprocess.max_num or video segments")  # fmt: skip
+            message = format_row_error(GENERATE, OutOfMemoryError(
+                f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
+                "lower preprocess.max_num or video segments"))  # fmt: skip
             return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
         self.out_of_memory_splits += 1
         self._lower_budget(len(requests) * (max(len(r.input_ids) for r in requests) + new_tokens), len(requests))

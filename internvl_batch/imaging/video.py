@@ -18,21 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from internvl_batch.errors import LimitError, RowError
+from internvl_batch.errors import BoundError, LimitError, RowError, VideoDecodeError, VideoLimitError  # noqa: F401 - re-exported
 from internvl_batch.imaging.preprocess import cut_tiles
 from internvl_batch.imaging.tiling import plan_tiles
-
-
-class VideoDecodeError(RowError):
-    """The bytes are not a readable video (empty, corrupt, truncated, no video stream, no frames)."""
-
-
-class VideoLimitError(LimitError):
-    """The video exceeds a configured limit (duration, frames)."""
-
-
-class BoundError(RowError):
-    """The requested `bound` does not select any part of the video."""
 
 
 def sample_frame_indices(num_frames: int, fps: float, num_segments: int, bound: tuple[float, float] | None = None) -> list[int]:

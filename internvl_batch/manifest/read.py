@@ -15,7 +15,7 @@ import re
 from typing import Any, Iterator
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.errors import ConfigError, RowError
+from internvl_batch.errors import ConfigError, ManifestError, RowError  # noqa: F401 - ManifestError: re-exported
 from internvl_batch.manifest.files import ReadUnit, open_manifest
 from internvl_batch.filesystems import fsspec_filesystem
 
@@ -26,10 +26,6 @@ try:
     import orjson as _orjson
 except ImportError:  # optional speed-up; the json module gives the same rows
     _orjson = None
-
-
-class ManifestError(RowError):
-    """One manifest row is malformed."""
 
 
 class UnitRows:

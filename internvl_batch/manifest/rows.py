@@ -15,8 +15,7 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 
-from internvl_batch.errors import RowError, format_row_error
-from internvl_batch.manifest.read import ManifestError
+from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.filesystems import MEDIA_SCHEMES, is_local, local_path, scheme_of
 
 RESERVED = ("id", "image", "images", "video", "document", "bound", "num_segments", "question", "task", "expression")
@@ -73,7 +72,7 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
                 raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
                                     "(supported: s3://, gs://, az://, http(s)://, local paths)")
     except RowError as exc:
-        row.error = format_row_error("manifest", exc)
+        row.error = format_row_error(MANIFEST, exc)
     return row
 
 

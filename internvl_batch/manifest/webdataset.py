@@ -33,7 +33,7 @@ IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif",
 
 
 def _error(message: str) -> Exception:
-    from internvl_batch.manifest.read import ManifestError
+    from internvl_batch.errors import ManifestError
 
     return ManifestError(message)
 

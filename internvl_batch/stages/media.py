@@ -2,7 +2,7 @@
 frames sampled, or a PDF's pages rendered and tiled one by one (`document` rows, and `image` rows whose bytes
 are a PDF). Used by the CPU stage; one decode per row, whatever the number of tasks asked of it.
 
-Failures raise `RowFailure` carrying the output's error text (`<stage>: <ExceptionType>: <message>`).
+Failures raise `errors.RowFailure` (stage and cause; str() is the output's error text).
 """
 
 from __future__ import annotations
@@ -12,18 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from internvl_batch.config import PipelineConfig
-from internvl_batch.errors import DocumentError, LimitError, format_row_error
+from internvl_batch.errors import DECODE, FETCH, LIMITS, DocumentError, LimitError, RowFailure, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.document import PdfRenderer, is_pdf
 from internvl_batch.imaging.video import SampledVideo, VideoSampler
 from internvl_batch.storage import LocalFile
-
-
-class RowFailure(Exception):
-    """A row failed in `stage`; str() is the text of its `error` column."""
-
-    def __init__(self, stage: str, exc: BaseException) -> None:
-        super().__init__(format_row_error(stage, exc))
 
 
 @dataclass
@@ -68,12 +61,12 @@ class MediaDecoder:
         count, pages = len(document), []
         for page in self.pdf.pages(document):
             if page.error is not None:
-                pages.append(DecodedPage(page.number, None, format_row_error("decode", page.error)))
+                pages.append(DecodedPage(page.number, None, format_row_error(DECODE, page.error)))
                 continue
             try:
                 image = self.preprocessor.process_image(page.image)
             except Exception as exc:  # noqa: BLE001
-                pages.append(DecodedPage(page.number, None, format_row_error("decode", exc)))
+                pages.append(DecodedPage(page.number, None, format_row_error(DECODE, exc)))
                 continue
             size = (image.plan.width, image.plan.height)
             pages.append(DecodedPage(page.number, DecodedMedia(image.tiles, [image.num_tiles], [size], "image")))
@@ -95,7 +88,7 @@ class MediaDecoder:
             except RowFailure:
                 raise
             except Exception as exc:  # noqa: BLE001 - decoders raise many types; any of them is this row's fault
-                raise RowFailure("decode", exc) from None
+                raise RowFailure(DECODE, exc) from None
             tiles.append(image.tiles)
             counts.append(image.num_tiles)
             sizes.append((image.plan.width, image.plan.height))
@@ -114,13 +107,13 @@ def _as_row_failure(call):
     except RowFailure:
         raise
     except LimitError as exc:
-        raise RowFailure("limits", exc) from None
+        raise RowFailure(LIMITS, exc) from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types; any of them is this row's fault
-        raise RowFailure("decode", exc) from None
+        raise RowFailure(DECODE, exc) from None
 
 
 def _source(fetched) -> bytes | str:
     """The fetched media as bytes, or as a path for media kept in a file."""
     if isinstance(fetched, Exception):
-        raise RowFailure("fetch", fetched)
+        raise RowFailure(FETCH, fetched)
     return fetched.path if isinstance(fetched, LocalFile) else fetched

@@ -20,7 +20,9 @@
 | frame_timestamps | list<float64> | video rows: the sampled frames' times in seconds (index / average fps) |
 | page | int32 | document rows: the page (1-based); null otherwise and for a document that could not be read |
 | num_pages | int32 | document rows: the document's number of pages |
-| error | string | null on success, else `<stage>: <ExceptionType>: <message>` |
+| error | string | null on success, else `<stage>: <ErrorType>: <message>` |
+| error_stage | string | the stage that failed (`errors.STAGES`: manifest, task, limits, fetch, decode, prompt, generate) |
+| error_type | string | the error's type (`errors.py`: ManifestError, FetchError, ImageDecodeError, ...) |
 | model | string | the model that answered |
 | run_id | string | the run that wrote the row (sortable by time; the latest run's row is the current one) |
 | parsed | typed from task.json_schema | `json` rows: the validated answer (only when the job has a json schema) |
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from internvl_batch.errors import error_parts
 
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -54,6 +58,8 @@ OUTPUT_SCHEMA = pa.schema([
     ("page", pa.int32()),
     ("num_pages", pa.int32()),
     ("error", pa.string()),
+    ("error_stage", pa.string()),
+    ("error_type", pa.string()),
     ("model", pa.string()),
     ("run_id", pa.string()),
 ])  # fmt: skip
@@ -70,10 +76,13 @@ def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], ru
     n = table.num_rows
     schema = output_schema(parsed_type)
     errors = table.column("error") if "error" in table.column_names else pa.nulls(n, pa.string())
+    stages, types = error_parts(errors.to_pylist())
     arrays = []
     for field in schema:
         if field.name == "status":
             arrays.append(pc.if_else(pc.is_null(errors), "ok", "error").cast(pa.string()))
+        elif field.name in ("error_stage", "error_type"):
+            arrays.append(pa.array(stages if field.name == "error_stage" else types, pa.string()))
         elif field.name == "model":
             arrays.append(pa.repeat(pa.scalar(model_name, pa.string()), n) if n else pa.array([], pa.string()))
         elif field.name == "run_id":

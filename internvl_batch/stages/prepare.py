@@ -24,14 +24,14 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import PipelineConfig
-from internvl_batch.errors import LimitError, PromptError, RowError, format_row_error
+from internvl_batch.errors import LIMITS, PROMPT, TASK, LimitError, PromptError, RowError, RowFailure, TaskError, format_row_error
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 from internvl_batch.stages.columns import column
-from internvl_batch.stages.media import DecodedMedia, MediaDecoder, RowFailure
+from internvl_batch.stages.media import DecodedMedia, MediaDecoder
 from internvl_batch.storage import KindPolicy, MediaFetcher
-from internvl_batch.tasks import TaskError, TaskPrompter, template_fields
+from internvl_batch.tasks import TaskPrompter, template_fields
 
 SIZE_TYPE = pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))
 # Prepared rows are handed on in tables of about this size: small enough to bound the tiles held at once,
@@ -97,7 +97,7 @@ class PrepareStage:
         for i, uris in enumerate(media):
             if errors[i] is None and len(uris) > self.max_images:
                 limit = LimitError(f"row has {len(uris)} images, over preprocess.max_images_per_row={self.max_images}")
-                errors[i] = format_row_error("limits", limit)
+                errors[i] = format_row_error(LIMITS, limit)
         # Images held in the manifest need no fetch (they are looked up per row: their names need not be unique
         # across rows, e.g. API rows without ids); one concurrent fetch for every URI of the batch otherwise
         # (object-store latency overlaps across rows).
@@ -117,7 +117,7 @@ class PrepareStage:
                 try:
                     tasks = assigned[i] or self.tasks.tasks_for(row_tasks[i], row["question"])
                 except TaskError as exc:
-                    tasks, errors[i] = [row_tasks[i]], errors[i] or format_row_error("task", exc)
+                    tasks, errors[i] = [row_tasks[i]], errors[i] or format_row_error(TASK, exc)
                 decoded = None
                 sources = fetched if embedded[i] is None else ChainMap(embedded[i], fetched)
                 if errors[i] is None and self.decoder.is_document(media[i], kinds[i], sources):
@@ -154,7 +154,7 @@ class PrepareStage:
         try:
             question = self.tasks.question(task, row)
         except TaskError as exc:
-            entry["error"] = format_row_error("task", exc)
+            entry["error"] = format_row_error(TASK, exc)
             return entry
         try:
             prompt = self.prompts.build(question, decoded.num_tiles, kind=decoded.kind)
@@ -164,7 +164,7 @@ class PrepareStage:
                     f"{self.max_input_tokens_name}={self.max_input_tokens}"
                 )
         except RowError as exc:
-            entry["error"] = format_row_error("prompt", exc)
+            entry["error"] = format_row_error(PROMPT, exc)
             return entry
         entry.update(question=question, decoded=decoded, pixels=pixels, input_ids=prompt.input_ids.astype(np.int32).tolist(),
                      max_new_tokens=self.tasks.max_new_tokens(task))  # fmt: skip

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.errors import RowError, format_row_error
+from internvl_batch.errors import MANIFEST, RowError, format_row_error
 from internvl_batch.keys import KeySet
 from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.rows import MediaResolver, ParsedRow
@@ -82,7 +82,7 @@ def request_row(row: ParsedRow, tasks: list[str], raw, source: str, resolve: Med
             media = [resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
                      for k, uri in enumerate(row.media)]  # fmt: skip
         except RowError as exc:
-            error = format_row_error("manifest", exc)
+            error = format_row_error(MANIFEST, exc)
     if error is not None:
         data = None  # an error row carries no image
     out = {"id": row.id, "source": source, "media_kind": row.media_kind, "media": media, "media_data": data,

@@ -49,7 +49,7 @@ def batch_stats(batch: pa.Table) -> pa.Table:
     ok_mask = pc.equal(batch.column("status"), "ok")
     ok_rows = batch.filter(ok_mask)
     failed = batch.filter(pc.invert(ok_mask))
-    stages = pc.list_element(pc.split_pattern(failed.column("error").fill_null("unknown"), ":", max_splits=1), 0)
+    stages = failed.column("error_stage").fill_null("unknown")
     by_stage = {v["values"]: v["counts"] for v in pc.value_counts(stages).to_pylist()} if failed.num_rows else {}
     keys, (high, low) = written_keys(batch)
     return pa.table([

@@ -20,7 +20,8 @@ from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
 from internvl_batch.filesystems import azure_filesystem
-from internvl_batch.storage import FetchError, MediaFetcher
+from internvl_batch.errors import FetchError
+from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port
 from tests.media import encode, make_photo
 

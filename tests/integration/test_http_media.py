@@ -8,7 +8,8 @@ import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.http_media import address_refusal
-from internvl_batch.storage import FetchError, KindPolicy, MediaFetcher
+from internvl_batch.errors import FetchError
+from internvl_batch.storage import KindPolicy, MediaFetcher
 from tests.media_server import MediaServer, Rule
 
 pytestmark = pytest.mark.integration

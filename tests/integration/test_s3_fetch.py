@@ -5,7 +5,8 @@ backoff, and after the last retry the row's error says so. Fast: it runs with `-
 import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
-from internvl_batch.storage import FetchError, MediaFetcher
+from internvl_batch.errors import FetchError
+from internvl_batch.storage import MediaFetcher
 from tests.integration.fault_proxy import FaultProxy, Rule
 
 pytestmark = pytest.mark.integration

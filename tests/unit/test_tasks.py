@@ -9,7 +9,8 @@ from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.structured import JsonAnswerParser, arrow_type
-from internvl_batch.tasks import GROUNDING, SHORT_ANSWER, TaskError, TaskPrompter
+from internvl_batch.errors import TaskError
+from internvl_batch.tasks import GROUNDING, SHORT_ANSWER, TaskPrompter
 
 BASE = {"input": {"manifests": "m.jsonl"}, "output": {"path": "o"}, "model": {"path": "tiny"}}
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from internvl_batch.manifest.read import ManifestError
+from internvl_batch.errors import ManifestError
 from internvl_batch.manifest.rows import MediaResolver, checked_row, parse_row
 
 IDS = ["a", 7, "", "  ", None, True, 1.5, ["x"]]
