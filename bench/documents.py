@@ -13,7 +13,6 @@ ratios against (b) at 150 DPI. All paths give the same grid (2 x 3 + thumbnail).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
@@ -67,8 +66,12 @@ def main() -> None:
         for data in jpegs:
             tiles_seen.add(("jpeg", tiler(data).num_tiles, None))
 
-    results = {"ours (cover the grid)": best_of(args.runs, ours), "fixed 150 DPI": best_of(args.runs, at_dpi(150)),
-               "fixed 300 DPI": best_of(args.runs, at_dpi(300)), "150 DPI JPEG pages": best_of(args.runs, jpeg)}  # fmt: skip
+    results = {
+        "ours (cover the grid)": best_of(args.runs, ours),
+        "fixed 150 DPI": best_of(args.runs, at_dpi(150)),
+        "fixed 300 DPI": best_of(args.runs, at_dpi(300)),
+        "150 DPI JPEG pages": best_of(args.runs, jpeg),
+    }
     base = results["fixed 150 DPI"]
     print(f"{args.pages} A4 pages, best of {args.runs}; tiles/size seen: {sorted(tiles_seen, key=str)}")
     print("| path | pages/s | time vs fixed 150 DPI |")

@@ -39,7 +39,9 @@ def main() -> None:
     from tests.media_server import MediaServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"})
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -71,7 +73,11 @@ def main() -> None:
     megabytes = args.files * args.kib / 1024
     result = {"files": args.files, "kib_each": args.kib, "threads": fetcher.fetch_config.threads}
     for name, seconds in best.items():
-        result[name] = {"files_per_s": round(args.files / seconds, 1), "mib_per_s": round(megabytes / seconds, 1), "s": round(seconds, 2)}
+        result[name] = {
+            "files_per_s": round(args.files / seconds, 1),
+            "mib_per_s": round(megabytes / seconds, 1),
+            "s": round(seconds, 2),
+        }
     result["http_over_s3"] = round(best["s3"] / best["http"], 2)
     print(json.dumps(result, indent=2))
 

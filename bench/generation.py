@@ -32,7 +32,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--same-question", action="store_true", help="every row asks the same question (captioning)")
-    parser.add_argument("--tasks", type=int, default=1, help="questions per image: compare vision once per image vs per task")
+    parser.add_argument(
+        "--tasks", type=int, default=1, help="questions per image: compare vision once per image vs per task"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -69,12 +71,18 @@ def main() -> None:
     predictor.generate(requests[:2])  # warm-up
     single_s = timed(lambda: [predictor.generate([r]) for r in requests])
     bucketed_s = timed(lambda: predictor.generate(requests))
-    limits = BatchLimits(predictor.batching.max_batch_rows, predictor.batching.max_batch_tokens,
-                         predictor.batching.max_batch_tiles, predictor.batching.max_padding_fraction)  # fmt: skip
+    limits = BatchLimits(
+        predictor.batching.max_batch_rows,
+        predictor.batching.max_batch_tokens,
+        predictor.batching.max_batch_tiles,
+        predictor.batching.max_padding_fraction,
+    )
     bucketed_batches = plan_micro_batches(lengths, tiles, args.max_new_tokens, limits)
     width = max(len(b) for b in bucketed_batches)
     arrival = [list(range(i, min(i + width, len(requests)))) for i in range(0, len(requests), width)]
-    predictor.batching = BatchingConfig(max_batch_rows=width, max_padding_fraction=1.0, max_batch_tiles=10**6, max_batch_tokens=10**9)
+    predictor.batching = BatchingConfig(
+        max_batch_rows=width, max_padding_fraction=1.0, max_batch_tiles=10**6, max_batch_tokens=10**9
+    )
     arrival_s = timed(lambda: [predictor.generate([requests[i] for i in batch]) for batch in arrival])
     result = {
         "rows": args.rows,
@@ -97,14 +105,26 @@ def compare_shared_vision(predictor, images: dict, rng, args) -> dict:
 
     from internvl_batch.generation.predictor import GenerationRequest
 
-    questions = ["Describe the image.", "Read all the text in the image.", "What is in the foreground?",
-                 "What colours dominate?", "Is it indoors or outdoors?"]  # fmt: skip
+    questions = [
+        "Describe the image.",
+        "Read all the text in the image.",
+        "What is in the foreground?",
+        "What colours dominate?",
+        "Is it indoors or outdoors?",
+    ]
     picks = [images[int(rng.choice([1, 7, 13]))] for _ in range(args.rows)]
 
     def task_rows(shared: bool):
-        return [GenerationRequest(predictor.prompts.build(questions[t % len(questions)], [image.num_tiles]).input_ids,
-                                  image.tiles, None, row if shared else None)
-                for row, image in enumerate(picks) for t in range(args.tasks)]  # fmt: skip
+        return [
+            GenerationRequest(
+                predictor.prompts.build(questions[t % len(questions)], [image.num_tiles]).input_ids,
+                image.tiles,
+                None,
+                row if shared else None,
+            )
+            for row, image in enumerate(picks)
+            for t in range(args.tasks)
+        ]
 
     tower = predictor.model.model.get_image_features
     counted = {"tiles": 0}
@@ -122,12 +142,21 @@ def compare_shared_vision(predictor, images: dict, rng, args) -> dict:
         t0 = time.perf_counter()
         predictor.generate(rows)
         seconds = time.perf_counter() - t0
-        figures[name] = {"task_rows_per_s": round(len(rows) / seconds, 3), "vision_tiles": counted["tiles"], "s": round(seconds, 2)}
+        figures[name] = {
+            "task_rows_per_s": round(len(rows) / seconds, 3),
+            "vision_tiles": counted["tiles"],
+            "s": round(seconds, 2),
+        }
     return {
-        "images": args.rows, "tasks_per_image": args.tasks, "max_new_tokens": args.max_new_tokens, **figures,
+        "images": args.rows,
+        "tasks_per_image": args.tasks,
+        "max_new_tokens": args.max_new_tokens,
+        **figures,
         "speedup": round(figures["per_task_row"]["s"] / figures["once_per_image"]["s"], 2),
-        "vision_tiles_ratio": round(figures["once_per_image"]["vision_tiles"] / figures["per_task_row"]["vision_tiles"], 3),
-    }  # fmt: skip
+        "vision_tiles_ratio": round(
+            figures["once_per_image"]["vision_tiles"] / figures["per_task_row"]["vision_tiles"], 3
+        ),
+    }
 
 
 if __name__ == "__main__":

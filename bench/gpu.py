@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from reference_recipe import reference_recipe  # noqa: E402
+import numpy as np
+import torch
+from reference_recipe import reference_recipe
 
 QUESTION_TOKENS = 30
 TILE_SIZES = {1: (448, 448), 7: (640, 427), 13: (800, 600)}
@@ -58,8 +58,14 @@ def build_model(name: str, tiny: bool, device: str, dtype: torch.dtype):
     raw = family_config(name)
     if tiny:  # the same code path at a size a CPU runs in seconds
         raw["vision_config"].update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-        raw["llm_config"].update(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 intermediate_size=128, vocab_size=151674)  # fmt: skip
+        raw["llm_config"].update(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            vocab_size=151674,
+        )
     image_context_id = 151667 if raw["llm_config"]["vocab_size"] > 100000 else 92546
     config = native_config(raw, image_context_id)
     attn = "sdpa"
@@ -85,7 +91,9 @@ def build_model(name: str, tiny: bool, device: str, dtype: torch.dtype):
     return model.eval(), BenchPrompts(raw["llm_config"]["vocab_size"], image_context_id, stop, pad), attn
 
 
-def model_card_batch(model, prompts, encoded: list[bytes], ids: list[np.ndarray], device, dtype, new_tokens: int, include_cpu: bool):
+def model_card_batch(
+    model, prompts, encoded: list[bytes], ids: list[np.ndarray], device, dtype, new_tokens: int, include_cpu: bool
+):
     t0 = time.perf_counter()
     pixel_values = torch.cat([reference_recipe(d) for d in encoded]).to(device, dtype)
     cpu_s = time.perf_counter() - t0
@@ -95,9 +103,16 @@ def model_card_batch(model, prompts, encoded: list[bytes], ids: list[np.ndarray]
     for row, seq in enumerate(ids):
         input_ids[row, width - len(seq) :] = torch.from_numpy(seq)
         mask[row, width - len(seq) :] = 1
-    model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), pixel_values=pixel_values,
-                   max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                   eos_token_id=prompts.stop_token_id, pad_token_id=prompts.pad_token_id)  # fmt: skip
+    model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        pixel_values=pixel_values,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=prompts.stop_token_id,
+        pad_token_id=prompts.pad_token_id,
+    )
     return cpu_s
 
 
@@ -130,8 +145,12 @@ def run(args) -> dict:
     for name in args.models:
         model, prompts, attn = build_model(name, args.tiny, args.device, dtype)
         generation = GenerationConfig(max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens)
-        batching = BatchingConfig(max_batch_rows=args.rows, max_batch_tokens=10**9, max_batch_tiles=args.rows * 13,
-                                  vision_chunk_tiles=args.vision_chunk)  # fmt: skip
+        batching = BatchingConfig(
+            max_batch_rows=args.rows,
+            max_batch_tokens=10**9,
+            max_batch_tiles=args.rows * 13,
+            vision_chunk_tiles=args.vision_chunk,
+        )
         predictor = Predictor.from_parts(model, prompts, args.device, dtype, generation, batching)
         per_model = {"attention": attn}
         for tiles in args.tiles:
@@ -179,7 +198,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--vision-chunk", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak of the card (H100/H200 SXM: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="bf16 dense peak of the card (H100/H200 SXM: 989)"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny widths (CPU smoke run of the same code)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()

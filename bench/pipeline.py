@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pyarrow as pa
+from PIL import Image
 
 SIZES = [(448, 448), (640, 480), (800, 600), (1280, 720), (1000, 250), (300, 900)]
 

@@ -54,12 +54,16 @@ def write_manifests(root: Path, rows: int, shards: int = 20) -> str:
 def job_config(path: Path, manifests: str, output: Path) -> Path:
     import yaml
 
-    path.write_text(yaml.safe_dump({
-        "input": {"manifests": manifests},
-        "output": {"path": str(output), "max_error_fraction": 1.0},
-        "model": {"path": "tiny"},
-        "generation": {"max_new_tokens": 8},
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"manifests": manifests},
+                "output": {"path": str(output), "max_error_fraction": 1.0},
+                "model": {"path": "tiny"},
+                "generation": {"max_new_tokens": 8},
+            }
+        )
+    )
     return path
 
 
@@ -67,8 +71,15 @@ def run_driver(config: Path, env: dict, source: Path, output: Path, stop_at_firs
     """Run the job's CLI from the tree at `source`; time to the first result file, wall time, peak RSS."""
     run_env = {**env, "PYTHONPATH": str(source)}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(config)], env=run_env, cwd=source, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(config)],
+        env=run_env,
+        cwd=source,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     first = None
     lines: list[str] = []
     import threading
@@ -124,14 +135,24 @@ def measure(name: str, source: Path, rows: int, work: Path, env: dict, first_onl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 2_000_000])
-    parser.add_argument("--baseline-ref", default=None, help="git commit to measure as the baseline (smallest size only)")
+    parser.add_argument(
+        "--baseline-ref", default=None, help="git commit to measure as the baseline (smallest size only)"
+    )
     parser.add_argument("--first-result-only", action="store_true", help="stop each run at its first result file")
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
 
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    port = int(subprocess.check_output([sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"]))
+    port = int(
+        subprocess.check_output(
+            [
+                sys.executable,
+                "-c",
+                "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])",
+            ]
+        )
+    )
     work = Path(tempfile.mkdtemp(prefix="internvl-scale-"))
     worktree = None
     head = RayNode(["--head", f"--port={port}", f"--num-cpus={args.cpus}", "--include-dashboard=false"], env, "rscale")
@@ -141,15 +162,22 @@ def main() -> None:
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         if args.baseline_ref:
             worktree = work / "baseline"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.baseline_ref], check=True,
-                           capture_output=True)  # fmt: skip
-            results.append(measure(f"baseline {args.baseline_ref}", worktree, min(args.rows), work, env, args.first_result_only))
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.baseline_ref],
+                check=True,
+                capture_output=True,
+            )
+            results.append(
+                measure(f"baseline {args.baseline_ref}", worktree, min(args.rows), work, env, args.first_result_only)
+            )
         for rows in args.rows:
             results.append(measure("this tree", REPO, rows, work, env, args.first_result_only))
     finally:
         head.stop()
         if worktree is not None:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True
+            )
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))
 

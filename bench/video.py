@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def encode_clip(seconds: float, width: int, height: int, gop: int, fps: int = 30) -> bytes:
@@ -39,7 +39,14 @@ def encode_clip(seconds: float, width: int, height: int, gop: int, fps: int = 30
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("h264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "bf": "0"}
+        stream.options = {
+            "preset": "ultrafast",
+            "crf": "23",
+            "g": str(gop),
+            "keyint_min": str(gop),
+            "sc_threshold": "0",
+            "bf": "0",
+        }
         for k in range(int(seconds * fps)):
             shift = k % 64
             frame = np.ascontiguousarray(base[:, shift : shift + width])
@@ -84,8 +91,11 @@ def speed(data: bytes, segments: int, repeats: int = 2) -> dict:
     reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
     indices = sample_frame_indices(len(reader), float(reader.get_avg_fps()), segments)
     timings = {}
-    variants = (("decord", decord_frames), ("pyav_seek", pyav_frames),
-                ("pyav_seek_threads", lambda d, i: pyav_frames(d, i, threads=True)))  # fmt: skip
+    variants = (
+        ("decord", decord_frames),
+        ("pyav_seek", pyav_frames),
+        ("pyav_seek_threads", lambda d, i: pyav_frames(d, i, threads=True)),
+    )
     for name, fn in variants:
         best = float("inf")
         for _ in range(repeats):
@@ -121,12 +131,17 @@ print(base, status('VmHWM:'))
 
 
 def memory(clip: Path, segments: int, in_memory: bool) -> dict:
-    code = MEMORY_CHILD.format(root=str(Path(__file__).resolve().parents[1]), path=str(clip), segments=segments,
-                               in_memory=in_memory)  # fmt: skip
+    code = MEMORY_CHILD.format(
+        root=str(Path(__file__).resolve().parents[1]), path=str(clip), segments=segments, in_memory=in_memory
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     base, peak = (int(v) for v in out)
-    return {"segments": segments, "from": "memory" if in_memory else "file", "file_mb": round(clip.stat().st_size / 2**20, 1),
-            "row_peak_mb": round((peak - base) / 1024)}  # fmt: skip
+    return {
+        "segments": segments,
+        "from": "memory" if in_memory else "file",
+        "file_mb": round(clip.stat().st_size / 2**20, 1),
+        "row_peak_mb": round((peak - base) / 1024),
+    }
 
 
 def main() -> None:
@@ -138,13 +153,20 @@ def main() -> None:
     for gop in () if args.skip_speed else (250, 30):
         t0 = time.perf_counter()
         clip = encode_clip(60, 1280, 720, gop)
-        print(f"encoded 60 s 720p gop={gop}: {len(clip) / 2**20:.1f} MB in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        print(
+            f"encoded 60 s 720p gop={gop}: {len(clip) / 2**20:.1f} MB in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+        )
         results["speed"][f"720p_60s_keyframe_every_{gop}"] = [speed(clip, s) for s in (8, 32)]
     if not args.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:
-            for label, (seconds, w, h) in {"720p_10s": (10, 1280, 720), "720p_60s": (60, 1280, 720),
-                                           "720p_240s": (240, 1280, 720), "4k_10s": (10, 3840, 2160),
-                                           "4k_30s": (30, 3840, 2160)}.items():  # fmt: skip
+            for label, (seconds, w, h) in {
+                "720p_10s": (10, 1280, 720),
+                "720p_60s": (60, 1280, 720),
+                "720p_240s": (240, 1280, 720),
+                "4k_10s": (10, 3840, 2160),
+                "4k_30s": (30, 3840, 2160),
+            }.items():
                 path = Path(tmp) / f"{label}.mp4"
                 path.write_bytes(encode_clip(seconds, w, h, gop=250))
                 results["memory"][label] = [memory(path, s, m) for m in (True, False) for s in (8, 64)]

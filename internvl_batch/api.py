@@ -32,8 +32,12 @@ class Processor:
     """Checks the model once (config, tokenizer, weights' names and shapes), then applies the pipeline to any
     number of datasets."""
 
-    def __init__(self, config: PipelineConfig | dict | str | Path, overrides: list[str] | None = None,
-                 base_uri: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: PipelineConfig | dict | str | Path,
+        overrides: list[str] | None = None,
+        base_uri: str | None = None,
+    ) -> None:
         if isinstance(config, PipelineConfig):
             self.config = config
         elif isinstance(config, dict):

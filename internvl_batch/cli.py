@@ -14,11 +14,17 @@ def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("preprocessing (the same options as the job)")
     group.add_argument("--model", help="checkpoint directory whose config supplies the tiling defaults")
     group.add_argument("--max-num", type=int, help="most tiles per image (default: checkpoint's max_dynamic_patch, 12)")
-    group.add_argument("--min-num", type=int, help="fewest tiles per image (default: checkpoint's min_dynamic_patch, 1)")
+    group.add_argument(
+        "--min-num", type=int, help="fewest tiles per image (default: checkpoint's min_dynamic_patch, 1)"
+    )
     group.add_argument("--no-thumbnail", action="store_true", help="do not append the thumbnail tile")
     group.add_argument("--no-exif-transpose", action="store_true", help="ignore EXIF orientation (as the reference)")
     group.add_argument("--max-pixels", type=int, help="refuse images with more pixels than this")
-    group.add_argument("--fast", action="store_true", help="fast mode (reduced-scale JPEG decode, torch resize): same grids, pixels differ slightly")
+    group.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode (reduced-scale JPEG decode, torch resize): same grids, pixels differ slightly",
+    )
 
 
 def _preprocessor_from_args(args):
@@ -50,17 +56,22 @@ def cmd_inspect(args) -> int:
 def cmd_make_tiny_checkpoint(args) -> int:
     from internvl_batch.model.tiny import make_tiny_checkpoint
 
-    out = make_tiny_checkpoint(args.directory, layout=args.layout, seed=args.seed, shards=args.shards,
-                               llm=args.llm, vision=args.vision)  # fmt: skip
-    print(f"wrote a tiny random-weight InternVL 2.5 checkpoint ({args.layout} layout, {args.llm} LLM, "
-          f"{args.vision} vision tower, seed {args.seed}) to {out}")  # fmt: skip
+    out = make_tiny_checkpoint(
+        args.directory, layout=args.layout, seed=args.seed, shards=args.shards, llm=args.llm, vision=args.vision
+    )
+    print(
+        f"wrote a tiny random-weight InternVL 2.5 checkpoint ({args.layout} layout, {args.llm} LLM, "
+        f"{args.vision} vision tower, seed {args.seed}) to {out}"
+    )
     return 0
 
 
 def cmd_plan(args) -> int:
     from internvl_batch.model.plan import plan_replica, render
 
-    plan = plan_replica(args.model, args.gpus, args.gpu_mem, args.dtype, args.tiles, args.prompt_tokens, args.max_new_tokens)
+    plan = plan_replica(
+        args.model, args.gpus, args.gpu_mem, args.dtype, args.tiles, args.prompt_tokens, args.max_new_tokens
+    )
     print(render(plan))
     return 0 if plan.fits else 1
 
@@ -115,26 +126,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="show how images are tiled (videos: which frames) and what they cost in tokens")
-    p.add_argument("images", nargs="+", metavar="FILE", help="image or video files (videos by extension: .mp4, .mov, ...)")
+    p.add_argument(
+        "images", nargs="+", metavar="FILE", help="image or video files (videos by extension: .mp4, .mov, ...)"
+    )
     _add_preprocess_options(p)
-    p.add_argument("--num-segments", type=int, default=8, help="frames sampled per video (default 8, as the model card)")
-    p.add_argument("--bound", type=float, nargs=2, metavar=("START_S", "END_S"), help="sample frames from this span of a video")
-    p.add_argument("--save-tiles", metavar="DIR", help="write each tile as DIR/NN.png (one subfolder per image when several)")
+    p.add_argument(
+        "--num-segments", type=int, default=8, help="frames sampled per video (default 8, as the model card)"
+    )
+    p.add_argument(
+        "--bound", type=float, nargs=2, metavar=("START_S", "END_S"), help="sample frames from this span of a video"
+    )
+    p.add_argument(
+        "--save-tiles", metavar="DIR", help="write each tile as DIR/NN.png (one subfolder per image when several)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("make-tiny-checkpoint", help="write a tiny random-weight checkpoint in the real layout")
     p.add_argument("directory", help="output directory (must be empty or absent)")
-    p.add_argument("--layout", choices=["original", "hf"], default="original", help="checkpoint layout (default: original)")
+    p.add_argument(
+        "--layout", choices=["original", "hf"], default="original", help="checkpoint layout (default: original)"
+    )
     p.add_argument("--seed", type=int, default=0, help="weight seed (default 0); same seed, same files")
     p.add_argument("--shards", type=int, default=2, help="safetensors shards for the original layout (default 2)")
-    p.add_argument("--llm", choices=["qwen2", "internlm2"], default="qwen2", help="language model layout (default qwen2)")
-    p.add_argument("--vision", choices=["300m-style", "6b-style"], default="300m-style",
-                   help="vision tower layout: InternViT-300M (LayerNorm, qkv bias) or -6B (RMSNorm, qk norm)")  # fmt: skip
+    p.add_argument(
+        "--llm", choices=["qwen2", "internlm2"], default="qwen2", help="language model layout (default qwen2)"
+    )
+    p.add_argument(
+        "--vision",
+        choices=["300m-style", "6b-style"],
+        default="300m-style",
+        help="vision tower layout: InternViT-300M (LayerNorm, qkv bias) or -6B (RMSNorm, qk norm)",
+    )
     p.set_defaults(func=cmd_make_tiny_checkpoint)
 
     p = sub.add_parser("plan", help="memory per GPU of one model replica on k GPUs, and the largest batch that fits")
-    p.add_argument("model", help="an InternVL 2.5 Hub id (e.g. OpenGVLab/InternVL2_5-78B; known offline) or a checkpoint directory")
+    p.add_argument(
+        "model", help="an InternVL 2.5 Hub id (e.g. OpenGVLab/InternVL2_5-78B; known offline) or a checkpoint directory"
+    )
     p.add_argument("--gpus", type=int, default=1, help="GPUs per replica (default 1)")
     p.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GiB (default 80)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
@@ -152,15 +181,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
     p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the demo config (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the demo config (repeatable)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except (InternVLBatchError, FileExistsError, ValueError) as exc:

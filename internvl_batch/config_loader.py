@@ -77,7 +77,9 @@ def relative_to(loaded: dict, base: Path) -> dict:
     if isinstance(sections["input"], dict) and "manifests" in sections["input"]:
         manifests = sections["input"]["manifests"]
         sections["input"]["manifests"] = (
-            [_relative_local(m, base) for m in manifests] if isinstance(manifests, list) else _relative_local(manifests, base)
+            [_relative_local(m, base) for m in manifests]
+            if isinstance(manifests, list)
+            else _relative_local(manifests, base)
         )
     if isinstance(sections["output"], dict) and "path" in sections["output"]:
         sections["output"]["path"] = _relative_local(sections["output"]["path"], base)
@@ -86,8 +88,12 @@ def relative_to(loaded: dict, base: Path) -> dict:
     return out
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None,
-                schema: type[PipelineConfig] = JobConfig) -> JobConfig:  # fmt: skip
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    base: dict | None = None,
+    schema: type[PipelineConfig] = JobConfig,
+) -> JobConfig:
     """Read `path` (YAML), or start from `base`, apply `overrides`, validate (as a whole job's config, or as
     `PipelineConfig` for the Python API)."""
     data: dict = copy.deepcopy(base or {})  # overrides must not change the caller's dict

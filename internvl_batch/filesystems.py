@@ -91,9 +91,11 @@ def gcs_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
     with _S3_LOCK:
         if key not in _S3_CACHE:
             _S3_CACHE[key] = GCSFileSystem(
-                endpoint_url=storage.gcs_endpoint_url, token="anon" if storage.anonymous else None,
-                requests_timeout=fetch.timeout_s, skip_instance_cache=True,
-            )  # fmt: skip
+                endpoint_url=storage.gcs_endpoint_url,
+                token="anon" if storage.anonymous else None,
+                requests_timeout=fetch.timeout_s,
+                skip_instance_cache=True,
+            )
         return _S3_CACHE[key]
 
 
@@ -109,8 +111,12 @@ def azure_filesystem(storage: StorageConfig, fetch: FetchConfig | None = None):
     with _S3_LOCK:
         if key not in _S3_CACHE:
             options = {"anon": True} if storage.anonymous else {}
-            _S3_CACHE[key] = AzureBlobFileSystem(connection_timeout=int(fetch.timeout_s), read_timeout=int(fetch.timeout_s),
-                                                 skip_instance_cache=True, **options)  # fmt: skip
+            _S3_CACHE[key] = AzureBlobFileSystem(
+                connection_timeout=int(fetch.timeout_s),
+                read_timeout=int(fetch.timeout_s),
+                skip_instance_cache=True,
+                **options,
+            )
         return _S3_CACHE[key]
 
 
@@ -127,14 +133,6 @@ def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | Non
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem(), os.path.abspath(local_path(uri))
-    raise UnsupportedURIError(f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, az://, local paths)")
-
-
-def pyarrow_filesystem(uri: str, storage: StorageConfig):
-    """(pyarrow filesystem, path) for Ray Data readers and writers."""
-    import pyarrow.fs as pafs
-
-    fs, path = fsspec_filesystem(uri, storage)
-    if is_local(uri):
-        return pafs.LocalFileSystem(), path
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    raise UnsupportedURIError(
+        f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, az://, local paths)"
+    )

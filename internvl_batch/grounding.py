@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-BOX_ARROW_FIELDS = (("label", "string"), ("x1", "float64"), ("y1", "float64"), ("x2", "float64"), ("y2", "float64"))
-
 _REF_OR_BOX = re.compile(r"<ref>(.*?)</ref>|<box>(.*?)</box>", re.DOTALL)
 _NUMBERS = re.compile(r"-?\d+(?:\.\d+)?")
-_QUAD = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+_QUAD = re.compile(
+    r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]"
+)
 
 
 @dataclass
@@ -48,10 +48,15 @@ def parse_boxes(text: str, width: int, height: int, default_label: str | None = 
             if x2 < x1 or y2 < y1:
                 warnings.append(f"box {[x1, y1, x2, y2]} has its corners swapped, reordered")
                 x1, x2, y1, y2 = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
-            boxes.append({
-                "label": label, "x1": x1 * width / 1000, "y1": y1 * height / 1000,
-                "x2": x2 * width / 1000, "y2": y2 * height / 1000,
-            })  # fmt: skip
+            boxes.append(
+                {
+                    "label": label,
+                    "x1": x1 * width / 1000,
+                    "y1": y1 * height / 1000,
+                    "x2": x2 * width / 1000,
+                    "y2": y2 * height / 1000,
+                }
+            )
     if not found_box_tag:
         warnings.append("no <box> in the answer")
     return ParsedBoxes(boxes, warnings)

@@ -80,9 +80,13 @@ def _guarded_pool_classes(allow_private: bool):
         error: Exception | None = None
         for address in addresses:
             try:
-                sock = create_connection((address, self.port), self.timeout, source_address=self.source_address,
-                                         socket_options=self.socket_options)  # fmt: skip
-            except socket.timeout as exc:
+                sock = create_connection(
+                    (address, self.port),
+                    self.timeout,
+                    source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )
+            except TimeoutError as exc:
                 error = ConnectTimeoutError(self, f"connection to {self.host} ({address}) timed out")
                 error.__cause__ = exc
                 continue
@@ -122,10 +126,12 @@ class HttpReader:
             raise RuntimeError("reading http(s):// media needs urllib3: pip install urllib3") from None
         self.config = fetch
         self.manager = urllib3.PoolManager(
-            num_pools=64, maxsize=fetch.threads, retries=False,
+            num_pools=64,
+            maxsize=fetch.threads,
+            retries=False,
             timeout=urllib3.Timeout(connect=fetch.timeout_s, read=fetch.timeout_s),
             headers={"User-Agent": "internvl-batch", "Accept-Encoding": "identity"},
-        )  # fmt: skip
+        )
         self.manager.pool_classes_by_scheme = _guarded_pool_classes(fetch.allow_private_networks)
 
     def read(self, url: str, max_bytes: int, limit_name: str, sink=None) -> bytes | int:
@@ -186,7 +192,9 @@ class HttpReader:
                 if size > max_bytes:
                     raise FetchError(f"more than {max_bytes} bytes ({limit_name}) while streaming")
                 if time.monotonic() > deadline:
-                    raise TransientHTTPError(f"the response took longer than fetch.deadline_s={self.config.deadline_s:g}")
+                    raise TransientHTTPError(
+                        f"the response took longer than fetch.deadline_s={self.config.deadline_s:g}"
+                    )
                 if sink is None:
                     parts.append(chunk)
                 else:
@@ -196,8 +204,12 @@ class HttpReader:
         return b"".join(parts) if sink is None else size
 
 
-_STATUS_REASONS = {401: "HTTP 401 unauthorized", 403: "HTTP 403 access denied", 404: "HTTP 404 not found",
-                   410: "HTTP 410 gone"}  # fmt: skip
+_STATUS_REASONS = {
+    401: "HTTP 401 unauthorized",
+    403: "HTTP 403 access denied",
+    404: "HTTP 404 not found",
+    410: "HTTP 410 gone",
+}
 
 
 def _retry_after(value: str | None) -> float | None:

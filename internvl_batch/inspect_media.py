@@ -46,8 +46,9 @@ class VideoOptions:
     sampler: VideoSampler | None = None
 
 
-def inspect_media(path: Path, pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int = 256,
-                  save_dir: Path | None = None) -> InspectRow:  # fmt: skip
+def inspect_media(
+    path: Path, pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int = 256, save_dir: Path | None = None
+) -> InspectRow:
     row = InspectRow(str(path))
     try:
         data = path.read_bytes()
@@ -71,7 +72,9 @@ def inspect_media(path: Path, pre: ImagePreprocessor, video: VideoOptions, token
     return row
 
 
-def _inspect_video(row: InspectRow, data: bytes, options: VideoOptions, tokens_per_tile: int, save_dir: Path | None) -> InspectRow:
+def _inspect_video(
+    row: InspectRow, data: bytes, options: VideoOptions, tokens_per_tile: int, save_dir: Path | None
+) -> InspectRow:
     try:
         sampled = (options.sampler or VideoSampler())(data, options.num_segments, options.bound)
     except RowError as exc:
@@ -116,8 +119,14 @@ def tile_dirs(paths: list[Path], save_root: Path | None) -> list[Path | None]:
     return dirs
 
 
-def run_inspect(paths: list[Path], pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int,
-                save_root: Path | None, as_json: bool) -> int:  # fmt: skip
+def run_inspect(
+    paths: list[Path],
+    pre: ImagePreprocessor,
+    video: VideoOptions,
+    tokens_per_tile: int,
+    save_root: Path | None,
+    as_json: bool,
+) -> int:
     rows = [inspect_media(p, pre, video, tokens_per_tile, d) for p, d in zip(paths, tile_dirs(paths, save_root))]
     if as_json:
         for row in rows:

@@ -30,7 +30,18 @@ from internvl_batch.tasks import template_fields
 
 log = logging.getLogger("internvl_batch.job")
 
-PACKAGES = ("internvl-batch", "torch", "transformers", "ray", "pyarrow", "pillow", "tokenizers", "s3fs", "decord", "pydantic")
+PACKAGES = (
+    "internvl-batch",
+    "torch",
+    "transformers",
+    "ray",
+    "pyarrow",
+    "pillow",
+    "tokenizers",
+    "s3fs",
+    "decord",
+    "pydantic",
+)
 
 
 class JobFailed(InternVLBatchError):
@@ -103,11 +114,13 @@ def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_
     for number, (wave, rows) in enumerate(waves, start=1):
         if len(waves) > 1:
             log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
-        dataset = build_dataset(config, wave, rows, scan, done_ref, model_display_name(config.model.path), num_gpus, run_id)
+        dataset = build_dataset(
+            config, wave, rows, scan, done_ref, model_display_name(config.model.path), num_gpus, run_id
+        )
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 stats.add(batch)
-        except Exception as exc:  # noqa: BLE001 - a pipeline failure ends the job with its cause
+        except Exception as exc:  # a pipeline failure ends the job with its cause
             log.exception("the pipeline failed")
             raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
 
@@ -119,7 +132,9 @@ def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str
 
     from internvl_batch.pipeline import load_done_keys, manifest_datasource
 
-    done_ref, _ = load_done_keys(config.model_copy(update={"output": config.output.model_copy(update={"retry_errors": False})}))
+    done_ref, _ = load_done_keys(
+        config.model_copy(update={"output": config.output.model_copy(update={"retry_errors": False})})
+    )
     rows = ray.data.read_datasource(manifest_datasource(config, units, scan, done_ref)).take(limit)
     return [f"{row['id']} ({task})" for row in rows for task in row["tasks"]][:limit]
 
@@ -137,12 +152,18 @@ def run_job(config: JobConfig) -> dict:
     units = read_units(config, files)
     done_ref, _ = load_done_keys(config) if config.output.resume else (None, 0)
     scan = scan_manifests(config, units, done_ref, carried_columns(config))
-    log.info("manifests scanned in %.1f s (%d read units; started %.1f s after the job)", time.monotonic() - t_scan,
-             len(units), t_scan - t0)  # fmt: skip
+    log.info(
+        "manifests scanned in %.1f s (%d read units; started %.1f s after the job)",
+        time.monotonic() - t_scan,
+        len(units),
+        t_scan - t0,
+    )
     report = manifest_report(files, scan.units, scan.totals, config.input.duplicate_ids)
     totals = scan.totals
     if totals.done_keys:
-        log.info("resuming: %d of %d results already exist; %d to produce", totals.done_keys, totals.keys, totals.todo_keys)
+        log.info(
+            "resuming: %d of %d results already exist; %d to produce", totals.done_keys, totals.keys, totals.todo_keys
+        )
     stats = RunStats(totals.todo_keys, started=t0)
     if totals.todo_keys:
         run_pipeline(config, units, scan, done_ref, num_gpus, run_id, stats)
@@ -206,14 +227,26 @@ def build_parser(prog: str = "caption") -> argparse.ArgumentParser:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")  # fmt: skip
-    parser.add_argument("--no-resume", action="store_true", help="discard earlier results under the output path and start over")
-    parser.add_argument("--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)",
+    )
+    parser.add_argument(
+        "--no-resume", action="store_true", help="discard earlier results under the output path and start over"
+    )
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error"
+    )
 
 
 def overrides_from_args(args) -> list[str]:
-    extra = (["output.resume=false"] if args.no_resume else []) + (["output.retry_errors=true"] if args.retry_errors else [])
+    extra = (["output.resume=false"] if args.no_resume else []) + (
+        ["output.retry_errors=true"] if args.retry_errors else []
+    )
     return list(args.overrides) + extra
 
 

@@ -40,7 +40,9 @@ def _digests(texts: list[str]) -> np.ndarray:
     return np.frombuffer(digests, dtype="<u8").reshape(-1, 2).astype(np.uint64, copy=False)
 
 
-def page_shares(doc_ids: list[str], tasks: list[str], pages: list[int], num_pages: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def page_shares(
+    doc_ids: list[str], tasks: list[str], pages: list[int], num_pages: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """(each page row's document key hash, its share of it), uint64 [n, 2] each.
 
     With g(p) a hash of (document, task, p) for 1 <= p < n and g(0) = 0, page p < n's share is g(p) - g(p-1) and
@@ -103,7 +105,7 @@ class KeySet:
     low: np.ndarray  # uint64, sorted within runs of equal `high`
 
     @classmethod
-    def build(cls, parts: list[np.ndarray]) -> "KeySet":
+    def build(cls, parts: list[np.ndarray]) -> KeySet:
         hashes = np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
         if len(hashes):
             order = np.lexsort((hashes[:, 1], hashes[:, 0]))
@@ -126,5 +128,5 @@ class KeySet:
         single = right - left == 1  # the usual case: the high half matches one entry, compare the low half
         found[single] = self.low[left[single]] == hashes[single, 1]
         for i in np.flatnonzero(right - left > 1):  # equal high halves: rare, check each
-            found[i] = bool((self.low[left[i]:right[i]] == hashes[i, 1]).any())
+            found[i] = bool((self.low[left[i] : right[i]] == hashes[i, 1]).any())
         return found

@@ -11,8 +11,15 @@ import pyarrow as pa
 
 from internvl_batch.config import JobConfig
 from internvl_batch.keys import KeySet
-from internvl_batch.manifest.files import (count_newlines, expand_manifests, input_renames, needs_layout, number_units,
-                                           parquet_row_groups, plan_units)
+from internvl_batch.manifest.files import (
+    count_newlines,
+    expand_manifests,
+    input_renames,
+    needs_layout,
+    number_units,
+    parquet_row_groups,
+    plan_units,
+)
 from internvl_batch.requests import TaskAssigner
 from internvl_batch.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
 from internvl_batch.stages.read import RequestReader
@@ -27,8 +34,11 @@ def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partition
     layouts = {}
     for unit in units:
         if needs_layout(unit):
-            layouts[unit.index] = (parquet_row_groups(unit.file.uri, config.storage) if unit.file.format == "parquet"
-                                   else count_newlines(unit.file.uri, unit.start, unit.stop, config.storage))  # fmt: skip
+            layouts[unit.index] = (
+                parquet_row_groups(unit.file.uri, config.storage)
+                if unit.file.format == "parquet"
+                else count_newlines(unit.file.uri, unit.start, unit.stop, config.storage)
+            )
     units = number_units(units, layouts, config.input.split_bytes)
     carried = list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))

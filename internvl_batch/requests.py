@@ -10,8 +10,8 @@ names a row without its id (the duplicate filter drops rows by position).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -62,8 +62,13 @@ class Chunk:
     done: np.ndarray  # bool [keys]: already has a result
 
 
-def unit_chunks(unit: ReadUnit, storage: StorageConfig, assigner: TaskAssigner, done_keys: KeySet | None,
-                source: UnitRows | None = None) -> Iterator[Chunk]:  # fmt: skip
+def unit_chunks(
+    unit: ReadUnit,
+    storage: StorageConfig,
+    assigner: TaskAssigner,
+    done_keys: KeySet | None,
+    source: UnitRows | None = None,
+) -> Iterator[Chunk]:
     """The unit's rows in chunks. Pass `source` to read its counters (blank lines, rows with an id) after."""
     source = source or UnitRows(unit, storage)
     base = unit.index << 32

@@ -26,12 +26,19 @@ import pyarrow.parquet as pq
 
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.keys import document_ids, key_hashes, page_shares
 from internvl_batch.filesystems import fsspec_filesystem, is_local
+from internvl_batch.keys import document_ids, key_hashes, page_shares
 
 SUMMARY_FILE = "_summary.json"
-RECORD_SCHEMA = pa.schema([("id", pa.string()), ("task", pa.string()), ("run_id", pa.string()), ("page", pa.int32()),
-                           ("position", pa.uint64())])  # fmt: skip
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("task", pa.string()),
+        ("run_id", pa.string()),
+        ("page", pa.int32()),
+        ("position", pa.uint64()),
+    ]
+)
 RUNS_DIR = "_runs"
 
 
@@ -87,7 +94,9 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     if not tables:
         return pa.table({name: pa.array([], pa.string()) for name in ("id", "task", "run_id")})
     table = pa.concat_tables(tables, promote_options="default")
-    table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")])
+    table = table.sort_by(
+        [("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")]
+    )
     if table.num_rows > 1:
         table = table.filter(pa.array(~_same_key_as_previous(table)))
         table = table.filter(pa.array(~shape_superseded(table)))
@@ -114,7 +123,9 @@ def shape_superseded(table: pa.Table) -> np.ndarray:
     ids, tasks = table.column("id").to_pylist(), table.column("task").to_pylist()
     runs, pages = table.column("run_id").to_pylist(), table.column("page").to_pylist()
     paged = [k for k, p in enumerate(pages) if p is not None]
-    keys = dict(zip(paged, zip(document_ids([ids[k] for k in paged], [pages[k] for k in paged]), [tasks[k] for k in paged])))
+    keys = dict(
+        zip(paged, zip(document_ids([ids[k] for k in paged], [pages[k] for k in paged]), [tasks[k] for k in paged]))
+    )
     newest_page: dict = {}
     for k, key in keys.items():
         newest_page[key] = max(newest_page.get(key, ""), runs[k] or "")
@@ -134,7 +145,9 @@ def shape_superseded(table: pa.Table) -> np.ndarray:
     return out
 
 
-def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig, ok_only: bool) -> tuple[np.ndarray, np.ndarray]:
+def result_key_hashes(
+    output_path: str, files: list[str], storage: StorageConfig, ok_only: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """The (id, task) keys with a result in some result files (`keys.key_hashes`): every key with a result, or
     with an `ok` one only (when errors are to be retried). A key once `ok` is never written again by a resuming
     run, so "has an ok row" equals "its latest row is ok" here, and no grouping across files is needed.
@@ -164,8 +177,9 @@ def result_key_hashes(output_path: str, files: list[str], storage: StorageConfig
     return np.concatenate(plain), np.concatenate(paged)
 
 
-def result_records(output_path: str, files: list[str], first_index: int, storage: StorageConfig,
-                   partitions: int) -> list[pa.Table]:  # fmt: skip
+def result_records(
+    output_path: str, files: list[str], first_index: int, storage: StorageConfig, partitions: int
+) -> list[pa.Table]:
     """(id, task, run_id, page, position) of every row of some result files (paths as `result_files` gives them),
     split by a hash of the id (a page row's: its document's, so that a document's rows meet); a position is
     `(file number << 32) | row`, files numbered from `first_index`."""
@@ -194,13 +208,21 @@ def superseded_positions(tables: list[pa.Table]) -> np.ndarray:
     table = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
     if table.num_rows < 2:
         return np.zeros(0, np.uint64)
-    table = table.sort_by([("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("position", "descending")])
+    table = table.sort_by(
+        [("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("position", "descending")]
+    )
     later = _same_key_as_previous(table) | shape_superseded(table)
     return np.sort(table.column("position").to_numpy()[later])
 
 
-def read_result_file(output_path: str, file: str, number: int, storage: StorageConfig, superseded: np.ndarray,
-                     columns: list[str] | None = None) -> pa.Table:  # fmt: skip
+def read_result_file(
+    output_path: str,
+    file: str,
+    number: int,
+    storage: StorageConfig,
+    superseded: np.ndarray,
+    columns: list[str] | None = None,
+) -> pa.Table:
     """One result file's current rows: those whose position is not in `superseded` (sorted)."""
     fs, _ = fsspec_filesystem(output_path, storage)
     with fs.open(file, "rb") as f:

@@ -29,10 +29,17 @@ from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.requests import TaskAssigner, unit_chunks
 
-RECORD_SCHEMA = pa.schema([
-    ("id", pa.string()), ("position", pa.uint64()), ("malformed", pa.bool_()), ("keys", pa.int32()),
-    ("done", pa.int32()), ("todo_high", pa.uint64()), ("todo_low", pa.uint64()),
-])  # fmt: skip
+RECORD_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("position", pa.uint64()),
+        ("malformed", pa.bool_()),
+        ("keys", pa.int32()),
+        ("done", pa.int32()),
+        ("todo_high", pa.uint64()),
+        ("todo_low", pa.uint64()),
+    ]
+)
 log = logging.getLogger("internvl_batch.manifest")
 MIXED = "json"  # a pass-through column whose values have several types: carried as JSON text
 EXAMPLES = 10
@@ -61,16 +68,22 @@ class ScanTotals:
     duplicate_rows: int = 0  # the extra occurrences
     duplicate_examples: list[str] = field(default_factory=list)
 
-    def __add__(self, other: "ScanTotals") -> "ScanTotals":
+    def __add__(self, other: ScanTotals) -> ScanTotals:
         return ScanTotals(
-            self.rows + other.rows, self.malformed_rows + other.malformed_rows, self.keys + other.keys,
-            self.done_keys + other.done_keys, self.todo_rows + other.todo_rows,
-            {u: self.todo_rows_by_unit.get(u, 0) + other.todo_rows_by_unit.get(u, 0)
-             for u in self.todo_rows_by_unit.keys() | other.todo_rows_by_unit.keys()},
+            self.rows + other.rows,
+            self.malformed_rows + other.malformed_rows,
+            self.keys + other.keys,
+            self.done_keys + other.done_keys,
+            self.todo_rows + other.todo_rows,
+            {
+                u: self.todo_rows_by_unit.get(u, 0) + other.todo_rows_by_unit.get(u, 0)
+                for u in self.todo_rows_by_unit.keys() | other.todo_rows_by_unit.keys()
+            },
             add_checksums(self.todo_checksum, other.todo_checksum),
-            self.duplicate_ids + other.duplicate_ids, self.duplicate_rows + other.duplicate_rows,
+            self.duplicate_ids + other.duplicate_ids,
+            self.duplicate_rows + other.duplicate_rows,
             sorted(self.duplicate_examples + other.duplicate_examples)[:EXAMPLES],
-        )  # fmt: skip
+        )
 
     @property
     def todo_keys(self) -> int:
@@ -83,8 +96,14 @@ def partition_of(ids: list[str], partitions: int) -> np.ndarray:
     return np.fromiter((zlib.crc32(i.encode()) for i in ids), np.int64, len(ids)) % partitions
 
 
-def scan_unit(unit: ReadUnit, storage: StorageConfig, assigner: TaskAssigner, done_keys: KeySet | None,
-              passthrough: list[str], partitions: int) -> tuple[UnitScan, list[pa.Table]]:  # fmt: skip
+def scan_unit(
+    unit: ReadUnit,
+    storage: StorageConfig,
+    assigner: TaskAssigner,
+    done_keys: KeySet | None,
+    passthrough: list[str],
+    partitions: int,
+) -> tuple[UnitScan, list[pa.Table]]:
     """Read one unit; return its counts and its per-row records split into `partitions` tables."""
     source = UnitRows(unit, storage)
     tables: list[list[pa.Table]] = [[] for _ in range(partitions)]
@@ -96,19 +115,31 @@ def scan_unit(unit: ReadUnit, storage: StorageConfig, assigner: TaskAssigner, do
         sums = np.add.reduceat(todo, chunk.starts[:-1], axis=0) if len(todo) else np.zeros((0, 2), np.uint64)
         done = np.add.reduceat(chunk.done.astype(np.int32), chunk.starts[:-1]) if len(todo) else []
         ids = [row.id for row in chunk.rows]
-        records = pa.table([
-            pa.array(ids, pa.string()), pa.array(chunk.positions, pa.uint64()),
-            pa.array([row.error is not None and row.error.startswith("manifest:") for row in chunk.rows]),
-            pa.array(np.diff(chunk.starts).astype(np.int32)), pa.array(np.asarray(done, np.int32)),
-            pa.array(sums[:, 0]), pa.array(sums[:, 1]),
-        ], schema=RECORD_SCHEMA)  # fmt: skip
+        records = pa.table(
+            [
+                pa.array(ids, pa.string()),
+                pa.array(chunk.positions, pa.uint64()),
+                pa.array([row.error is not None and row.error.startswith("manifest:") for row in chunk.rows]),
+                pa.array(np.diff(chunk.starts).astype(np.int32)),
+                pa.array(np.asarray(done, np.int32)),
+                pa.array(sums[:, 0]),
+                pa.array(sums[:, 1]),
+            ],
+            schema=RECORD_SCHEMA,
+        )
         parts = partition_of(ids, partitions)
         for p in range(partitions):
             tables[p].append(records if partitions == 1 else records.filter(pa.array(parts == p)))
         for name in passthrough:
             values[name] += [raw.get(name) if isinstance(raw, dict) else None for raw in chunk.raws]
-    scan = UnitScan(unit.index, unit.file.uri, rows, source.blank_lines, source.rows_with_id_field,
-                    {name: value_type(v) for name, v in values.items()})  # fmt: skip
+    scan = UnitScan(
+        unit.index,
+        unit.file.uri,
+        rows,
+        source.blank_lines,
+        source.rows_with_id_field,
+        {name: value_type(v) for name, v in values.items()},
+    )
     return scan, [pa.concat_tables(t) if t else RECORD_SCHEMA.empty_table() for t in tables]
 
 
@@ -163,8 +194,10 @@ def reduce_partition(*tables: pa.Table) -> tuple[ScanTotals, np.ndarray]:
         totals.todo_rows = todo.num_rows
         units, counts = np.unique(todo.column("position").to_numpy() >> np.uint64(32), return_counts=True)
         totals.todo_rows_by_unit = {int(u): int(c) for u, c in zip(units, counts)}
-        totals.todo_checksum = (int(table.column("todo_high").to_numpy().sum(dtype=np.uint64)),
-                                int(table.column("todo_low").to_numpy().sum(dtype=np.uint64)))  # fmt: skip
+        totals.todo_checksum = (
+            int(table.column("todo_high").to_numpy().sum(dtype=np.uint64)),
+            int(table.column("todo_low").to_numpy().sum(dtype=np.uint64)),
+        )
     return totals, drop
 
 
@@ -210,8 +243,20 @@ def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals,
             raise ConfigError(f"{message}; set input.duplicate_ids=keep_first to process the first of each")
         log.warning("%s; keeping the first of each (%d rows skipped)", message, totals.duplicate_rows)
     blank = sum(u.blank_lines for u in unit_scans)
-    log.info("read %d rows from %d manifest(s) in %d units: %d malformed, %d blank lines skipped, %d duplicate ids",
-             totals.rows, len(files), len(unit_scans), totals.malformed_rows, blank, totals.duplicate_ids)  # fmt: skip
-    return {"files": [f.uri for f in files], "rows": totals.rows, "malformed_rows": totals.malformed_rows,
-            "blank_lines": blank, "duplicate_ids": totals.duplicate_ids,
-            "duplicate_id_examples": totals.duplicate_examples}  # fmt: skip
+    log.info(
+        "read %d rows from %d manifest(s) in %d units: %d malformed, %d blank lines skipped, %d duplicate ids",
+        totals.rows,
+        len(files),
+        len(unit_scans),
+        totals.malformed_rows,
+        blank,
+        totals.duplicate_ids,
+    )
+    return {
+        "files": [f.uri for f in files],
+        "rows": totals.rows,
+        "malformed_rows": totals.malformed_rows,
+        "blank_lines": blank,
+        "duplicate_ids": totals.duplicate_ids,
+        "duplicate_id_examples": totals.duplicate_examples,
+    }

@@ -18,8 +18,14 @@ from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import FetchError, RowError, UnsupportedURIError
 from internvl_batch.filesystems import HTTP_SCHEMES, fsspec_filesystem, is_local, local_path, scheme_of
 
-
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FetchError, UnsupportedURIError)
+_PERMANENT = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FetchError,
+    UnsupportedURIError,
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,13 @@ class MediaFetcher:
     memory whole. Callers must `cleanup()` what they get back (`release`).
     """
 
-    def __init__(self, storage: StorageConfig, fetch: FetchConfig, policies: dict[str, KindPolicy] | None = None,
-                 temp_dir: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        storage: StorageConfig,
+        fetch: FetchConfig,
+        policies: dict[str, KindPolicy] | None = None,
+        temp_dir: str | None = None,
+    ) -> None:
         self.storage = storage
         self.fetch_config = fetch
         self.policies = {"image": KindPolicy(fetch.max_bytes, "fetch.max_bytes"), **(policies or {})}
@@ -77,7 +88,9 @@ class MediaFetcher:
                     raise FetchError(f"{uri}: access denied") from None
                 if attempt == attempts:
                     reason = " ".join(str(exc).split())[:300]
-                    raise FetchError(f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {reason}") from None
+                    raise FetchError(
+                        f"{uri}: gave up after {attempts} attempts: {type(exc).__name__}: {reason}"
+                    ) from None
                 wait = delay
                 retry_after = getattr(exc, "retry_after", None)  # an HTTP server's Retry-After, within a cap
                 if retry_after is not None:

@@ -38,7 +38,9 @@ def arrow_type(schema: dict, where: str = "schema") -> pa.DataType:
         if not properties:
             raise ValueError(f"{where}: an object needs `properties` (free-form objects cannot be typed)")
         return pa.struct([(name, arrow_type(sub, f"{where}.{name}")) for name, sub in properties.items()])
-    raise ValueError(f"{where}: cannot type {json.dumps(schema)[:120]} (use object/array/string/integer/number/boolean)")
+    raise ValueError(
+        f"{where}: cannot type {json.dumps(schema)[:120]} (use object/array/string/integer/number/boolean)"
+    )
 
 
 def check_schema(schema: dict) -> pa.DataType:

@@ -58,8 +58,16 @@ class RunStats:
         rate = self.rows / elapsed if elapsed else 0.0
         results_rate = self.results / elapsed if elapsed else 0.0
         left = (self.results_to_do - self.results) / results_rate if results_rate else float("nan")
-        log.info("progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f rows/s, ~%.0f s left",
-                 self.results, self.results_to_do, self.rows, self.ok, self.rows - self.ok, rate, left)  # fmt: skip
+        log.info(
+            "progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f rows/s, ~%.0f s left",
+            self.results,
+            self.results_to_do,
+            self.rows,
+            self.ok,
+            self.rows - self.ok,
+            rate,
+            left,
+        )
 
     @property
     def failed(self) -> int:

@@ -102,7 +102,9 @@ class TaskPrompter:
             return self._fill(self.config.template, row, "custom")
         # json: the row's question or the template, then the schema instruction
         base = self._fill(self.config.template, row, "json") if self.config.template else row.get("question") or ""
-        instruction = (self.config.json_instruction or DEFAULT_JSON_INSTRUCTION).format(schema=self.config.json_schema_text)
+        instruction = (self.config.json_instruction or DEFAULT_JSON_INSTRUCTION).format(
+            schema=self.config.json_schema_text
+        )
         return f"{base}\n{instruction}" if base else instruction
 
     @staticmethod

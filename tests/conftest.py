@@ -38,4 +38,6 @@ def tiny_internlm2_6b_checkpoint(tmp_path_factory):
     """A tiny original-layout checkpoint with an InternLM2 LLM and an InternViT-6B-style vision tower."""
     from internvl_batch.model.tiny import make_tiny_checkpoint
 
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-internlm2-6b", llm="internlm2", vision="6b-style")
+    return make_tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny-internlm2-6b", llm="internlm2", vision="6b-style"
+    )

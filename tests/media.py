@@ -76,7 +76,9 @@ def read_frame_index(tile: np.ndarray) -> int:
     return value
 
 
-def encode_video(num_frames: int, fps: float, width: int = 320, height: int = 240, gop: int = 30, codec: str = "h264") -> bytes:
+def encode_video(
+    num_frames: int, fps: float, width: int = 320, height: int = 240, gop: int = 30, codec: str = "h264"
+) -> bytes:
     """An MP4 (H.264 by default) whose frame k shows the index k (see `index_frame`)."""
     import fractions
 

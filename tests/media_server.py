@@ -48,7 +48,7 @@ class MediaServer:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 rule = server._match(path)
                 if rule is not None and rule.action == "reset":
@@ -110,7 +110,7 @@ class MediaServer:
                     return rule
         return None
 
-    def __enter__(self) -> "MediaServer":
+    def __enter__(self) -> MediaServer:
         self._thread.start()
         return self
 

@@ -60,7 +60,11 @@ def image_features(w, cfg, pixels):
         attn = F.linear(attn.transpose(1, 2).reshape(n, length, c), w[p + "attn.proj.weight"], w[p + "attn.proj.bias"])
         x = x + w[p + "ls1"] * attn
         h = norm(x, p + "norm2")
-        h = F.linear(F.gelu(F.linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"])), w[p + "mlp.fc2.weight"], w[p + "mlp.fc2.bias"])
+        h = F.linear(
+            F.gelu(F.linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"])),
+            w[p + "mlp.fc2.weight"],
+            w[p + "mlp.fc2.bias"],
+        )
         x = x + w[p + "ls2"] * h
     x = x[:, 1:]
     side = int(x.shape[1] ** 0.5)
@@ -102,7 +106,9 @@ def internlm2_logits(w, cfg, embeds):
         attn = torch.einsum("hqk,khd->qhd", probs, v).reshape(t, heads * hd)
         x = x + F.linear(attn, w[p + "attention.wo.weight"])
         h = rms_norm(x, w[p + "ffn_norm.weight"], eps)
-        x = x + F.linear(F.silu(F.linear(h, w[p + "feed_forward.w1.weight"])) * F.linear(h, w[p + "feed_forward.w3.weight"]),
-                         w[p + "feed_forward.w2.weight"])  # fmt: skip
+        x = x + F.linear(
+            F.silu(F.linear(h, w[p + "feed_forward.w1.weight"])) * F.linear(h, w[p + "feed_forward.w3.weight"]),
+            w[p + "feed_forward.w2.weight"],
+        )
     x = rms_norm(x, w["language_model.model.norm.weight"], eps)
     return F.linear(x, w["language_model.output.weight"])

@@ -47,7 +47,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text or "not enough memory" in text)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
 
 
 def is_replica_fault(exc: BaseException) -> bool:
@@ -69,8 +71,11 @@ def exit_replica(exc: BaseException) -> None:
     `os._exit`, not an exception: an exception would only fail the batch (as error rows or a failed job) and
     leave the broken context in place; `ray.actor.exit_actor()` is an intentional exit that Ray does not
     restart. Never returns."""
-    log.critical("accelerator fault, this replica exits so that Ray restarts it and retries the batch: %s: %s",
-                 type(exc).__name__, exc)  # fmt: skip
+    log.critical(
+        "accelerator fault, this replica exits so that Ray restarts it and retries the batch: %s: %s",
+        type(exc).__name__,
+        exc,
+    )
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stdout.flush()

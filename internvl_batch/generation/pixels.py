@@ -16,7 +16,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize_tiles(tiles: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", dtype=torch.float32) -> torch.Tensor:
+def normalize_tiles(
+    tiles: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", dtype=torch.float32
+) -> torch.Tensor:
     """uint8 `[n, H, W, 3]` tiles -> `[n, 3, H, W]` normalised tensor in `dtype` on `device`."""
     with warnings.catch_warnings():
         # Tiles arrive as read-only views of Arrow bytes; torch warns that writing to them would be undefined.

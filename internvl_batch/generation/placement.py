@@ -31,8 +31,10 @@ def resolve_device(name: str, reserved_gpus: float | None = None, cuda_available
         if name == "auto":
             return torch.device("cpu")
         if torch.device(name).type == "cuda":
-            raise ModelLoadError(f"model.device={name} but this replica reserved no GPU; set resources.accelerator=gpu "
-                                 "(or model.device=auto)")  # fmt: skip
+            raise ModelLoadError(
+                f"model.device={name} but this replica reserved no GPU; set resources.accelerator=gpu "
+                "(or model.device=auto)"
+            )
     if name == "auto":
         return torch.device("cuda" if cuda_available else "cpu")
     return torch.device(name)
@@ -57,7 +59,9 @@ def resolve_attention(name: str, device: torch.device) -> str:
     return "sdpa"
 
 
-def replica_device_map(num_layers: int, gpus: int, device: torch.device, visible: int | None = None) -> dict[str, str] | None:
+def replica_device_map(
+    num_layers: int, gpus: int, device: torch.device, visible: int | None = None
+) -> dict[str, str] | None:
     """The per-layer split over this actor's GPUs (Ray makes them cuda:0..k-1), or None for one device.
     `visible`: the GPUs this process sees (default: torch's count)."""
     if gpus <= 1 or device.type != "cuda":

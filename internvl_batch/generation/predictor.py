@@ -23,12 +23,13 @@ from internvl_batch.generation.decoding import decoding_config, neutral_generati
 from internvl_batch.generation.faults import is_out_of_memory
 from internvl_batch.generation.features import SharedImageFeatures
 from internvl_batch.generation.pixels import normalize_tiles
-from internvl_batch.generation.placement import resolve_attention, resolve_device, resolve_dtype, replica_device_map
+from internvl_batch.generation.placement import replica_device_map, resolve_attention, resolve_device, resolve_dtype
 from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_model, load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class GenerationRequest:
@@ -81,11 +82,17 @@ class Predictor:
         )
         neutral_generation_defaults(self.model)
         self._embed = self.model.get_input_embeddings()
-        log.info("loaded %s (%s layout) on %s as %s with %s attention", self.info.name, self.info.layout,
-                 self.device, self.dtype, self.attn_implementation)  # fmt: skip
+        log.info(
+            "loaded %s (%s layout) on %s as %s with %s attention",
+            self.info.name,
+            self.info.layout,
+            self.device,
+            self.dtype,
+            self.attn_implementation,
+        )
 
     @classmethod
-    def from_parts(cls, model, prompts, device, dtype, generation=None, batching=None) -> "Predictor":
+    def from_parts(cls, model, prompts, device, dtype, generation=None, batching=None) -> Predictor:
         """A predictor around an already-built model (benchmarks of architectures without a checkpoint).
         `prompts` needs `image_context_id`, `stop_token_id`, `pad_token_id` and `decode`."""
         self = cls.__new__(cls)
@@ -100,7 +107,9 @@ class Predictor:
     def limits(self) -> BatchLimits:
         """The micro-batch budget: `batching`, with the token budget lowered after an out-of-memory error."""
         b = self.batching
-        tokens = b.max_batch_tokens if self.learned_max_tokens is None else min(b.max_batch_tokens, self.learned_max_tokens)
+        tokens = (
+            b.max_batch_tokens if self.learned_max_tokens is None else min(b.max_batch_tokens, self.learned_max_tokens)
+        )
         return BatchLimits(b.max_batch_rows, tokens, b.max_batch_tiles, b.max_padding_fraction)
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -117,7 +126,9 @@ class Predictor:
             pending = members
             while pending:
                 limits = self.limits()
-                planned = plan_micro_batches([lengths[i] for i in pending], [tiles[i] for i in pending], new_tokens, limits)
+                planned = plan_micro_batches(
+                    [lengths[i] for i in pending], [tiles[i] for i in pending], new_tokens, limits
+                )
                 done: set[int] = set()
                 for batch in planned:
                     rows = [pending[j] for j in batch]
@@ -134,7 +145,7 @@ class Predictor:
         """Generate; a micro-batch that runs out of memory is halved and retried, down to single rows."""
         try:
             return self._generate_micro_batch(requests, new_tokens)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled here
+        except Exception as exc:  # only out-of-memory is handled here; anything else is re-raised
             if not is_out_of_memory(exc):
                 raise
         self._release_memory()
@@ -142,9 +153,13 @@ class Predictor:
             request = requests[0]
             tiles = 0 if request.tiles is None else len(request.tiles)
             log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
-            message = format_row_error(GENERATE, OutOfMemoryError(
-                f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
-                "lower preprocess.max_num or video segments"))  # fmt: skip
+            message = format_row_error(
+                GENERATE,
+                OutOfMemoryError(
+                    f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
+                    "lower preprocess.max_num or video segments"
+                ),
+            )
             return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
         self.out_of_memory_splits += 1
         self._lower_budget(len(requests) * (max(len(r.input_ids) for r in requests) + new_tokens), len(requests))
@@ -158,9 +173,14 @@ class Predictor:
         budget = max(1, tokens // 2)
         if self.learned_max_tokens is None or budget < self.learned_max_tokens:
             self.learned_max_tokens = budget
-            log.warning("out of memory on a micro-batch of %d rows (%d tokens); splitting it, and planning this "
-                        "replica's micro-batches at %d tokens from now on (batching.max_batch_tokens=%d)",
-                        rows, tokens, budget, self.batching.max_batch_tokens)  # fmt: skip
+            log.warning(
+                "out of memory on a micro-batch of %d rows (%d tokens); splitting it, and planning this "
+                "replica's micro-batches at %d tokens from now on (batching.max_batch_tokens=%d)",
+                rows,
+                tokens,
+                budget,
+                self.batching.max_batch_tokens,
+            )
         else:
             log.info("out of memory on a micro-batch of %d rows (%d tokens); splitting it", rows, tokens)
 

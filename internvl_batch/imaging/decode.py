@@ -56,12 +56,16 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         size = f"{found.group(1)} pixels" if found else "the image"
         raise PixelLimitError(f"{size} exceeds max_pixels={max_pixels} (decompression-bomb protection)") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"not an image: format not recognised ({len(data)} bytes, starting {data[:8]!r})") from None
+        raise ImageDecodeError(
+            f"not an image: format not recognised ({len(data)} bytes, starting {data[:8]!r})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports broken headers with all three
         raise ImageDecodeError(f"unreadable image header: {exc}") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise PixelLimitError(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} (decompression-bomb protection)")
+        raise PixelLimitError(
+            f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} (decompression-bomb protection)"
+        )
     if width < 1 or height < 1:
         raise ImageDecodeError(f"image has no pixels: {width}x{height}")
     return image
@@ -82,10 +86,6 @@ class DecodedImage:
     # picture's size divided by the scale, which is fractional when the scale does not divide it (4001 px at
     # 1/2 decode to 2001 px, the last one half padding). None: all of `image`.
     box: tuple[float, float, float, float] | None = None
-
-    @property
-    def reduced(self) -> bool:
-        return self.image.size != self.size
 
 
 def decode_pixels(

@@ -16,8 +16,8 @@ than `preprocess.max_pages`) for the whole document; a page that fails to render
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from PIL import Image
 
@@ -37,7 +37,9 @@ def is_pdf(data: bytes) -> bool:
 def render_scale(width_pt: float, height_pt: float, min_num: int, max_num: int) -> float:
     """Pixels per PDF point for a page of `width_pt` x `height_pt` points (the rule in the module docstring)."""
     dpi_scale = PLANNING_DPI / 72
-    cols, rows = choose_grid(max(1, round(width_pt * dpi_scale)), max(1, round(height_pt * dpi_scale)), min_num, max_num)
+    cols, rows = choose_grid(
+        max(1, round(width_pt * dpi_scale)), max(1, round(height_pt * dpi_scale)), min_num, max_num
+    )
     cover = max(TILE_SIZE * cols / width_pt, TILE_SIZE * rows / height_pt)
     cap = math.sqrt(MAX_OVERSAMPLE * TILE_SIZE * TILE_SIZE * cols * rows / (width_pt * height_pt))
     return min(cover, cap)

@@ -87,8 +87,14 @@ def _resize(pixels, height: int, width: int, box=None):
         out = F.interpolate(pixels, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
     else:
         scales = (_scale(in_h, height, y1 - y0), _scale(in_w, width, x1 - x0))
-        out = F.interpolate(pixels, scale_factor=scales, mode="bicubic", align_corners=False, antialias=True,
-                            recompute_scale_factor=False)
+        out = F.interpolate(
+            pixels,
+            scale_factor=scales,
+            mode="bicubic",
+            align_corners=False,
+            antialias=True,
+            recompute_scale_factor=False,
+        )
     if tuple(out.shape[-2:]) != (height, width):
         raise RuntimeError(f"resize to {width}x{height} gave {tuple(out.shape[-2:])[::-1]}")
     return out.flip(flip) if flip else out

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS, decode_image, decode_pixels
+from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS, decode_pixels
 from internvl_batch.imaging.tiling import TILE_SIZE, TilePlan, plan_tiles
 
 # Pillow's default for RGB images when `resize` gets no resample argument, which is what the reference calls.
@@ -143,7 +143,7 @@ class ImagePreprocessor:
         self.mode = mode
 
     @classmethod
-    def from_options(cls, options, checkpoint=None) -> "ImagePreprocessor":
+    def from_options(cls, options, checkpoint=None) -> ImagePreprocessor:
         """From a `PreprocessConfig`; unset tiling fields come from the checkpoint (`CheckpointInfo`), else
         from the published configs' values (12, 1, thumbnail on)."""
         defaults = (
@@ -161,10 +161,6 @@ class ImagePreprocessor:
             max_pixels=options.max_pixels,
             mode=options.mode,
         )
-
-    def decode(self, data: bytes) -> Image.Image:
-        """The full-size RGB image (both modes; fast mode's reduced decoding happens only inside `__call__`)."""
-        return decode_image(data, exif_transpose=self.exif_transpose, max_pixels=self.max_pixels)
 
     def plan(self, width: int, height: int, max_num: int | None = None) -> TilePlan:
         """Tiling of a `width` x `height` image; `max_num` overrides the budget (multi-image rows split it)."""

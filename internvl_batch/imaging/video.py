@@ -23,7 +23,9 @@ from internvl_batch.imaging.preprocess import cut_tiles
 from internvl_batch.imaging.tiling import plan_tiles
 
 
-def sample_frame_indices(num_frames: int, fps: float, num_segments: int, bound: tuple[float, float] | None = None) -> list[int]:
+def sample_frame_indices(
+    num_frames: int, fps: float, num_segments: int, bound: tuple[float, float] | None = None
+) -> list[int]:
     """The reference's frame indices for a video of `num_frames` frames at `fps`."""
     start, end = bound if bound else (-100000, 100000)
     max_frame = num_frames - 1

@@ -24,8 +24,14 @@ from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet",
-           ".tar": "webdataset"}  # fmt: skip
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".tar": "webdataset",
+}
 # The files a directory given as a manifest stands for (`.json` files there are a dataset's metadata).
 DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tar")
 
@@ -57,8 +63,9 @@ def detect_format(uri: str, configured: str) -> str:
     return FORMATS[suffix]
 
 
-def expand_manifests(patterns: list[str], storage: StorageConfig, configured_format: str = "auto",
-                     renames: dict[str, str] | None = None) -> list[ManifestFile]:  # fmt: skip
+def expand_manifests(
+    patterns: list[str], storage: StorageConfig, configured_format: str = "auto", renames: dict[str, str] | None = None
+) -> list[ManifestFile]:
     """Patterns -> manifest files (globs expanded and sorted, sizes from the listing; a directory stands for the
     manifest files directly in it, such as a Parquet dataset's shards). No match is fatal. `renames`: columns
     read under another name (`input.image_column` -> `image`)."""
@@ -70,23 +77,34 @@ def expand_manifests(patterns: list[str], storage: StorageConfig, configured_for
         fs, path = fsspec_filesystem(pattern, storage)
         try:
             if any(c in path for c in "*?["):
-                matches = sorted((p, info) for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory")
+                matches = sorted(
+                    (p, info) for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"
+                )
             else:
                 info = fs.info(path) if fs.exists(path) else None
                 matches = [(path, info)] if info and info.get("type") != "directory" else []
                 if info and info.get("type") == "directory":
-                    matches = sorted((i["name"], i) for i in fs.ls(path, detail=True)
-                                     if i.get("type") != "directory" and PurePosixPath(i["name"]).suffix.lower() in DIRECTORY_SUFFIXES)  # fmt: skip
+                    matches = sorted(
+                        (i["name"], i)
+                        for i in fs.ls(path, detail=True)
+                        if i.get("type") != "directory"
+                        and PurePosixPath(i["name"]).suffix.lower() in DIRECTORY_SUFFIXES
+                    )
         except Exception as exc:  # noqa: BLE001 - any listing failure is fatal here
             raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
         if not matches:
             globbed = any(c in path for c in "*?[")
             raise ConfigError(f"manifest {pattern}: " + ("no file matches the pattern" if globbed else "no such file"))
-        found += [(f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, int(info.get("size") or 0)) for p, info in matches]
+        found += [
+            (f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, int(info.get("size") or 0))
+            for p, info in matches
+        ]
     labels = file_labels([uri for uri, _ in found])
     pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)
-    return [ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs)
-            for (uri, size), label in zip(found, labels)]  # fmt: skip
+    return [
+        ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs)
+        for (uri, size), label in zip(found, labels)
+    ]
 
 
 def input_renames(input_config) -> dict[str, str]:
@@ -141,7 +159,9 @@ def number_units(units: list[ReadUnit], layouts: dict[int, object], split_bytes:
     return out
 
 
-def parquet_units(unit: ReadUnit, row_groups: list[tuple[int, int]], split_bytes: int, first_index: int) -> list[ReadUnit]:
+def parquet_units(
+    unit: ReadUnit, row_groups: list[tuple[int, int]], split_bytes: int, first_index: int
+) -> list[ReadUnit]:
     """Runs of consecutive row groups of about `split_bytes` of column data, each numbered by its first row."""
     units, start, row, size, first_row = [], 0, 1, 0, 1
     for group, (rows, nbytes) in enumerate(row_groups):

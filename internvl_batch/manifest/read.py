@@ -12,12 +12,13 @@ import csv
 import io
 import json
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError, RowError  # noqa: F401 - ManifestError: re-exported
-from internvl_batch.manifest.files import ReadUnit, open_manifest
 from internvl_batch.filesystems import fsspec_filesystem
+from internvl_batch.manifest.files import ReadUnit, open_manifest
 
 READ_CHUNK = 8 * 2**20
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -121,7 +122,11 @@ def _json_row(line: bytes, number: int) -> dict | ManifestError:
         except _orjson.JSONDecodeError:
             pass
         else:
-            return row if isinstance(row, dict) else ManifestError(f"line {number} is JSON {_json_type(row)}, not an object")
+            return (
+                row
+                if isinstance(row, dict)
+                else ManifestError(f"line {number} is JSON {_json_type(row)}, not an object")
+            )
     try:
         row = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -180,7 +185,9 @@ def _csv_list(text: str, key: str) -> Any:
     return parts
 
 
-def _parquet_rows(unit: ReadUnit, storage: StorageConfig, id_field: str = "id") -> Iterator[tuple[int, dict | Exception]]:
+def _parquet_rows(
+    unit: ReadUnit, storage: StorageConfig, id_field: str = "id"
+) -> Iterator[tuple[int, dict | Exception]]:
     import pyarrow.parquet as pq
 
     uri = unit.file.uri

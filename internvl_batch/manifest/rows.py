@@ -44,11 +44,25 @@ def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
     # which give the same result for the common row (tests/unit/manifest/test_rows.py compares them).
     if type(raw) is dict:
         get = raw.get
-        rid, image, question, task, expression = get("id"), get("image"), get("question"), get("task"), get("expression")
-        if (type(rid) is str and type(image) is str and (question is None or type(question) is str)
-                and (task is None or type(task) is str) and (expression is None or type(expression) is str)
-                and get("images") is None and get("video") is None and get("document") is None and get("bound") is None
-                and get("num_segments") is None):  # fmt: skip
+        rid, image, question, task, expression = (
+            get("id"),
+            get("image"),
+            get("question"),
+            get("task"),
+            get("expression"),
+        )
+        if (
+            type(rid) is str
+            and type(image) is str
+            and (question is None or type(question) is str)
+            and (task is None or type(task) is str)
+            and (expression is None or type(expression) is str)
+            and get("images") is None
+            and get("video") is None
+            and get("document") is None
+            and get("bound") is None
+            and get("num_segments") is None
+        ):
             uri = image.strip()
             if uri and rid.strip() and (":" not in uri or scheme_of(uri) in ACCEPTED_SCHEMES):
                 return ParsedRow(rid, question, task, expression, "image", [uri])
@@ -69,8 +83,10 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         row.bound, row.num_segments = _video_options(raw, row.media_kind)
         for k, uri in enumerate(row.media):
             if (row.media_data is None or row.media_data[k] is None) and scheme_of(uri) not in ACCEPTED_SCHEMES:
-                raise ManifestError(f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
-                                    "(supported: s3://, gs://, az://, http(s)://, local paths)")
+                raise ManifestError(
+                    f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
+                    "(supported: s3://, gs://, az://, http(s)://, local paths)"
+                )
     except RowError as exc:
         row.error = format_row_error(MANIFEST, exc)
     return row
@@ -89,7 +105,9 @@ class MediaResolver:
         if scheme_of(uri) or os.path.isabs(uri):
             return uri
         if self.base_uri is None:
-            raise ManifestError(f"relative media path {uri!r} without a manifest to resolve it against; use absolute URIs")
+            raise ManifestError(
+                f"relative media path {uri!r} without a manifest to resolve it against; use absolute URIs"
+            )
         if self.local_dir is not None:
             return os.path.normpath(os.path.join(self.local_dir, uri))
         scheme, rest = self.base_uri.rsplit("/", 1)[0].split("://", 1)
@@ -170,7 +188,11 @@ def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None
     if isinstance(bound, Exception):
         raise bound
     if bound is not None:
-        ok = isinstance(bound, list) and len(bound) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
+        ok = (
+            isinstance(bound, list)
+            and len(bound) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bound)
+        )
         if not ok or not bound[0] < bound[1]:
             raise ManifestError(f"`bound` must be [start_s, end_s] with start < end, got {bound!r}")
         bound = [float(b) for b in bound]

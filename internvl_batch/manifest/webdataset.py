@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.manifest.files import ReadUnit, open_manifest
 from internvl_batch.filesystems import fsspec_filesystem
+from internvl_batch.manifest.files import ReadUnit, open_manifest
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 
@@ -68,8 +68,13 @@ def webdataset_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[in
                     last = member.name
         except (tarfile.TarError, EOFError, OSError) as exc:
             where = f"after member {last!r}" if last else "at its start"
-            yield number, _error(f"shard {posixpath.basename(uri)} is truncated or corrupt {where}: "
-                                 f"{type(exc).__name__}: {exc}; the samples after it cannot be read")  # fmt: skip
+            yield (
+                number,
+                _error(
+                    f"shard {posixpath.basename(uri)} is truncated or corrupt {where}: "
+                    f"{type(exc).__name__}: {exc}; the samples after it cannot be read"
+                ),
+            )
             return
         if key is not None:
             yield number, _row(key, members)
@@ -89,10 +94,14 @@ def _row(key: str, members: dict[str, tuple[str, bytes]]) -> dict:
         row["id"] = key  # the key, unless input.id_column names a field of the JSON (renamed after reading)
     if "txt" in members:
         row["txt"] = members["txt"][1].decode("utf-8", errors="replace")
-    images = [(name, data) for extension, (name, data) in members.items() if extension.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS]
+    images = [
+        (name, data) for extension, (name, data) in members.items() if extension.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
+    ]
     if len(images) != 1:
         found = ", ".join(sorted(members)) or "nothing"
-        row["image"] = _error(f"sample {key}: {'no image' if not images else 'several images'} among its members ({found})")
+        row["image"] = _error(
+            f"sample {key}: {'no image' if not images else 'several images'} among its members ({found})"
+        )
         return row
     name, data = images[0]
     row["image"] = {"bytes": data, "path": posixpath.basename(name)}

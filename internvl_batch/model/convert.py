@@ -13,7 +13,8 @@ Weights are renamed one by one. Splits: the vision `attn.qkv` by rows in thirds 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -21,10 +22,20 @@ from internvl_batch.errors import ModelLoadError
 
 # llm_config keys that define the architecture; everything else in old configs is ignored.
 COMMON_ARCH_KEYS = (
-    "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps", "rope_theta",
-    "rope_scaling", "bos_token_id", "eos_token_id",
-)  # fmt: skip
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "bos_token_id",
+    "eos_token_id",
+)
 QWEN2_ARCH_KEYS = COMMON_ARCH_KEYS + ("use_sliding_window", "sliding_window", "max_window_layers", "attention_dropout")
 
 
@@ -57,8 +68,14 @@ def native_config(raw: dict[str, Any], image_token_id: int):
     kind = llm_type(raw)
     if kind == "unknown":
         raise ModelLoadError(f"unsupported language model {(llm.get('architectures') or [None])[0]!r}")
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in vision]
-    missing += [f"llm_config.{k}" for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size") if k not in llm]
+    missing = [
+        k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in vision
+    ]
+    missing += [
+        f"llm_config.{k}"
+        for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        if k not in llm
+    ]
     if missing:
         raise ModelLoadError(f"config.json lacks {', '.join(missing)}")
     vision_config = {
@@ -181,7 +198,9 @@ class WeightConverter:
             group = self.heads // self.kv_heads
             rows = self.kv_heads * (group + 2) * self.head_dim
             if tensor.shape[0] != rows:
-                raise ModelLoadError(f"{key}: {tensor.shape[0]} rows, expected {rows} for {self.heads}/{self.kv_heads} heads")
+                raise ModelLoadError(
+                    f"{key}: {tensor.shape[0]} rows, expected {rows} for {self.heads}/{self.kv_heads} heads"
+                )
             # Rows per KV head: g query heads, then its key, then its value (head_dim rows each).
             grouped = tensor.reshape(self.kv_heads, group + 2, self.head_dim, *tensor.shape[1:])
             q = grouped[:, :group].reshape(self.heads * self.head_dim, *tensor.shape[1:])

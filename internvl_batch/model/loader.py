@@ -98,12 +98,18 @@ def load_model(
             # transformers reads native checkpoints itself (it knows their legacy key names). With a device map
             # it reads each weight straight onto its device: the model never sits whole in host memory.
             model, loading = InternVLForConditionalGeneration.from_pretrained(
-                str(info.path), dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=False,
-                output_loading_info=True, device_map=device_map or {"": str(device)},
-            )  # fmt: skip
+                str(info.path),
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                trust_remote_code=False,
+                output_loading_info=True,
+                device_map=device_map or {"": str(device)},
+            )
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot load {info.name}: {type(exc).__name__}: {exc}") from None
-        problems = {k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        problems = {
+            k: v for k, v in loading.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
         if problems:
             raise ModelLoadError(f"{info.name}: checkpoint does not match the model: {problems}")
         if device_map:  # transformers dispatched without a main device: dispatch again with ours
@@ -152,13 +158,17 @@ def dispatch_arguments(device_map: dict[str, str]) -> dict:
     return {"device_map": device_map, "main_device": device_map[EMBEDDINGS_MODULE]}
 
 
-def _meta_model(info: CheckpointInfo, image_token_id: int, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"):
+def _meta_model(
+    info: CheckpointInfo, image_token_id: int, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+):
     """The native model built on the meta device: every parameter's name and shape, no memory."""
     from transformers import InternVLForConditionalGeneration
 
     config = native_config(info.raw_config, image_token_id)
     with torch.device("meta"):
-        return InternVLForConditionalGeneration._from_config(config, attn_implementation=attn_implementation, dtype=dtype)
+        return InternVLForConditionalGeneration._from_config(
+            config, attn_implementation=attn_implementation, dtype=dtype
+        )
 
 
 def verify_weights(info: CheckpointInfo, image_token_id: int, model=None) -> None:
@@ -193,7 +203,9 @@ def verify_weights(info: CheckpointInfo, image_token_id: int, model=None) -> Non
                 else:
                     found.add(name)
     if unexpected:
-        raise ModelLoadError(f"{info.name}: {len(unexpected)} unexpected weights in the checkpoint, e.g. {unexpected[:5]}")
+        raise ModelLoadError(
+            f"{info.name}: {len(unexpected)} unexpected weights in the checkpoint, e.g. {unexpected[:5]}"
+        )
     missing = sorted(set(expected) - found)
     if missing:
         raise ModelLoadError(f"{info.name}: {len(missing)} weights missing from the checkpoint, e.g. {missing[:5]}")

@@ -43,7 +43,9 @@ def meta_model_for(model: str):
     elif name is not None:
         raw = family_config(name)
     else:
-        raise ModelLoadError(f"{model!r} is neither a checkpoint directory nor an InternVL 2.5 model (e.g. OpenGVLab/InternVL2_5-78B)")
+        raise ModelLoadError(
+            f"{model!r} is neither a checkpoint directory nor an InternVL 2.5 model (e.g. OpenGVLab/InternVL2_5-78B)"
+        )
     config = native_config(raw, image_token_id=0) if raw.get("model_type") == "internvl_chat" else InternVLConfig(**raw)
     with torch.device("meta"):
         return name, InternVLForConditionalGeneration._from_config(config)
@@ -80,9 +82,17 @@ class ReplicaPlan:
         return min(g.max_rows for g in self.per_gpu) if self.fits else 0
 
 
-def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "bfloat16", tiles: int = 13,
-                 prompt_tokens: int = 64, max_new_tokens: int = 256, vision_chunk_tiles: int = 64,
-                 utilization: float = 0.9) -> ReplicaPlan:  # fmt: skip
+def plan_replica(
+    model: str,
+    gpus: int,
+    gpu_mem_gb: float = 80.0,
+    dtype: str = "bfloat16",
+    tiles: int = 13,
+    prompt_tokens: int = 64,
+    max_new_tokens: int = 256,
+    vision_chunk_tiles: int = 64,
+    utilization: float = 0.9,
+) -> ReplicaPlan:
     name, meta = meta_model_for(model)
     text, vision = meta.config.text_config, meta.config.vision_config
     layers = text.num_hidden_layers
@@ -91,7 +101,10 @@ def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "
     weights = [0] * gpus
     for pname, param in meta.named_parameters():
         weights[device_of(pname, device_map)] += param.numel() * size
-    layer_counts = [sum(1 for m, g in device_map.items() if m.startswith("model.language_model.layers.") and g == gpu) for gpu in range(gpus)]
+    layer_counts = [
+        sum(1 for m, g in device_map.items() if m.startswith("model.language_model.layers.") and g == gpu)
+        for gpu in range(gpus)
+    ]
     tokens = tiles * 256 + prompt_tokens + max_new_tokens
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     kv_per_token_layer = 2 * text.num_key_value_heads * head_dim * size
@@ -105,8 +118,16 @@ def plan_replica(model: str, gpus: int, gpu_mem_gb: float = 80.0, dtype: str = "
         per_row = tokens * kv_per_token_layer * layer_counts[gpu] + activation_per_row
         if gpu == 0:
             per_row += embeddings_per_row
-        per_gpu.append(GpuPlan(gpu, layer_counts[gpu], weights[gpu] / GIB, per_row / GIB, workspace / GIB,
-                               (usable - weights[gpu] - workspace) / GIB))  # fmt: skip
+        per_gpu.append(
+            GpuPlan(
+                gpu,
+                layer_counts[gpu],
+                weights[gpu] / GIB,
+                per_row / GIB,
+                workspace / GIB,
+                (usable - weights[gpu] - workspace) / GIB,
+            )
+        )
     return ReplicaPlan(name, gpus, gpu_mem_gb, per_gpu, tokens)
 
 
@@ -114,7 +135,9 @@ def render(plan: ReplicaPlan) -> str:
     lines = [f"{plan.model} on {plan.gpus} x {plan.gpu_mem_gb:g} GiB GPU(s); a row = {plan.tokens_per_row} tokens"]
     lines.append("gpu  llm layers  weights GiB  room GiB  per row GiB  rows that fit")
     for g in plan.per_gpu:
-        lines.append(f"{g.gpu:>3}  {g.llm_layers:>10}  {g.weights_gb:>10.1f}  {g.room_gb:>7.1f}  {g.per_row_gb:>10.2f}  {g.max_rows:>13}")
+        lines.append(
+            f"{g.gpu:>3}  {g.llm_layers:>10}  {g.weights_gb:>10.1f}  {g.room_gb:>7.1f}  {g.per_row_gb:>10.2f}  {g.max_rows:>13}"
+        )
     total = sum(g.weights_gb for g in plan.per_gpu)
     if plan.fits:
         lines.append(f"fits: weights {total:.1f} GiB in all; largest batch that fits: {plan.max_batch_rows} rows")

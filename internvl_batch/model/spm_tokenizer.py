@@ -33,14 +33,22 @@ class SentencePieceChatTokenizer:
         self.added = added
         self.id_to_token = {i: t for t, i in self.vocab.items()}
         # Longest first, so that a token that is a prefix of another never wins.
-        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True)) + ")") if added else None
+        self._split = (
+            re.compile("(" + "|".join(re.escape(t) for t in sorted(added, key=len, reverse=True)) + ")")
+            if added
+            else None
+        )
         self.add_bos_token = bool(config.get("add_bos_token", True))
         self.bos_token_id = self.sp.bos_id()
         self.eos_token_id = self.sp.eos_id()
         pad = _token_text(config.get("pad_token")) or "</s>"
         self.pad_token_id = self.vocab.get(pad, self.eos_token_id)
         specials = {self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id(), self.pad_token_id}
-        specials |= {i for t, i in added.items() if (config.get("added_tokens_decoder") or {}).get(str(i), {}).get("special", True)}
+        specials |= {
+            i
+            for t, i in added.items()
+            if (config.get("added_tokens_decoder") or {}).get(str(i), {}).get("special", True)
+        }
         self.special_ids = {i for i in specials if i >= 0}
 
     def __len__(self) -> int:

@@ -28,7 +28,10 @@ COMPLETE = ".complete"
 
 
 def default_cache_root() -> Path:
-    root = os.environ.get("INTERNVL_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
+    root = (
+        os.environ.get("INTERNVL_BATCH_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
+    )
     return Path(root)
 
 

@@ -13,11 +13,29 @@ from pathlib import Path
 from internvl_batch.model.checkpoint import DEFAULT_SYSTEM_MESSAGE
 
 QWEN_ADDED_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
-]  # fmt: skip
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
 INTERNVL_ADDED_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
 NOT_SPECIAL = {"<tool_call>", "</tool_call>"}  # Qwen2.5 marks these two as ordinary added tokens
 
@@ -65,11 +83,15 @@ def train_tiny_tokenizer(out_dir: Path, base_vocab_size: int = 512, model_max_le
     first = len(vocab)
     decoder = {
         str(first + i): {
-            "content": tok, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+            "content": tok,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
             "special": tok not in NOT_SPECIAL,
         }
         for i, tok in enumerate(added)
-    }  # fmt: skip
+    }
     config = {
         "add_bos_token": False,
         "add_prefix_space": False,
@@ -91,14 +113,33 @@ def train_tiny_tokenizer(out_dir: Path, base_vocab_size: int = 512, model_max_le
     )
     special_map = {
         "additional_special_tokens": config["additional_special_tokens"],
-        "eos_token": {"content": "<|im_end|>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False},
-        "pad_token": {"content": "<|endoftext|>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False},
-    }  # fmt: skip
+        "eos_token": {
+            "content": "<|im_end|>",
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+        },
+        "pad_token": {
+            "content": "<|endoftext|>",
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+        },
+    }
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2), encoding="utf-8")
     return first + len(added)
 
 
-INTERNLM2_CHAT_TOKENS = ["<|plugin|>", "<|interpreter|>", "<|action_end|>", "<|action_start|>", "<|im_end|>", "<|im_start|>"]
+INTERNLM2_CHAT_TOKENS = [
+    "<|plugin|>",
+    "<|interpreter|>",
+    "<|action_end|>",
+    "<|action_start|>",
+    "<|im_end|>",
+    "<|im_start|>",
+]
 
 
 def train_tiny_spm_tokenizer(out_dir: Path, vocab_size: int = 640) -> int:
@@ -111,11 +152,24 @@ def train_tiny_spm_tokenizer(out_dir: Path, vocab_size: int = 640) -> int:
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_CORPUS * 8), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, user_defined_symbols=INTERNLM2_CHAT_TOKENS, add_dummy_prefix=False,
-        normalization_rule_name="identity", split_digits=True, character_coverage=1.0, num_threads=1,
-        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2, hard_vocab_limit=False,
-    )  # fmt: skip
+        sentence_iterator=iter(_CORPUS * 8),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        user_defined_symbols=INTERNLM2_CHAT_TOKENS,
+        add_dummy_prefix=False,
+        normalization_rule_name="identity",
+        split_digits=True,
+        character_coverage=1.0,
+        num_threads=1,
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
+        hard_vocab_limit=False,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tokenizer.model").write_bytes(model.getvalue())
     size = spm.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
@@ -123,19 +177,43 @@ def train_tiny_spm_tokenizer(out_dir: Path, vocab_size: int = 640) -> int:
     processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
     chat = {tok: processor.piece_to_id(tok) for tok in INTERNLM2_CHAT_TOKENS}
     decoder = {
-        str(i): {"content": tok, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True}
+        str(i): {
+            "content": tok,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         for tok, i in sorted({**chat, **added}.items(), key=lambda kv: kv[1])
-    }  # fmt: skip
+    }
     config = {
-        "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": decoder,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": decoder,
         "additional_special_tokens": INTERNLM2_CHAT_TOKENS + INTERNVL_ADDED_TOKENS,
-        "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", "tokenization_internlm2_fast.InternLM2TokenizerFast"]},
-        "bos_token": "<s>", "clean_up_tokenization_spaces": False, "eos_token": "</s>", "model_max_length": 32768,
-        "pad_token": "</s>", "tokenizer_class": "InternLM2Tokenizer", "unk_token": "<unk>",
-    }  # fmt: skip
+        "auto_map": {
+            "AutoTokenizer": [
+                "tokenization_internlm2.InternLM2Tokenizer",
+                "tokenization_internlm2_fast.InternLM2TokenizerFast",
+            ]
+        },
+        "bos_token": "<s>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "</s>",
+        "model_max_length": 32768,
+        "pad_token": "</s>",
+        "tokenizer_class": "InternLM2Tokenizer",
+        "unk_token": "<unk>",
+    }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     (out_dir / "added_tokens.json").write_text(json.dumps(added, indent=2), encoding="utf-8")
-    special_map = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
-                   "additional_special_tokens": config["additional_special_tokens"]}  # fmt: skip
+    special_map = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "</s>",
+        "unk_token": "<unk>",
+        "additional_special_tokens": config["additional_special_tokens"],
+    }
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2), encoding="utf-8")
     return size + len(added)

@@ -12,9 +12,25 @@ The driver holds per-unit and per-partition summaries and object references, nev
 that is one of ours (a fatal manifest problem) is re-raised on the driver as itself.
 """
 
-from internvl_batch.pipeline.dataset import add_model_stages, build_api_dataset, build_dataset, manifest_datasource, replica_gpus
+from internvl_batch.pipeline.dataset import (
+    add_model_stages,
+    build_api_dataset,
+    build_dataset,
+    manifest_datasource,
+    replica_gpus,
+)
 from internvl_batch.pipeline.outputs import results_dataset
 from internvl_batch.pipeline.prepass import ScanResult, load_done_keys, read_units, scan_manifests
 
-__all__ = ["ScanResult", "add_model_stages", "build_api_dataset", "build_dataset", "load_done_keys",
-           "manifest_datasource", "read_units", "replica_gpus", "results_dataset", "scan_manifests"]
+__all__ = [
+    "ScanResult",
+    "add_model_stages",
+    "build_api_dataset",
+    "build_dataset",
+    "load_done_keys",
+    "manifest_datasource",
+    "read_units",
+    "replica_gpus",
+    "results_dataset",
+    "scan_manifests",
+]

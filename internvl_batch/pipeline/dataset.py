@@ -42,10 +42,12 @@ def manifest_datasource(config: JobConfig, units: list[ReadUnit], scan: ScanResu
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
             return [
-                ReadTask(functools.partial(_read_unit, unit, config, scan.passthrough_types, done_ref, scan.drop_ref),
-                         BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(unit.file.uri,)))
+                ReadTask(
+                    functools.partial(_read_unit, unit, config, scan.passthrough_types, done_ref, scan.drop_ref),
+                    BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(unit.file.uri,)),
+                )
                 for unit in units
-            ]  # fmt: skip
+            ]
 
     return ManifestDatasource()
 
@@ -54,8 +56,10 @@ def replica_gpus(config: PipelineConfig) -> float:
     """GPUs per model replica: `model.gpus_per_replica`, or 0 where replicas run on CPU."""
     gpus = _replica_gpus(config)
     if gpus == 0 and config.model.device.startswith("cuda"):
-        raise ConfigError(f"model.device={config.model.device} but model replicas reserve no GPU "
-                          f"(resources.accelerator={config.resources.accelerator}); set resources.accelerator=gpu")  # fmt: skip
+        raise ConfigError(
+            f"model.device={config.model.device} but model replicas reserve no GPU "
+            f"(resources.accelerator={config.resources.accelerator}); set resources.accelerator=gpu"
+        )
     return gpus
 
 
@@ -71,8 +75,10 @@ def _replica_gpus(config: PipelineConfig) -> float:
             log.warning("the cluster has %g GPUs now; replicas wait for the autoscaler to add GPU nodes", gpus)
         return config.model.gpus_per_replica
     if not gpus:
-        log.warning("no GPUs in the Ray cluster: model replicas run on CPU (set resources.accelerator=gpu on "
-                    "clusters whose GPU workers scale from zero)")  # fmt: skip
+        log.warning(
+            "no GPUs in the Ray cluster: model replicas run on CPU (set resources.accelerator=gpu on "
+            "clusters whose GPU workers scale from zero)"
+        )
         return 0
     if gpus < config.model.gpus_per_replica:
         raise ConfigError(f"model.gpus_per_replica={config.model.gpus_per_replica} but the cluster has {gpus:g} GPUs")
@@ -105,8 +111,9 @@ def fault_tolerance(config: PipelineConfig) -> dict:
     return {key: value for key, value in pairs if value != -1}
 
 
-def add_model_stages(ds, config: PipelineConfig, model_name: str, num_gpus: float, run_id: str | None,
-                     passthrough: list[str]):  # fmt: skip
+def add_model_stages(
+    ds, config: PipelineConfig, model_name: str, num_gpus: float, run_id: str | None, passthrough: list[str]
+):
     """Request rows -> output rows: the CPU actor pool, then the model replicas."""
     from ray.data import ActorPoolStrategy
 
@@ -123,8 +130,13 @@ def add_model_stages(ds, config: PipelineConfig, model_name: str, num_gpus: floa
     )
     return ds.map_batches(
         GenerateStage,
-        fn_constructor_kwargs={"config": config, "model_name": model_name, "run_id": run_id, "passthrough": passthrough,
-                               "reserved_gpus": num_gpus},
+        fn_constructor_kwargs={
+            "config": config,
+            "model_name": model_name,
+            "run_id": run_id,
+            "passthrough": passthrough,
+            "reserved_gpus": num_gpus,
+        },
         batch_format="pyarrow",
         batch_size=res.gpu_batch_size,
         compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
@@ -136,8 +148,16 @@ def add_model_stages(ds, config: PipelineConfig, model_name: str, num_gpus: floa
     )
 
 
-def build_dataset(config: JobConfig, units: list[ReadUnit], todo_rows: int, scan: ScanResult, done_ref,
-                  model_name: str, num_gpus: float, run_id: str):  # fmt: skip
+def build_dataset(
+    config: JobConfig,
+    units: list[ReadUnit],
+    todo_rows: int,
+    scan: ScanResult,
+    done_ref,
+    model_name: str,
+    num_gpus: float,
+    run_id: str,
+):
     """The lazy Ray dataset of the job over some read units (`todo_rows` rows to do in them): writes result
     files as it runs and yields one row of counts per file."""
     import ray.data
@@ -151,8 +171,12 @@ def build_dataset(config: JobConfig, units: list[ReadUnit], todo_rows: int, scan
     # request rows) and splits each by the ratio of the blocks asked for to read tasks; asking for one block
     # per rows_per_block rows to do gives preprocessing actors blocks of about that size.
     blocks = max(len(units), -(-todo_rows // config.resources.rows_per_block))
-    ds = ray.data.read_datasource(manifest_datasource(config, units, scan, done_ref), num_cpus=0,
-                                  concurrency=min(config.resources.read_tasks, len(units)), override_num_blocks=blocks)  # fmt: skip
+    ds = ray.data.read_datasource(
+        manifest_datasource(config, units, scan, done_ref),
+        num_cpus=0,
+        concurrency=min(config.resources.read_tasks, len(units)),
+        override_num_blocks=blocks,
+    )
     ds = add_model_stages(ds, config, model_name, num_gpus, run_id, list(config.input.passthrough_columns))
     # A small pool of writer actors: writing a file is short and mostly I/O, so writers reserve no CPU (on a
     # small cluster the CPUs are all held by the other actors), and, being actors, they are not worker
@@ -181,8 +205,9 @@ def _rows_to_requests(batch, task_config, max_new_tokens, base_uri):
     return RowsStage(task_config, max_new_tokens, base_uri)(batch)
 
 
-def build_api_dataset(dataset, config: PipelineConfig, model_name: str, run_id: str, base_uri: str | None,
-                      passthrough: list[str]):  # fmt: skip
+def build_api_dataset(
+    dataset, config: PipelineConfig, model_name: str, run_id: str, base_uri: str | None, passthrough: list[str]
+):
     """The Python API's pipeline (`api.Processor`): a user's rows -> request rows -> output rows."""
     rows = dataset.map_batches(
         _rows_to_requests,

@@ -47,7 +47,9 @@ def results_dataset(output_path: str, storage=None, columns: list[str] | None = 
     files = result_files(output_path, storage)  # the listing: one path per result file (~1000 rows each)
     if not ray.is_initialized():
         ray.init()
-    chunks = [(first, files[first:first + RESULT_FILES_PER_TASK]) for first in range(0, len(files), RESULT_FILES_PER_TASK)]
+    chunks = [
+        (first, files[first : first + RESULT_FILES_PER_TASK]) for first in range(0, len(files), RESULT_FILES_PER_TASK)
+    ]
     partitions = max(1, min(MAX_PARTITIONS, len(chunks)))
     records = remote(_result_records, num_returns=partitions)
     outputs = [records.remote(output_path, chunk, first, storage, partitions) for first, chunk in chunks]
@@ -60,8 +62,12 @@ def results_dataset(output_path: str, storage=None, columns: list[str] | None = 
             return None
 
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [ReadTask(functools.partial(_read_result_files, output_path, chunk, first, storage, drop_ref, columns),
-                             BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None))
-                    for first, chunk in chunks]  # fmt: skip
+            return [
+                ReadTask(
+                    functools.partial(_read_result_files, output_path, chunk, first, storage, drop_ref, columns),
+                    BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None),
+                )
+                for first, chunk in chunks
+            ]
 
     return ray.data.read_datasource(ResultFilesDatasource())

@@ -9,7 +9,14 @@ import logging
 from dataclasses import dataclass
 
 from internvl_batch.config import JobConfig
-from internvl_batch.manifest.files import ReadUnit, count_newlines, needs_layout, number_units, parquet_row_groups, plan_units
+from internvl_batch.manifest.files import (
+    ReadUnit,
+    count_newlines,
+    needs_layout,
+    number_units,
+    parquet_row_groups,
+    plan_units,
+)
 from internvl_batch.pipeline.calls import get, remote
 
 log = logging.getLogger("internvl_batch.pipeline")
@@ -46,7 +53,7 @@ def _list_results(output_path, storage):
 def _hash_results(files, first, count, output_path, storage, ok_only):
     from internvl_batch.results import result_key_hashes
 
-    return result_key_hashes(output_path, files[first:first + count], storage, ok_only)
+    return result_key_hashes(output_path, files[first : first + count], storage, ok_only)
 
 
 def _length(value) -> int:
@@ -71,8 +78,12 @@ def load_done_keys(config: JobConfig):
     if not count:
         return None, 0
     hash_results = remote(_hash_results, num_cpus=1)  # a tuple each: (ordinary keys, page rows)
-    parts = [hash_results.remote(files_ref, first, RESULT_FILES_PER_TASK, config.output.path, config.storage,
-                                 config.output.retry_errors) for first in range(0, count, RESULT_FILES_PER_TASK)]  # fmt: skip
+    parts = [
+        hash_results.remote(
+            files_ref, first, RESULT_FILES_PER_TASK, config.output.path, config.storage, config.output.retry_errors
+        )
+        for first in range(0, count, RESULT_FILES_PER_TASK)
+    ]
     keys_ref = remote(_build_keyset, num_cpus=1).remote(*parts)
     size = get(remote(_length, num_cpus=0).remote(keys_ref))
     log.info("resume: %d result files hold %d (id, task) keys already done", count, size)

@@ -27,11 +27,23 @@ from internvl_batch.tasks import PRESETS
 
 
 class GenerateStage:
-    def __init__(self, config: PipelineConfig, model_name: str, run_id: str | None = None, passthrough: list[str] = (),
-                 reserved_gpus: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: PipelineConfig,
+        model_name: str,
+        run_id: str | None = None,
+        passthrough: list[str] = (),
+        reserved_gpus: float | None = None,
+    ) -> None:
         """`reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU."""
-        self.predictor = Predictor(config.model, config.generation, config.batching, model_name=model_name,
-                                   storage=config.storage, reserved_gpus=reserved_gpus)  # fmt: skip
+        self.predictor = Predictor(
+            config.model,
+            config.generation,
+            config.batching,
+            model_name=model_name,
+            storage=config.storage,
+            reserved_gpus=reserved_gpus,
+        )
         self.model_name = model_name
         self.run_id = run_id
         self.passthrough = list(passthrough)  # input columns copied to the output unchanged
@@ -49,7 +61,9 @@ class GenerateStage:
         if todo:
             ids, pixels, limits = column(batch, "input_ids"), column(batch, "pixels"), column(batch, "max_new_tokens")
             keys = _image_keys(column(batch, "id"), pixels, todo)
-            requests = [GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i], keys[i]) for i in todo]
+            requests = [
+                GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i], keys[i]) for i in todo
+            ]
             try:
                 results = self.predictor.generate(requests)
             except Exception as exc:

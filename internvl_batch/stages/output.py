@@ -37,32 +37,46 @@ import pyarrow.compute as pc
 
 from internvl_batch.errors import error_parts
 
-OUTPUT_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("status", pa.string()),
-    ("task", pa.string()),
-    ("question", pa.string()),
-    ("response", pa.string()),
-    ("media", pa.list_(pa.string())),
-    ("num_tiles", pa.list_(pa.int32())),
-    ("num_input_tokens", pa.int32()),
-    ("num_output_tokens", pa.int32()),
-    ("finish_reason", pa.string()),
-    ("media_sizes", pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))),
-    ("boxes", pa.list_(pa.struct([("label", pa.string()), ("x1", pa.float64()), ("y1", pa.float64()),
-                                  ("x2", pa.float64()), ("y2", pa.float64())]))),  # fmt: skip
-    ("parse_error", pa.string()),
-    ("num_frames", pa.int32()),
-    ("frame_indices", pa.list_(pa.int32())),
-    ("frame_timestamps", pa.list_(pa.float64())),
-    ("page", pa.int32()),
-    ("num_pages", pa.int32()),
-    ("error", pa.string()),
-    ("error_stage", pa.string()),
-    ("error_type", pa.string()),
-    ("model", pa.string()),
-    ("run_id", pa.string()),
-])  # fmt: skip
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("status", pa.string()),
+        ("task", pa.string()),
+        ("question", pa.string()),
+        ("response", pa.string()),
+        ("media", pa.list_(pa.string())),
+        ("num_tiles", pa.list_(pa.int32())),
+        ("num_input_tokens", pa.int32()),
+        ("num_output_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("media_sizes", pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))),
+        (
+            "boxes",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("label", pa.string()),
+                        ("x1", pa.float64()),
+                        ("y1", pa.float64()),
+                        ("x2", pa.float64()),
+                        ("y2", pa.float64()),
+                    ]
+                )
+            ),
+        ),
+        ("parse_error", pa.string()),
+        ("num_frames", pa.int32()),
+        ("frame_indices", pa.list_(pa.int32())),
+        ("frame_timestamps", pa.list_(pa.float64())),
+        ("page", pa.int32()),
+        ("num_pages", pa.int32()),
+        ("error", pa.string()),
+        ("error_stage", pa.string()),
+        ("error_type", pa.string()),
+        ("model", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
 
 
 def output_schema(parsed_type: pa.DataType | None = None) -> pa.Schema:
@@ -70,8 +84,13 @@ def output_schema(parsed_type: pa.DataType | None = None) -> pa.Schema:
     return OUTPUT_SCHEMA.append(pa.field("parsed", parsed_type)) if parsed_type is not None else OUTPUT_SCHEMA
 
 
-def to_output_table(table: pa.Table, model_name: str, passthrough: list[str], run_id: str | None = None,
-                    parsed_type: pa.DataType | None = None) -> pa.Table:  # fmt: skip
+def to_output_table(
+    table: pa.Table,
+    model_name: str,
+    passthrough: list[str],
+    run_id: str | None = None,
+    parsed_type: pa.DataType | None = None,
+) -> pa.Table:
     """Select and type the output columns (missing ones become nulls), then the pass-through columns."""
     n = table.num_rows
     schema = output_schema(parsed_type)

@@ -17,14 +17,23 @@ or prompt.
 from __future__ import annotations
 
 from collections import ChainMap
-
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import PipelineConfig
-from internvl_batch.errors import LIMITS, PROMPT, TASK, LimitError, PromptError, RowError, RowFailure, TaskError, format_row_error
+from internvl_batch.errors import (
+    LIMITS,
+    PROMPT,
+    TASK,
+    LimitError,
+    PromptError,
+    RowError,
+    RowFailure,
+    TaskError,
+    format_row_error,
+)
 from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
 from internvl_batch.model.loader import load_tokenizer
 from internvl_batch.prompts import PromptBuilder
@@ -72,8 +81,10 @@ class PrepareStage:
         self.chunk_rows = config.resources.cpu_batch_size
         limit = config.generation.max_input_tokens
         self.max_input_tokens = limit or max(1, info.max_position_embeddings - config.generation.max_new_tokens)
-        self.max_input_tokens_name = "generation.max_input_tokens" if limit else (
-            f"the model's context ({info.max_position_embeddings}) minus generation.max_new_tokens"
+        self.max_input_tokens_name = (
+            "generation.max_input_tokens"
+            if limit
+            else (f"the model's context ({info.max_position_embeddings}) minus generation.max_new_tokens")
         )
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
@@ -101,13 +112,19 @@ class PrepareStage:
         # Images held in the manifest need no fetch (they are looked up per row: their names need not be unique
         # across rows, e.g. API rows without ids); one concurrent fetch for every URI of the batch otherwise
         # (object-store latency overlaps across rows).
-        embedded = [None if err is not None or data is None else {u: d for u, d in zip(uris, data) if d is not None}
-                    for err, uris, data in zip(errors, media, column(batch, "media_data"))]  # fmt: skip
-        wanted = list(dict.fromkeys(
-            (uri, "video" if kind == "video" else "image")
-            for err, uris, kind, own in zip(errors, media, kinds, embedded) if err is None
-            for uri in uris if own is None or uri not in own
-        ))  # fmt: skip
+        embedded = [
+            None if err is not None or data is None else {u: d for u, d in zip(uris, data) if d is not None}
+            for err, uris, data in zip(errors, media, column(batch, "media_data"))
+        ]
+        wanted = list(
+            dict.fromkeys(
+                (uri, "video" if kind == "video" else "image")
+                for err, uris, kind, own in zip(errors, media, kinds, embedded)
+                if err is None
+                for uri in uris
+                if own is None or uri not in own
+            )
+        )
         fetched = {uri: data for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted))}
 
         out: list[dict] = []  # one entry per output row
@@ -129,8 +146,11 @@ class PrepareStage:
                         for page in pages:
                             pixels = _release_tiles(page.media)
                             for task in tasks:
-                                out.append(self._task_row(i, task, row, page.media, pixels, page.error,
-                                                          (page.number, num_pages)))  # fmt: skip
+                                out.append(
+                                    self._task_row(
+                                        i, task, row, page.media, pixels, page.error, (page.number, num_pages)
+                                    )
+                                )
                         continue
                 if errors[i] is None:
                     try:
@@ -144,11 +164,28 @@ class PrepareStage:
             self.fetcher.release(fetched.values())  # temporary video files never outlive the batch
         return self._table(batch, out)
 
-    def _task_row(self, source: int, task: str, row: dict, decoded: DecodedMedia | None, pixels, error,
-                  page: tuple[int, int] | None = None) -> dict:  # fmt: skip
+    def _task_row(
+        self,
+        source: int,
+        task: str,
+        row: dict,
+        decoded: DecodedMedia | None,
+        pixels,
+        error,
+        page: tuple[int, int] | None = None,
+    ) -> dict:
         """One output row's entry; `page` = (page number, pages in the document) for a document's page rows."""
-        entry = {"source": source, "task": task, "question": row["question"], "decoded": None, "pixels": None,
-                 "input_ids": None, "max_new_tokens": None, "error": error, "page": page}  # fmt: skip
+        entry = {
+            "source": source,
+            "task": task,
+            "question": row["question"],
+            "decoded": None,
+            "pixels": None,
+            "input_ids": None,
+            "max_new_tokens": None,
+            "error": error,
+            "page": page,
+        }
         if error is not None:
             return entry
         try:
@@ -166,8 +203,13 @@ class PrepareStage:
         except RowError as exc:
             entry["error"] = format_row_error(PROMPT, exc)
             return entry
-        entry.update(question=question, decoded=decoded, pixels=pixels, input_ids=prompt.input_ids.astype(np.int32).tolist(),
-                     max_new_tokens=self.tasks.max_new_tokens(task))  # fmt: skip
+        entry.update(
+            question=question,
+            decoded=decoded,
+            pixels=pixels,
+            input_ids=prompt.input_ids.astype(np.int32).tolist(),
+            max_new_tokens=self.tasks.max_new_tokens(task),
+        )
         return entry
 
     @staticmethod

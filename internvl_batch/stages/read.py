@@ -15,7 +15,7 @@ named `<manifest>:<line>#<n>`), `media_data` (those images' bytes, per entry; nu
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,27 +28,30 @@ from internvl_batch.manifest.rows import MediaResolver, ParsedRow
 from internvl_batch.requests import TaskAssigner, unit_chunks
 from internvl_batch.scan import MIXED
 
-REQUEST_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("source", pa.string()),
-    ("media_kind", pa.string()),
-    ("media", pa.list_(pa.string())),
-    ("media_data", pa.list_(pa.large_binary())),
-    ("question", pa.string()),
-    ("task", pa.string()),
-    ("tasks", pa.list_(pa.string())),
-    ("expression", pa.string()),
-    ("bound", pa.list_(pa.float64())),
-    ("num_segments", pa.int32()),
-    ("error", pa.string()),
-])  # fmt: skip
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("media_kind", pa.string()),
+        ("media", pa.list_(pa.string())),
+        ("media_data", pa.list_(pa.large_binary())),
+        ("question", pa.string()),
+        ("task", pa.string()),
+        ("tasks", pa.list_(pa.string())),
+        ("expression", pa.string()),
+        ("bound", pa.list_(pa.float64())),
+        ("num_segments", pa.int32()),
+        ("error", pa.string()),
+    ]
+)
 
 
 class RequestReader:
     """Build once per read task; call with a unit, the done keys and the positions of duplicates to drop."""
 
-    def __init__(self, storage: StorageConfig, assigner: TaskAssigner, passthrough_types: dict[str, object],
-                 rows_per_block: int) -> None:  # fmt: skip
+    def __init__(
+        self, storage: StorageConfig, assigner: TaskAssigner, passthrough_types: dict[str, object], rows_per_block: int
+    ) -> None:
         self.storage = storage
         self.assigner = assigner
         self.passthrough_types = passthrough_types
@@ -65,8 +68,16 @@ class RequestReader:
                 start, stop = chunk.starts[i], chunk.starts[i + 1]
                 tasks = [t for t, done in zip(chunk.tasks[i], chunk.done[start:stop]) if not done]
                 if tasks:
-                    pending.append(request_row(row, tasks, chunk.raws[i], f"{unit.file.uri}:{chunk.numbers[i]}",
-                                               resolve, self.passthrough_types))  # fmt: skip
+                    pending.append(
+                        request_row(
+                            row,
+                            tasks,
+                            chunk.raws[i],
+                            f"{unit.file.uri}:{chunk.numbers[i]}",
+                            resolve,
+                            self.passthrough_types,
+                        )
+                    )
                 if len(pending) >= self.rows_per_block:
                     yield requests_table(pending, self.passthrough_types)
                     pending = []
@@ -79,16 +90,28 @@ def request_row(row: ParsedRow, tasks: list[str], raw, source: str, resolve: Med
     media, error, data = row.media, row.error, row.media_data
     if error is None:
         try:
-            media = [resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
-                     for k, uri in enumerate(row.media)]  # fmt: skip
+            media = [
+                resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
+                for k, uri in enumerate(row.media)
+            ]
         except RowError as exc:
             error = format_row_error(MANIFEST, exc)
     if error is not None:
         data = None  # an error row carries no image
-    out = {"id": row.id, "source": source, "media_kind": row.media_kind, "media": media, "media_data": data,
-           "question": row.question,
-           "task": row.task, "tasks": tasks, "expression": row.expression, "bound": row.bound,
-           "num_segments": row.num_segments, "error": error}  # fmt: skip
+    out = {
+        "id": row.id,
+        "source": source,
+        "media_kind": row.media_kind,
+        "media": media,
+        "media_data": data,
+        "question": row.question,
+        "task": row.task,
+        "tasks": tasks,
+        "expression": row.expression,
+        "bound": row.bound,
+        "num_segments": row.num_segments,
+        "error": error,
+    }
     for name in passthrough:
         out[name] = raw.get(name) if isinstance(raw, dict) else None
     return out

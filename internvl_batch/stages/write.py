@@ -18,11 +18,19 @@ from internvl_batch.config import StorageConfig
 from internvl_batch.keys import add_checksums, document_ids, key_checksum, key_hashes, page_shares
 from internvl_batch.results import write_result_file
 
-STATS_SCHEMA = pa.schema([
-    ("rows", pa.int64()), ("ok", pa.int64()), ("errors_by_stage", pa.string()), ("images", pa.int64()),
-    ("tiles", pa.int64()), ("output_tokens", pa.int64()), ("keys", pa.int64()), ("keys_high", pa.uint64()),
-    ("keys_low", pa.uint64()),
-])  # fmt: skip
+STATS_SCHEMA = pa.schema(
+    [
+        ("rows", pa.int64()),
+        ("ok", pa.int64()),
+        ("errors_by_stage", pa.string()),
+        ("images", pa.int64()),
+        ("tiles", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("keys", pa.int64()),
+        ("keys_high", pa.uint64()),
+        ("keys_low", pa.uint64()),
+    ]
+)
 
 
 class WriteStage:
@@ -52,11 +60,20 @@ def batch_stats(batch: pa.Table) -> pa.Table:
     stages = failed.column("error_stage").fill_null("unknown")
     by_stage = {v["values"]: v["counts"] for v in pc.value_counts(stages).to_pylist()} if failed.num_rows else {}
     keys, (high, low) = written_keys(batch)
-    return pa.table([
-        [batch.num_rows], [ok_rows.num_rows], [json.dumps(by_stage, sort_keys=True)],
-        [_sum(pc.list_value_length(ok_rows.column("media")))], [_sum(pc.list_flatten(ok_rows.column("num_tiles")))],
-        [_sum(ok_rows.column("num_output_tokens"))], [keys], pa.array([high], pa.uint64()), pa.array([low], pa.uint64()),
-    ], schema=STATS_SCHEMA)  # fmt: skip
+    return pa.table(
+        [
+            [batch.num_rows],
+            [ok_rows.num_rows],
+            [json.dumps(by_stage, sort_keys=True)],
+            [_sum(pc.list_value_length(ok_rows.column("media")))],
+            [_sum(pc.list_flatten(ok_rows.column("num_tiles")))],
+            [_sum(ok_rows.column("num_output_tokens"))],
+            [keys],
+            pa.array([high], pa.uint64()),
+            pa.array([low], pa.uint64()),
+        ],
+        schema=STATS_SCHEMA,
+    )
 
 
 def written_keys(batch: pa.Table) -> tuple[int, tuple[int, int]]:
@@ -68,10 +85,15 @@ def written_keys(batch: pa.Table) -> tuple[int, tuple[int, int]]:
         return batch.num_rows, key_checksum(key_hashes(ids, tasks))
     paged = [k for k, p in enumerate(pages) if p is not None]
     counts = batch.column("num_pages").to_pylist()
-    _, shares = page_shares(document_ids([ids[k] for k in paged], [pages[k] for k in paged]), [tasks[k] for k in paged],
-                            [pages[k] for k in paged], [counts[k] for k in paged])  # fmt: skip
-    checksum = add_checksums(key_checksum(key_hashes([ids[k] for k in plain], [tasks[k] for k in plain])),
-                             key_checksum(shares))  # fmt: skip
+    _, shares = page_shares(
+        document_ids([ids[k] for k in paged], [pages[k] for k in paged]),
+        [tasks[k] for k in paged],
+        [pages[k] for k in paged],
+        [counts[k] for k in paged],
+    )
+    checksum = add_checksums(
+        key_checksum(key_hashes([ids[k] for k in plain], [tasks[k] for k in plain])), key_checksum(shares)
+    )
     return len(plain) + sum(1 for k in paged if pages[k] >= counts[k]), checksum
 
 

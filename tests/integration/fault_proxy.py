@@ -58,8 +58,10 @@ class FaultProxy:
                     time.sleep(rule.seconds)
                 if rule and rule.action == "status":
                     code = S3_CODES.get(rule.status, "Error")
-                    payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                               f"<Message>injected fault</Message></Error>").encode()  # fmt: skip
+                    payload = (
+                        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                        f"<Message>injected fault</Message></Error>"
+                    ).encode()
                     self.send_response(rule.status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(payload)))
@@ -79,7 +81,10 @@ class FaultProxy:
                 for key, value in response.getheaders():
                     if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                         self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload) if self.command != "HEAD" else response.getheader("Content-Length") or 0))
+                self.send_header(
+                    "Content-Length",
+                    str(len(payload) if self.command != "HEAD" else response.getheader("Content-Length") or 0),
+                )
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
@@ -109,7 +114,7 @@ class FaultProxy:
         with self._lock:
             return sum(n for (_, path), n in self.hits.items() if path_contains in path)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 

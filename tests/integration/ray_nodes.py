@@ -92,8 +92,9 @@ class RayNode:
         self.temp_dir = short_temp_dir(name)
         self.log_path = Path(self.temp_dir) / "ray-start.log"
         command = [str(BIN / "ray"), "start", "--block", f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *args]
-        self.process = subprocess.Popen(command, env=env, start_new_session=True, stdout=open(self.log_path, "wb"),
-                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            command, env=env, start_new_session=True, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""

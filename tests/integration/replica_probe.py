@@ -26,9 +26,13 @@ def install() -> None:
 
     def recording_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        record = {"pid": os.getpid(), "device": str(self.device), "reserved_gpus": kwargs.get("reserved_gpus"),
-                  "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                  "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}  # fmt: skip
+        record = {
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "reserved_gpus": kwargs.get("reserved_gpus"),
+            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+        }
         (directory / f"replica-{os.getpid()}.json").write_text(json.dumps(record))
 
     def faulty_generate(self, requests, new_tokens):

@@ -18,9 +18,9 @@ import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.job import run_job
-from internvl_batch.filesystems import azure_filesystem
 from internvl_batch.errors import FetchError
+from internvl_batch.filesystems import azure_filesystem
+from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port
 from tests.media import encode, make_photo
@@ -41,8 +41,11 @@ def azurite_blob() -> Path:
         npm = shutil.which("npm")
         assert npm, "the Azure tests need npm (Node.js) to install Azurite"
         AZURITE_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund", "--silent", "azurite@3"],
-                       check=True, timeout=600)  # fmt: skip
+        subprocess.run(
+            [npm, "install", "--prefix", str(AZURITE_DIR), "--no-audit", "--no-fund", "--silent", "azurite@3"],
+            check=True,
+            timeout=600,
+        )
     return command
 
 
@@ -51,9 +54,23 @@ def azure(tmp_path_factory):
     """Azurite on 127.0.0.1, its connection string in the environment, and a local Ray cluster started after it
     (Ray's workers take the environment they start with)."""
     port = free_port()
-    proc = subprocess.Popen([str(azurite_blob()), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location",
-                             str(tmp_path_factory.mktemp("azurite")), "--silent", "--skipApiVersionCheck", "--loose"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            str(azurite_blob()),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp_path_factory.mktemp("azurite")),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # Ray's token settings are read once, when ray is first imported, and stay for the session (as in ray_local).
     saved = {k: os.environ.get(k) for k in ("AZURE_STORAGE_CONNECTION_STRING",)}
     try:
@@ -96,18 +113,31 @@ def test_job_on_azure(azure, tiny_checkpoint):
         fs.pipe(f"media/job/img/{name}", encode(make_photo(400, 300, seed=len(name) + 3), "JPEG"))
     for path in Path(tiny_checkpoint).iterdir():
         fs.pipe(f"media/models/tiny/{path.name}", path.read_bytes())
-    rows = [{"id": "a", "image": "img/a.jpg"}, {"id": "b", "image": "az://media/job/img/b.jpg"}, {"id": "gone", "image": "img/gone.jpg"}]
+    rows = [
+        {"id": "a", "image": "img/a.jpg"},
+        {"id": "b", "image": "az://media/job/img/b.jpg"},
+        {"id": "gone", "image": "img/gone.jpg"},
+    ]
     fs.pipe("media/job/m.jsonl", "\n".join(json.dumps(r) for r in rows).encode())
     fetcher = MediaFetcher(StorageConfig(), FetchConfig(retries=0))
     assert fetcher.fetch("az://media/job/img/a.jpg")[:2] == b"\xff\xd8"  # a JPEG
     with pytest.raises(FetchError, match="az://media/job/img/gone.jpg: not found"):
         fetcher.fetch("az://media/job/img/gone.jpg")
-    summary = run_job(load_config(None, base={
-        "input": {"manifests": "az://media/job/*.jsonl"},
-        "output": {"path": "az://media/job/out", "max_error_fraction": 1.0},
-        "model": {"path": "az://media/models/tiny", "cache_dir": str(Path(tiny_checkpoint).parent / "azure-cache")},
-        "generation": {"max_new_tokens": 3}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    }))  # fmt: skip
+    summary = run_job(
+        load_config(
+            None,
+            base={
+                "input": {"manifests": "az://media/job/*.jsonl"},
+                "output": {"path": "az://media/job/out", "max_error_fraction": 1.0},
+                "model": {
+                    "path": "az://media/models/tiny",
+                    "cache_dir": str(Path(tiny_checkpoint).parent / "azure-cache"),
+                },
+                "generation": {"max_new_tokens": 3},
+                "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+            },
+        )
+    )
     assert summary["rows_ok"] == 2 and summary["one_row_per_input"]
     out = []
     for file in fs.find("media/job/out"):

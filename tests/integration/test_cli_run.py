@@ -18,14 +18,31 @@ def run(args, tmp_path, **kwargs):
     return subprocess.run(CLI + args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
 
 
-@pytest.mark.parametrize("yaml_text,override,message", [
-    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\nmodle: {}\n", None, "modle: unknown key"),
-    ("input: {manifests: /no/such/m.jsonl}\noutput: {path: OUT}\nmodel: {path: tiny}\n", None,
-     "manifest /no/such/m.jsonl: no such file"),
-    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\n", "generation.max_new_tokens=lots",
-     "generation.max_new_tokens: Input should be a valid integer"),
-    ("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: /no/model}\n", None, "neither a local directory"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "yaml_text,override,message",
+    [
+        (
+            "input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\nmodle: {}\n",
+            None,
+            "modle: unknown key",
+        ),
+        (
+            "input: {manifests: /no/such/m.jsonl}\noutput: {path: OUT}\nmodel: {path: tiny}\n",
+            None,
+            "manifest /no/such/m.jsonl: no such file",
+        ),
+        (
+            "input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\n",
+            "generation.max_new_tokens=lots",
+            "generation.max_new_tokens: Input should be a valid integer",
+        ),
+        (
+            "input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: /no/model}\n",
+            None,
+            "neither a local directory",
+        ),
+    ],
+)
 def test_config_errors_are_one_clear_line(tmp_path, yaml_text, override, message):
     config = tmp_path / "c.yaml"
     config.write_text(yaml_text.replace("OUT", str(tmp_path / "out")))
@@ -43,7 +60,10 @@ def test_demo_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "random weights" in proc.stdout and "OpenGVLab/InternVL2_5-4B" in proc.stdout
     rows = [r for f in glob.glob(str(tmp_path / "demo" / "*.parquet")) for r in pq.read_table(f).to_pylist()]
-    manifest = [json.loads(line) for line in open(os.path.join(os.path.dirname(__file__), "../../internvl_batch/assets/samples/manifest.jsonl"))]
+    manifest = [
+        json.loads(line)
+        for line in open(os.path.join(os.path.dirname(__file__), "../../internvl_batch/assets/samples/manifest.jsonl"))
+    ]
     # The scanned two-page PDF has one row per page; every other input row has one row.
     expected = [m["id"] for m in manifest if "document" not in m] + ["scanned-report#p1", "scanned-report#p2"]
     assert sorted(r["id"] for r in rows) == sorted(expected)

@@ -16,9 +16,9 @@ import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.job import run_job
-from internvl_batch.filesystems import gcs_filesystem
 from internvl_batch.errors import FetchError
+from internvl_batch.filesystems import gcs_filesystem
+from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port
 from tests.media import encode, make_photo
@@ -31,8 +31,12 @@ def gcs_endpoint(tmp_path_factory):
     port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
     log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "wb")
-    proc = subprocess.Popen([str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(exe), "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -76,15 +80,28 @@ def test_job_on_gcs(ray_local, gcs, gcs_endpoint, tiny_checkpoint):
         fs.pipe(f"media-bucket/job/img/{name}", encode(make_photo(400, 300, seed=len(name)), "JPEG"))
     for path in Path(tiny_checkpoint).iterdir():  # the model from gs:// too, staged once per node
         fs.pipe(f"media-bucket/models/tiny/{path.name}", path.read_bytes())
-    rows = [{"id": "a", "image": "img/a.jpg"}, {"id": "b", "image": "img/b.jpg"}, {"id": "gone", "image": "img/gone.jpg"}]
+    rows = [
+        {"id": "a", "image": "img/a.jpg"},
+        {"id": "b", "image": "img/b.jpg"},
+        {"id": "gone", "image": "img/gone.jpg"},
+    ]
     fs.pipe("media-bucket/job/m.jsonl", "\n".join(json.dumps(r) for r in rows).encode())
-    summary = run_job(load_config(None, base={
-        "input": {"manifests": "gs://media-bucket/job/*.jsonl"},
-        "output": {"path": "gs://media-bucket/job/out", "max_error_fraction": 1.0},
-        "model": {"path": "gs://media-bucket/models/tiny", "cache_dir": str(Path(tiny_checkpoint).parent / "gcs-cache")},
-        "generation": {"max_new_tokens": 3}, "storage": storage.model_dump(),
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    }))  # fmt: skip
+    summary = run_job(
+        load_config(
+            None,
+            base={
+                "input": {"manifests": "gs://media-bucket/job/*.jsonl"},
+                "output": {"path": "gs://media-bucket/job/out", "max_error_fraction": 1.0},
+                "model": {
+                    "path": "gs://media-bucket/models/tiny",
+                    "cache_dir": str(Path(tiny_checkpoint).parent / "gcs-cache"),
+                },
+                "generation": {"max_new_tokens": 3},
+                "storage": storage.model_dump(),
+                "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+            },
+        )
+    )
     assert summary["rows_ok"] == 2 and summary["one_row_per_input"]
     out = []
     for file in fs.find("media-bucket/job/out"):
@@ -106,8 +123,13 @@ def test_a_missing_extra_is_one_clear_line(tmp_path):
                                          "output": {"path": sys.argv[1]}, "model": {"path": "tiny"}})
         sys.exit(main(config=config))
     """)
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last == "internvl-batch: error: reading gs:// needs gcsfs: pip install 'internvl-batch[gcs]'"

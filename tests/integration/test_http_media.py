@@ -7,8 +7,8 @@ import time
 import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
-from internvl_batch.http_media import address_refusal
 from internvl_batch.errors import FetchError
+from internvl_batch.http_media import address_refusal
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from tests.media_server import MediaServer, Rule
 
@@ -39,8 +39,10 @@ def test_served_bytes(server):
     assert fetcher().fetch(f"{server.url}/photo.jpg") == PHOTO
 
 
-@pytest.mark.parametrize("status, message", [(404, "HTTP 404 not found"), (403, "HTTP 403 access denied"),
-                                             (401, "HTTP 401 unauthorized"), (400, "HTTP 400")])  # fmt: skip
+@pytest.mark.parametrize(
+    "status, message",
+    [(404, "HTTP 404 not found"), (403, "HTTP 403 access denied"), (401, "HTTP 401 unauthorized"), (400, "HTTP 400")],
+)
 def test_client_errors_are_not_retried(server, status, message):
     server.rules.append(Rule("/photo.jpg", "status", status=status))
     assert error_of(fetcher(), f"{server.url}/photo.jpg") == f"{server.url}/photo.jpg: {message}"
@@ -93,8 +95,12 @@ def test_size_limit_from_content_length_and_while_streaming(server):
 
 
 def test_videos_stream_to_a_temporary_file(server, tmp_path):
-    fetch = MediaFetcher(StorageConfig(), FetchConfig(allow_private_networks=True),
-                         {"video": KindPolicy(2**30, "video.max_bytes", spill_bytes=0)}, temp_dir=str(tmp_path))  # fmt: skip
+    fetch = MediaFetcher(
+        StorageConfig(),
+        FetchConfig(allow_private_networks=True),
+        {"video": KindPolicy(2**30, "video.max_bytes", spill_bytes=0)},
+        temp_dir=str(tmp_path),
+    )
     local = fetch.fetch(f"{server.url}/big.bin", "video")
     assert open(local.path, "rb").read() == server.files["/big.bin"]
     local.cleanup()
@@ -105,7 +111,9 @@ def test_redirects_followed_up_to_the_limit(server):
     server.rules.append(Rule("/moved.jpg", "redirect", location="/photo.jpg"))
     assert fetcher().fetch(f"{server.url}/moved.jpg") == PHOTO
     server.rules.append(Rule("/loop", "redirect", location="/loop"))
-    assert error_of(fetcher(max_redirects=5), f"{server.url}/loop").endswith("more than fetch.max_redirects=5 redirects")
+    assert error_of(fetcher(max_redirects=5), f"{server.url}/loop").endswith(
+        "more than fetch.max_redirects=5 redirects"
+    )
     assert server.hits["/loop"] == 6  # not retried: a loop is permanent
 
 
@@ -129,12 +137,18 @@ def test_internal_addresses_are_refused_by_default(server, monkeypatch):
     real = socket.getaddrinfo
 
     def resolver(host, *args, **kwargs):  # a public-looking name whose DNS answers with a loopback address
-        return real("127.0.0.1", *args[:1], type=socket.SOCK_STREAM) if host == "media.example" else real(host, *args, **kwargs)
+        return (
+            real("127.0.0.1", *args[:1], type=socket.SOCK_STREAM)
+            if host == "media.example"
+            else real(host, *args, **kwargs)
+        )
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     message = error_of(strict, f"http://media.example:{server.port}/photo.jpg")
-    assert message.endswith("photo.jpg: media.example resolves to 127.0.0.1, a private, loopback or otherwise internal "
-                            "address (fetch.allow_private_networks is false)")
+    assert message.endswith(
+        "photo.jpg: media.example resolves to 127.0.0.1, a private, loopback or otherwise internal "
+        "address (fetch.allow_private_networks is false)"
+    )
     assert server.hits["/photo.jpg"] == 0
 
 
@@ -155,15 +169,27 @@ def test_the_address_checked_is_the_address_connected_to(server, monkeypatch):
     assert answers == ["127.0.0.1"]
 
 
-@pytest.mark.parametrize("address, strict, permissive", [
-    ("169.254.169.254", "metadata", "metadata"), ("fe80::1", "metadata", "metadata"),
-    ("::ffff:169.254.169.254", "metadata", "metadata"), ("fd00:ec2::254", "metadata", "metadata"),
-    ("100.100.100.200", "metadata", "metadata"), ("224.0.0.1", "multicast", "multicast"),
-    ("127.0.0.1", "internal", None), ("::1", "internal", None), ("10.1.2.3", "internal", None),
-    ("172.16.0.1", "internal", None), ("192.168.1.10", "internal", None), ("100.64.0.1", "internal", None),
-    ("0.0.0.0", "internal", None), ("fd12::1", "internal", None),
-    ("8.8.8.8", None, None), ("2001:4860:4860::8888", None, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "address, strict, permissive",
+    [
+        ("169.254.169.254", "metadata", "metadata"),
+        ("fe80::1", "metadata", "metadata"),
+        ("::ffff:169.254.169.254", "metadata", "metadata"),
+        ("fd00:ec2::254", "metadata", "metadata"),
+        ("100.100.100.200", "metadata", "metadata"),
+        ("224.0.0.1", "multicast", "multicast"),
+        ("127.0.0.1", "internal", None),
+        ("::1", "internal", None),
+        ("10.1.2.3", "internal", None),
+        ("172.16.0.1", "internal", None),
+        ("192.168.1.10", "internal", None),
+        ("100.64.0.1", "internal", None),
+        ("0.0.0.0", "internal", None),
+        ("fd12::1", "internal", None),
+        ("8.8.8.8", None, None),
+        ("2001:4860:4860::8888", None, None),
+    ],
+)
 def test_address_policy(address, strict, permissive):
     words = {"metadata": "link-local or cloud metadata", "multicast": "multicast or reserved", "internal": "internal"}
     for allow, expected in ((False, strict), (True, permissive)):

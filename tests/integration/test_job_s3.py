@@ -41,14 +41,17 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     ]
     put(s3, f"{bucket}/manifests/m.jsonl", "\n".join(json.dumps(r) for r in manifest).encode() + b"\n{bad json\n")
 
-    config = load_config(None, base={
-        "input": {"manifests": f"s3://{bucket}/manifests/*.jsonl", "passthrough_columns": ["label"]},
-        "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
-        "model": {"path": str(tiny_checkpoint)},
-        "generation": {"max_new_tokens": 6},
-        "storage": {"endpoint_url": s3_endpoint},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 4},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": f"s3://{bucket}/manifests/*.jsonl", "passthrough_columns": ["label"]},
+            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 6},
+            "storage": {"endpoint_url": s3_endpoint},
+            "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 4},
+        },
+    )
     summary = run_job(config)
 
     rows = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
@@ -79,10 +82,14 @@ def test_rerun_resumes_and_no_resume_starts_over(ray_local, s3, bucket, s3_endpo
 
     put(s3, f"{bucket}/x.png", encode(make_photo(64, 64), "PNG"))
     put(s3, f"{bucket}/m.jsonl", b'{"id": "x", "image": "x.png"}\n{"id": "gone", "image": "absent.png"}\n')
-    base = {"input": {"manifests": f"s3://{bucket}/m.jsonl"},
-            "output": {"path": f"s3://{bucket}/o", "max_error_fraction": 1.0},
-            "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2},
-            "storage": {"endpoint_url": s3_endpoint}, "resources": {"cpu_actors": 1, "gpu_replicas": 1}}  # fmt: skip
+    base = {
+        "input": {"manifests": f"s3://{bucket}/m.jsonl"},
+        "output": {"path": f"s3://{bucket}/o", "max_error_fraction": 1.0},
+        "model": {"path": str(tiny_checkpoint)},
+        "generation": {"max_new_tokens": 2},
+        "storage": {"endpoint_url": s3_endpoint},
+        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+    }
     first = run_job(load_config(None, base=base))
     assert (first["rows_processed"], first["rows_already_done"]) == (2, 0)
     again = run_job(load_config(None, base=base))
@@ -120,12 +127,17 @@ def test_video_and_multi_image_rows(ray_local, s3, bucket, s3_endpoint, tiny_che
         {"id": "three", "images": ["i/a.jpg", "i/b.png", "i/c.jpg"], "question": "Compare them."},
     ]
     put(s3, f"{bucket}/m.jsonl", "\n".join(json.dumps(r) for r in manifest).encode())
-    config = load_config(None, base={
-        "input": {"manifests": f"s3://{bucket}/m.jsonl"},
-        "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
-        "storage": {"endpoint_url": s3_endpoint}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": f"s3://{bucket}/m.jsonl"},
+            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3},
+            "storage": {"endpoint_url": s3_endpoint},
+            "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+        },
+    )
     summary = run_job(config)
     rows = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
     assert sorted(rows) == sorted(r["id"] for r in manifest)
@@ -155,8 +167,14 @@ def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket,
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema([("id", pa.string()), ("picture", struct), ("label", pa.string())])
     with MediaServer({"/web.jpg": encode(make_photo(500, 400, seed=9), "JPEG")}) as web:
-        rows = [{"id": f"r{i}", "picture": {"bytes": encode(make_photo(480, 360, seed=i), "JPEG"), "path": f"{i}.jpg"},
-                 "label": f"L{i}"} for i in range(4)]  # fmt: skip
+        rows = [
+            {
+                "id": f"r{i}",
+                "picture": {"bytes": encode(make_photo(480, 360, seed=i), "JPEG"), "path": f"{i}.jpg"},
+                "label": f"L{i}",
+            }
+            for i in range(4)
+        ]
         rows.append({"id": "url", "picture": {"bytes": None, "path": f"{web.url}/web.jpg"}, "label": "web"})
         rows.append({"id": "broken", "picture": {"bytes": b"not an image", "path": "x.jpg"}, "label": "bad"})
         for number, part in enumerate((rows[:3], rows[3:])):
@@ -167,17 +185,34 @@ def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket,
         put(s3, f"{bucket}/wds/shard-0.tar", shard([sample("w0", 20, label="wds"), sample("w1", 21, label="wds")]))
         cut = shard([sample("w2", 22), sample("w3", 23)])
         put(s3, f"{bucket}/wds/shard-1.tar", cut[: len(cut) * 3 // 4])
-        summary = run_job(load_config(None, base={
-            "input": {"manifests": [f"s3://{bucket}/ds", f"s3://{bucket}/wds/*.tar"], "image_column": "picture",
-                      "passthrough_columns": ["label"]},
-            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0}, "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3}, "storage": {"endpoint_url": s3_endpoint},
-            "fetch": {"allow_private_networks": True}, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-        }))  # fmt: skip
+        summary = run_job(
+            load_config(
+                None,
+                base={
+                    "input": {
+                        "manifests": [f"s3://{bucket}/ds", f"s3://{bucket}/wds/*.tar"],
+                        "image_column": "picture",
+                        "passthrough_columns": ["label"],
+                    },
+                    "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
+                    "model": {"path": str(tiny_checkpoint)},
+                    "generation": {"max_new_tokens": 3},
+                    "storage": {"endpoint_url": s3_endpoint},
+                    "fetch": {"allow_private_networks": True},
+                    "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+                },
+            )
+        )
         assert web.hits["/web.jpg"] == 1
     out = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
-    assert sorted(out) == sorted([r["id"] for r in rows] + ["w0", "w1", "w2", "shard-1.tar:2"]) and summary["rows_ok"] == 8
-    assert out["w1"]["status"] == "ok" and out["w1"]["label"] == "wds" and out["w1"]["media"][0].endswith("shard-0.tar:2#1:w1.jpg")
+    assert (
+        sorted(out) == sorted([r["id"] for r in rows] + ["w0", "w1", "w2", "shard-1.tar:2"]) and summary["rows_ok"] == 8
+    )
+    assert (
+        out["w1"]["status"] == "ok"
+        and out["w1"]["label"] == "wds"
+        and out["w1"]["media"][0].endswith("shard-0.tar:2#1:w1.jpg")
+    )
     assert "shard-1.tar is truncated or corrupt" in out["shard-1.tar:2"]["error"]
     assert out["r0"]["media"] == [f"s3://{bucket}/ds/train-00000-of-00002.parquet:1#1:0.jpg"]
     assert out["url"]["media"] == [f"{web.url}/web.jpg"] and out["url"]["status"] == "ok"
@@ -185,5 +220,6 @@ def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket,
     files = [f for f in s3.find(f"{bucket}/out") if f.endswith(".parquet")]
     with s3.open(files[0], "rb") as handle:
         written = pq.read_schema(io.BytesIO(handle.read()))
-    assert "picture" not in written.names and not any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-                                                      for f in written)  # fmt: skip
+    assert "picture" not in written.names and not any(
+        pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in written
+    )

@@ -29,8 +29,18 @@ def ray_head(aws_env):
     env = {**os.environ, **aws_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     dashboard, port = free_port(), free_port()
-    head = RayNode(["--head", f"--port={port}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-                    "--num-cpus=3", "--include-dashboard=true"], env, "rayjob")  # fmt: skip
+    head = RayNode(
+        [
+            "--head",
+            f"--port={port}",
+            f"--dashboard-port={dashboard}",
+            "--dashboard-host=127.0.0.1",
+            "--num-cpus=3",
+            "--include-dashboard=true",
+        ],
+        env,
+        "rayjob",
+    )
     try:
         wait_for_nodes(f"127.0.0.1:{port}", 1, env)
         yield f"http://127.0.0.1:{dashboard}", env
@@ -57,17 +67,35 @@ def test_submitted_job_succeeds(ray_head, s3, bucket, s3_endpoint, tiny_checkpoi
     with s3.open(f"{bucket}/manifest.jsonl", "wb") as f:
         f.write("\n".join(json.dumps(r) for r in rows).encode())
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "input": {"manifests": f"s3://{bucket}/manifest.jsonl"},
-        "output": {"path": f"s3://{bucket}/captions"},
-        "model": {"path": str(tiny_checkpoint)},
-        "generation": {"max_new_tokens": 5},
-        "storage": {"endpoint_url": s3_endpoint},
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"manifests": f"s3://{bucket}/manifest.jsonl"},
+                "output": {"path": f"s3://{bucket}/captions"},
+                "model": {"path": str(tiny_checkpoint)},
+                "generation": {"max_new_tokens": 5},
+                "storage": {"endpoint_url": s3_endpoint},
+                "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+            }
+        )
+    )
 
-    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-              sys.executable, "jobs/caption.py", "--config", str(config), "--set", "generation.max_new_tokens=4"]  # fmt: skip
+    submit = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--",
+        sys.executable,
+        "jobs/caption.py",
+        "--config",
+        str(config),
+        "--set",
+        "generation.max_new_tokens=4",
+    ]
     proc = submit_job(submit, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
@@ -86,8 +114,20 @@ def test_failed_job_exits_non_zero(ray_head, tmp_path):
     address, env = ray_head
     config = tmp_path / "bad.yaml"
     config.write_text("input: {manifests: /nonexistent/m.jsonl}\noutput: {path: /tmp/x}\nmodel: {path: tiny}\n")
-    submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-              sys.executable, "jobs/caption.py", "--config", str(config)]  # fmt: skip
+    submit = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--",
+        sys.executable,
+        "jobs/caption.py",
+        "--config",
+        str(config),
+    ]
     proc = submit_job(submit, env)
     assert proc.returncode != 0
     assert "manifest /nonexistent/m.jsonl: no such file" in proc.stdout + proc.stderr

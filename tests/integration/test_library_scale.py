@@ -30,25 +30,36 @@ def manifests(root):
     (root / "a.jsonl").write_text("\n".join(lines) + "\n")
     csv = ["id,image,n"] + [f"c{i},media/missing.jpg,{i}" for i in range(15)] + ["d1,media/b.jpg,99"]
     (root / "b.csv").write_text("\n".join(csv) + "\n")
-    table = pa.table({"id": [f"p{i}" for i in range(14)] + ["d2", "d2"], "image": ["media/b.jpg"] + ["media/missing.jpg"] * 15,
-                      "n": list(range(16))})  # fmt: skip
+    table = pa.table(
+        {
+            "id": [f"p{i}" for i in range(14)] + ["d2", "d2"],
+            "image": ["media/b.jpg"] + ["media/missing.jpg"] * 15,
+            "n": list(range(16)),
+        }
+    )
     pq.write_table(table, root / "c.parquet", row_group_size=3)
     return [str(root / "a.jsonl"), str(root / "b.csv"), str(root / "c.parquet")]
 
 
 def test_sharded_manifests_duplicates_and_resume(ray_local, tmp_path, tiny_checkpoint):
     base = {
-        "input": {"manifests": manifests(tmp_path), "split_bytes": 300, "duplicate_ids": "keep_first", "passthrough_columns": ["n"]},
+        "input": {
+            "manifests": manifests(tmp_path),
+            "split_bytes": 300,
+            "duplicate_ids": "keep_first",
+            "passthrough_columns": ["n"],
+        },
         "output": {"path": str(tmp_path / "out"), "max_error_fraction": 1.0, "rows_per_file": 7},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
+        "model": {"path": str(tiny_checkpoint)},
+        "generation": {"max_new_tokens": 3},
         "resources": {"cpu_actors": 1, "gpu_replicas": 1, "rows_per_block": 5},
-    }  # fmt: skip
+    }
     first = run_job(load_config(None, ["resources.wave_rows=30"], base=base))  # in waves: several Ray Data runs
     current = {r["id"]: r for r in read_results(str(tmp_path / "out")).to_pylist()}
     assert len(current) == 59 and first["rows_input"] == 59 and first["rows_processed"] == 59
     assert current["d1"]["media"] == [str(tmp_path / "media" / "a.jpg")] and current["d1"]["status"] == "ok"
     # The first occurrence, in manifest order; `n` is JSON text, since the formats give it different types.
-    assert current["d1"]["n"] == "3" and current["d2"]["n"] == "14" and current["c1"]["n"] == '"1"' 
+    assert current["d1"]["n"] == "3" and current["d2"]["n"] == "14" and current["c1"]["n"] == '"1"'
     assert current["a.jsonl:11"]["error"].startswith("manifest: ManifestError: line 11 is not valid JSON")
     assert current["p0"]["status"] == "ok" and current["c3"]["error"].startswith("fetch: FetchError:")
     assert first["one_row_per_input"] and first["missing_ids"] == []
@@ -73,9 +84,16 @@ def test_missing_results_are_named(ray_local, tmp_path, tiny_checkpoint, monkeyp
     import internvl_batch.stages.write as write
 
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": f"r{i}", "image": "x.jpg"}) + "\n" for i in range(6)))
-    config = load_config(None, base={"input": {"manifests": str(tmp_path / "m.jsonl")},
-                                     "output": {"path": str(tmp_path / "out"), "max_error_fraction": 1.0},
-                                     "model": {"path": str(tiny_checkpoint)}, "resources": {"cpu_actors": 1}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": str(tmp_path / "out"), "max_error_fraction": 1.0},
+            "model": {"path": str(tiny_checkpoint)},
+            "resources": {"cpu_actors": 1},
+        },
+    )
+
     class LossyWriteStage(write.WriteStage):  # defined here, so pickled by value into the writer actors
         def __call__(self, batch):
             return super().__call__(batch.filter(pa.array([i != "r4" for i in batch.column("id").to_pylist()])))
@@ -96,19 +114,42 @@ def test_results_dataset_keeps_the_latest_row(ray_local, tmp_path):
     from internvl_batch.stages.output import OUTPUT_SCHEMA
 
     def rows(run_id, keys, status):
-        table = pa.table({"id": [k[0] for k in keys], "task": [k[1] for k in keys], "status": [status] * len(keys),
-                          "run_id": [run_id] * len(keys)})  # fmt: skip
+        table = pa.table(
+            {
+                "id": [k[0] for k in keys],
+                "task": [k[1] for k in keys],
+                "status": [status] * len(keys),
+                "run_id": [run_id] * len(keys),
+            }
+        )
         return table
 
     out = str(tmp_path / "out")
     (tmp_path / "out").mkdir()
-    write_result_file(rows("20260101T000000000000Z-a", [("x", "caption"), ("y", "caption"), ("z", "ocr")], "error"), out, StorageConfig(), "20260101T000000000000Z-a")
-    write_result_file(rows("20260102T000000000000Z-b", [("x", "caption"), ("z", "caption")], "ok"), out, StorageConfig(), "20260102T000000000000Z-b")
-    write_result_file(rows("20260102T000000000000Z-b", [("x", "caption")], "ok"), out, StorageConfig(), "20260102T000000000000Z-b")
+    write_result_file(
+        rows("20260101T000000000000Z-a", [("x", "caption"), ("y", "caption"), ("z", "ocr")], "error"),
+        out,
+        StorageConfig(),
+        "20260101T000000000000Z-a",
+    )
+    write_result_file(
+        rows("20260102T000000000000Z-b", [("x", "caption"), ("z", "caption")], "ok"),
+        out,
+        StorageConfig(),
+        "20260102T000000000000Z-b",
+    )
+    write_result_file(
+        rows("20260102T000000000000Z-b", [("x", "caption")], "ok"), out, StorageConfig(), "20260102T000000000000Z-b"
+    )
     expected = sorted((r["id"], r["task"], r["status"], r["run_id"]) for r in read_results(out).to_pylist())
     got = sorted((r["id"], r["task"], r["status"], r["run_id"]) for r in results_dataset(out).take_all())
     assert got == expected and len(got) == 4
-    assert ("x", "caption", "ok", "20260102T000000000000Z-b") in got and ("y", "caption", "error", "20260101T000000000000Z-a") in got
+    assert ("x", "caption", "ok", "20260102T000000000000Z-b") in got and (
+        "y",
+        "caption",
+        "error",
+        "20260101T000000000000Z-a",
+    ) in got
     assert OUTPUT_SCHEMA  # the real output schema is a superset of these columns
 
 
@@ -125,8 +166,14 @@ def test_python_api_on_a_users_dataset(ray_local, tmp_path, tiny_checkpoint):
         {"id": None, "image": str(tmp_path / "a.jpg"), "label": "no id", "score": 0.2},
         {"id": "rel", "image": "a.jpg", "label": "relative", "score": 0.3},
     ]
-    processor = Processor({"model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
-                           "task": {"tasks": ["caption", "ocr"]}, "resources": {"cpu_actors": 1, "gpu_replicas": 1}})  # fmt: skip
+    processor = Processor(
+        {
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3},
+            "task": {"tasks": ["caption", "ocr"]},
+            "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+        }
+    )
     results = processor(ray.data.from_items(items))
     rows = results.take_all()
     assert len(rows) == 8 and set(results.schema().names) == set(OUTPUT_SCHEMA.names) | {"label", "score"}
@@ -147,8 +194,15 @@ def test_reading_ahead_is_bounded_in_blocks(ray_local, tmp_path, tiny_checkpoint
     from internvl_batch.pipeline.read_ahead import LIMIT_KEY, ReadAheadPolicy
     from internvl_batch.scan import ScanTotals
 
-    config = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path)},
-                                     "model": {"path": str(tiny_checkpoint)}, "resources": {"cpu_actors": [1, 3]}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": "m.jsonl"},
+            "output": {"path": str(tmp_path)},
+            "model": {"path": str(tiny_checkpoint)},
+            "resources": {"cpu_actors": [1, 3]},
+        },
+    )
     unit = ReadUnit(0, ManifestFile(str(tmp_path / "m.jsonl"), "jsonl", 10, "m.jsonl"), 0, 10)
     dataset = build_dataset(config, [unit], 10, ScanResult(ScanTotals(), [], {}, None), None, "tiny", 0, "run")
     assert ReadAheadPolicy in dataset.context.get_config("backpressure_policies.enabled")

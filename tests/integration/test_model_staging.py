@@ -34,7 +34,9 @@ def test_staged_once_per_node_under_concurrency(s3, bucket, s3_endpoint, tiny_ch
         single = resolve_model_path(uri, str(tmp_path / "node-a"), storage=storage)
         once = shard_gets(proxy, uri)
         with ThreadPoolExecutor(4) as pool:
-            paths = list(pool.map(lambda _: resolve_model_path(uri, str(tmp_path / "node-b"), storage=storage), range(4)))
+            paths = list(
+                pool.map(lambda _: resolve_model_path(uri, str(tmp_path / "node-b"), storage=storage), range(4))
+            )
         concurrent = shard_gets(proxy, uri) - once
         again = resolve_model_path(uri, str(tmp_path / "node-b"), storage=storage)
         after = shard_gets(proxy, uri) - once - concurrent
@@ -51,8 +53,12 @@ def test_configs_only_for_preprocessing_and_a_predictor_from_s3(s3, bucket, s3_e
     storage = StorageConfig(endpoint_url=s3_endpoint)
     configs = resolve_model_path(uri, str(tmp_path), weights=False, storage=storage)
     assert (configs / "config.json").exists() and not list(configs.glob("*.safetensors"))
-    predictor = Predictor(ModelConfig(path=uri, cache_dir=str(tmp_path)), GenerationConfig(max_new_tokens=2), storage=storage)
+    predictor = Predictor(
+        ModelConfig(path=uri, cache_dir=str(tmp_path)), GenerationConfig(max_new_tokens=2), storage=storage
+    )
     image = ImagePreprocessor()(encode(make_photo(448, 448), "PNG"))
     result = predictor.generate([GenerationRequest(predictor.prompts.build("Hi", [1]).input_ids, image.tiles)])[0]
     assert result.num_output_tokens == 2
-    assert resolve_model_path(uri, str(tmp_path), weights=False, storage=storage) == predictor.info.path  # full copy reused
+    assert (
+        resolve_model_path(uri, str(tmp_path), weights=False, storage=storage) == predictor.info.path
+    )  # full copy reused

@@ -15,10 +15,19 @@ from internvl_batch.job import run_job
 from internvl_batch.results import read_results
 from tests.integration.fault_proxy import FaultProxy, Rule
 from tests.integration.ray_nodes import descendants
+from tests.media import (
+    encode,
+    encode_audio_only,
+    encode_pdf,
+    encode_video,
+    encrypt_pdf,
+    make_photo,
+    png_with_broken_crc,
+    png_with_header_size,
+    scanned_page,
+)
 from tests.media_server import MediaServer
 from tests.media_server import Rule as HttpRule
-from tests.media import (encode, encode_audio_only, encode_pdf, encode_video, encrypt_pdf, make_photo,
-                         png_with_broken_crc, png_with_header_size, scanned_page)  # fmt: skip
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,11 +62,19 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ("zero-bytes", {"image": "m/empty.jpg"}, "decode: ImageDecodeError: empty file (0 bytes)"),
         ("not-an-image", {"image": "m/notes.jpg"}, "decode: ImageDecodeError: not an image"),
         ("bomb", {"image": "m/bomb.png"}, "decode: PixelLimitError: "),
-        ("huge-header", {"image": "m/huge-header.png"}, "decode: PixelLimitError: 10000000000 pixels exceeds max_pixels"),
+        (
+            "huge-header",
+            {"image": "m/huge-header.png"},
+            "decode: PixelLimitError: 10000000000 pixels exceeds max_pixels",
+        ),
         ("broken-crc", {"image": "m/broken-crc.png"}, "decode: ImageDecodeError: corrupt or truncated PNG"),
         ("directory", {"image": str(local_dir)}, f"fetch: FetchError: {local_dir}: is a directory"),
         ("unknown-scheme", {"image": "ftp://host/a.jpg"}, "manifest: ManifestError: unsupported URI scheme 'ftp'"),
-        ("both", {"image": "m/photo.jpg", "images": ["m/photo.png"]}, "manifest: ManifestError: row has `image` and `images`"),
+        (
+            "both",
+            {"image": "m/photo.jpg", "images": ["m/photo.png"]},
+            "manifest: ManifestError: row has `image` and `images`",
+        ),
         ("too-long", {"image": "m/big.jpg"}, "prompt: PromptError: prompt of "),
         ("too-many-images", {"images": ["m/photo.jpg"] * 5}, "limits: LimitError: row has 5 images"),
         ("corrupt-video", {"video": "m/corrupt.mp4"}, "decode: VideoDecodeError: not a readable video"),
@@ -66,21 +83,53 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ("good-video", {"video": "m/clip.mp4", "num_segments": 4}, None),
         # PDF documents: a good two-page scan has one row per page (ids good-pdf#p1, good-pdf#p2)
         ("good-pdf", {"document": "m/scan.pdf", "task": "ocr"}, None),
-        ("pdf-not-a-pdf", {"document": "m/fake.pdf"}, "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8"),
+        (
+            "pdf-not-a-pdf",
+            {"document": "m/fake.pdf"},
+            "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8",
+        ),
         ("pdf-password", {"document": "m/locked.pdf"}, "decode: DocumentError: password-protected PDF"),
-        ("pdf-truncated", {"document": "m/cut.pdf"}, "decode: DocumentError: unreadable PDF (corrupt, truncated, or without pages)"),
+        (
+            "pdf-truncated",
+            {"document": "m/cut.pdf"},
+            "decode: DocumentError: unreadable PDF (corrupt, truncated, or without pages)",
+        ),
         # Rows whose id cannot be read are named <manifest>:<line>; line numbers count the empty line 3.
         # HTTP(S) media from a real local server (tests/media_server.py); the job is allowed private networks
         ("http-ok", {"image": f"{web}/photo.jpg"}, None),
         ("http-429", {"image": f"{web}/busy.jpg"}, None),  # 429 with Retry-After: 1 once, then served
         ("http-404", {"image": f"{web}/absent.jpg"}, f"fetch: FetchError: {web}/absent.jpg: HTTP 404 not found"),
         ("http-403", {"image": f"{web}/denied.jpg"}, f"fetch: FetchError: {web}/denied.jpg: HTTP 403 access denied"),
-        ("http-500", {"image": f"{web}/broken.jpg"}, f"fetch: FetchError: {web}/broken.jpg: gave up after 3 attempts: TransientHTTPError: HTTP 500"),
-        ("http-slowloris", {"image": f"{web}/trickle.jpg"}, f"fetch: FetchError: {web}/trickle.jpg: gave up after 3 attempts: TransientHTTPError: the response took longer than fetch.deadline_s=1"),
-        ("http-oversized", {"image": f"{web}/huge.jpg"}, f"fetch: FetchError: {web}/huge.jpg: 8388608 bytes exceeds fetch.max_bytes=4194304"),
-        ("http-redirect-loop", {"image": f"{web}/loop.jpg"}, f"fetch: FetchError: {web}/loop.jpg: more than fetch.max_redirects=5 redirects"),
-        ("http-to-metadata", {"image": f"{web}/creds.jpg"}, f"fetch: AddressRefused: {web}/creds.jpg: 169.254.169.254 is a link-local or cloud metadata address"),
-        ("m.jsonl:37", b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}', "manifest: ManifestError: line 37 is not valid UTF-8"),
+        (
+            "http-500",
+            {"image": f"{web}/broken.jpg"},
+            f"fetch: FetchError: {web}/broken.jpg: gave up after 3 attempts: TransientHTTPError: HTTP 500",
+        ),
+        (
+            "http-slowloris",
+            {"image": f"{web}/trickle.jpg"},
+            f"fetch: FetchError: {web}/trickle.jpg: gave up after 3 attempts: TransientHTTPError: the response took longer than fetch.deadline_s=1",
+        ),
+        (
+            "http-oversized",
+            {"image": f"{web}/huge.jpg"},
+            f"fetch: FetchError: {web}/huge.jpg: 8388608 bytes exceeds fetch.max_bytes=4194304",
+        ),
+        (
+            "http-redirect-loop",
+            {"image": f"{web}/loop.jpg"},
+            f"fetch: FetchError: {web}/loop.jpg: more than fetch.max_redirects=5 redirects",
+        ),
+        (
+            "http-to-metadata",
+            {"image": f"{web}/creds.jpg"},
+            f"fetch: AddressRefused: {web}/creds.jpg: 169.254.169.254 is a link-local or cloud metadata address",
+        ),
+        (
+            "m.jsonl:37",
+            b'{"id": "bad-utf8", "image": "m/photo.jpg", "question": "caf\xe9"}',
+            "manifest: ManifestError: line 37 is not valid UTF-8",
+        ),
         ("m.jsonl:38", b'{"id": "broken json",', "manifest: ManifestError: line 38 is not valid JSON"),
         ("m.jsonl:39", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
     ]
@@ -89,29 +138,48 @@ def corpus(bucket: str, local_dir: Path, web: str):
 def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint, tmp_path):
     photo = encode(make_photo(448, 448), "JPEG")
     files = {
-        "photo.jpg": photo, "photo.png": encode(make_photo(448, 448, seed=1), "PNG"), "flaky.jpg": photo, "reset.jpg": photo,
-        "denied.jpg": photo, "slow.jpg": photo, "truncated.jpg": encode(make_photo(640, 480), "JPEG")[:900],
-        "empty.jpg": b"", "notes.jpg": b"meeting notes, not a picture", "bomb.png": bomb_png(),
-        "huge-header.png": png_with_header_size(100_000, 100_000), "broken-crc.png": png_with_broken_crc(),
-        "big.jpg": encode(make_photo(800, 600), "JPEG"), "clip.mp4": encode_video(60, 30.0),
-        "corrupt.mp4": encode_video(60, 30.0)[:200] + bytes(4000), "audio.mp4": encode_audio_only(),
-        "scan.pdf": encode_pdf([scanned_page(1, (448, 448)), scanned_page(2, (448, 448))]), "fake.pdf": photo,
+        "photo.jpg": photo,
+        "photo.png": encode(make_photo(448, 448, seed=1), "PNG"),
+        "flaky.jpg": photo,
+        "reset.jpg": photo,
+        "denied.jpg": photo,
+        "slow.jpg": photo,
+        "truncated.jpg": encode(make_photo(640, 480), "JPEG")[:900],
+        "empty.jpg": b"",
+        "notes.jpg": b"meeting notes, not a picture",
+        "bomb.png": bomb_png(),
+        "huge-header.png": png_with_header_size(100_000, 100_000),
+        "broken-crc.png": png_with_broken_crc(),
+        "big.jpg": encode(make_photo(800, 600), "JPEG"),
+        "clip.mp4": encode_video(60, 30.0),
+        "corrupt.mp4": encode_video(60, 30.0)[:200] + bytes(4000),
+        "audio.mp4": encode_audio_only(),
+        "scan.pdf": encode_pdf([scanned_page(1, (448, 448)), scanned_page(2, (448, 448))]),
+        "fake.pdf": photo,
         "locked.pdf": encrypt_pdf(encode_pdf([scanned_page(1, (448, 448))])),
         "cut.pdf": encode_pdf([scanned_page(1, (448, 448))])[:3000],
-    }  # fmt: skip
+    }
     for name, data in files.items():
         put(s3, f"{bucket}/m/{name}", data)
     (tmp_path / "a-directory").mkdir()
     web = MediaServer({f"/{name}": photo for name in ("photo.jpg", "busy.jpg", "denied.jpg", "broken.jpg")})
     web.files.update({"/trickle.jpg": photo[:300], "/huge.jpg": b"\xff" * 8 * 2**20})
-    web.rules += [HttpRule("/busy.jpg", "status", times=1, status=429, retry_after="1"),
-                  HttpRule("/denied.jpg", "status", status=403), HttpRule("/broken.jpg", "status", status=500),
-                  HttpRule("/trickle.jpg", "trickle", seconds=0.02), HttpRule("/loop.jpg", "redirect", location="/loop.jpg"),
-                  HttpRule("/creds.jpg", "redirect", location="http://169.254.169.254/latest/meta-data/")]  # fmt: skip
+    web.rules += [
+        HttpRule("/busy.jpg", "status", times=1, status=429, retry_after="1"),
+        HttpRule("/denied.jpg", "status", status=403),
+        HttpRule("/broken.jpg", "status", status=500),
+        HttpRule("/trickle.jpg", "trickle", seconds=0.02),
+        HttpRule("/loop.jpg", "redirect", location="/loop.jpg"),
+        HttpRule("/creds.jpg", "redirect", location="http://169.254.169.254/latest/meta-data/"),
+    ]
     rows = corpus(bucket, tmp_path / "a-directory", web.url)
     lines = []
     for row_id, row, _ in rows:
-        lines.append(row if isinstance(row, bytes) else json.dumps({"id": row_id, **row} if not row_id.startswith("m.jsonl:") else row).encode())
+        lines.append(
+            row
+            if isinstance(row, bytes)
+            else json.dumps({"id": row_id, **row} if not row_id.startswith("m.jsonl:") else row).encode()
+        )
     lines.insert(2, b"")  # an empty line: not a row, skipped
     put(s3, f"{bucket}/m.jsonl", b"\n".join(lines) + b"\n")
 
@@ -120,17 +188,26 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
         proxy.add(Rule("/m/reset.jpg", "reset", times=1))
         proxy.add(Rule("/m/denied.jpg", "status", status=403))
         proxy.add(Rule("/m/slow.jpg", "delay", seconds=4.0))
-        config = load_config(None, base={
-            "input": {"manifests": f"s3://{bucket}/m.jsonl"},
-            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0, "rows_per_file": 5},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3, "max_input_tokens": 2000},
-            "preprocess": {"max_images_per_row": 4},
-            "fetch": {"retries": 2, "backoff_s": 0.05, "timeout_s": 1.0, "deadline_s": 1.0, "max_bytes": 4 * 2**20,
-                      "allow_private_networks": True},
-            "storage": {"endpoint_url": proxy.url},
-            "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
-        })  # fmt: skip
+        config = load_config(
+            None,
+            base={
+                "input": {"manifests": f"s3://{bucket}/m.jsonl"},
+                "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0, "rows_per_file": 5},
+                "model": {"path": str(tiny_checkpoint)},
+                "generation": {"max_new_tokens": 3, "max_input_tokens": 2000},
+                "preprocess": {"max_images_per_row": 4},
+                "fetch": {
+                    "retries": 2,
+                    "backoff_s": 0.05,
+                    "timeout_s": 1.0,
+                    "deadline_s": 1.0,
+                    "max_bytes": 4 * 2**20,
+                    "allow_private_networks": True,
+                },
+                "storage": {"endpoint_url": proxy.url},
+                "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
+            },
+        )
         summary = run_job(config)
         denied_requests = proxy.requests_for("/m/denied.jpg")
 
@@ -156,15 +233,22 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
 def test_failing_run_exits_non_zero_above_max_error_fraction(ray_local, tmp_path, tiny_checkpoint):
     from internvl_batch.job import main
 
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"id": f"r{i}", "image": f"absent{i}.jpg"}) for i in range(3)))
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"id": f"r{i}", "image": f"absent{i}.jpg"}) for i in range(3))
+    )
     (tmp_path / "ok.jpg").write_bytes(encode(make_photo(64, 64), "JPEG"))
     with open(tmp_path / "m.jsonl", "a") as f:
         f.write("\n" + json.dumps({"id": "fine", "image": "ok.jpg"}) + "\n")
-    config = load_config(None, base={
-        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(tmp_path / "out")},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2},
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 2},
+            "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+        },
+    )
     assert main(config=config) == 1  # 3 of 4 failed > 10%
     written = read_results(str(tmp_path / "out"))
     assert written.num_rows == 4  # ...but everything was written
@@ -193,11 +277,22 @@ def test_killed_model_replica_is_replaced(ray_local, tmp_path, tiny_checkpoint):
         rows.append({"id": f"img{i}", "image": f"{i}.jpg"})
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
-    config = load_config(None, base={
-        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 2},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 24},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2, "rows_per_block": 2},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": str(out), "rows_per_file": 2},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 24},
+            "resources": {
+                "cpu_actors": 1,
+                "cpu_batch_size": 2,
+                "gpu_replicas": 1,
+                "gpu_batch_size": 2,
+                "rows_per_block": 2,
+            },
+        },
+    )
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(summary=run_job(config)), daemon=True)
     runner.start()

@@ -27,11 +27,21 @@ def probe(tmp_path_factory):
     import ray
 
     directory = tmp_path_factory.mktemp("probe")
-    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": "tests.integration.replica_probe.install",
-                          # the hook runs before a worker imports anything of the driver's: give it the repository
-                          "env_vars": {"REPLICA_PROBE_DIR": str(directory), "PYTHONPATH": os.pathsep.join(
-                              filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}})  # fmt: skip
+    ray.init(
+        address="local",
+        num_cpus=4,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "worker_process_setup_hook": "tests.integration.replica_probe.install",
+            # the hook runs before a worker imports anything of the driver's: give it the repository
+            "env_vars": {
+                "REPLICA_PROBE_DIR": str(directory),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            },
+        },
+    )
     yield directory
     ray.shutdown()
 
@@ -39,13 +49,25 @@ def probe(tmp_path_factory):
 def _job(tmp_path: Path, accelerator: str, rows: int = 6):
     for i in range(rows):
         (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"id": f"img{i}", "image": f"{i}.jpg"}) for i in range(rows)))
-    return load_config(None, base={
-        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(tmp_path / "out"), "rows_per_file": 2},
-        "model": {"path": "tiny", "cache_dir": str(tmp_path / "cache")}, "generation": {"max_new_tokens": 3},
-        "resources": {"accelerator": accelerator, "cpu_actors": 1, "gpu_replicas": 1, "gpu_batch_size": 2,
-                      "rows_per_block": 2},
-    })  # fmt: skip
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"id": f"img{i}", "image": f"{i}.jpg"}) for i in range(rows))
+    )
+    return load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": str(tmp_path / "out"), "rows_per_file": 2},
+            "model": {"path": "tiny", "cache_dir": str(tmp_path / "cache")},
+            "generation": {"max_new_tokens": 3},
+            "resources": {
+                "accelerator": accelerator,
+                "cpu_actors": 1,
+                "gpu_replicas": 1,
+                "gpu_batch_size": 2,
+                "rows_per_block": 2,
+            },
+        },
+    )
 
 
 def _replicas(directory: Path) -> list[dict]:

@@ -27,8 +27,15 @@ ROWS = 30
 
 
 def run_cli(args, env, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "internvl_batch.cli", *args], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "internvl_batch.cli", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_killed_run_resumes(tmp_path, tiny_checkpoint):
@@ -40,11 +47,23 @@ def test_killed_run_resumes(tmp_path, tiny_checkpoint):
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 2},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 32},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2, "rows_per_block": 2},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"manifests": str(tmp_path / "m.jsonl")},
+                "output": {"path": str(out), "rows_per_file": 2},
+                "model": {"path": str(tiny_checkpoint)},
+                "generation": {"max_new_tokens": 32},
+                "resources": {
+                    "cpu_actors": 1,
+                    "cpu_batch_size": 2,
+                    "gpu_replicas": 1,
+                    "gpu_batch_size": 2,
+                    "rows_per_block": 2,
+                },
+            }
+        )
+    )
     ray_root = short_temp_dir("rr")  # every Ray process of these runs has paths under it: stopped by it
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": ray_root}
     env.pop("RAY_ADDRESS", None)

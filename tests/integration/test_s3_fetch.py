@@ -19,8 +19,9 @@ def proxied(s3, bucket, s3_endpoint):
         with s3.open(f"{bucket}/f/{name}.jpg", "wb") as f:
             f.write(BODY)
     with FaultProxy(s3_endpoint) as proxy:
-        fetcher = MediaFetcher(StorageConfig(endpoint_url=proxy.url),
-                               FetchConfig(retries=2, backoff_s=0.01, timeout_s=0.5))  # fmt: skip
+        fetcher = MediaFetcher(
+            StorageConfig(endpoint_url=proxy.url), FetchConfig(retries=2, backoff_s=0.01, timeout_s=0.5)
+        )
         yield fetcher, proxy, f"s3://{bucket}/f"
 
 
@@ -38,10 +39,15 @@ def test_permanent_errors_are_not_retried(proxied):
     assert proxy.requests_for("/f/absent.jpg") == 1 and proxy.requests_for("/f/denied.jpg") == 1
 
 
-@pytest.mark.parametrize("rule", [Rule("/f/flaky.jpg", "status", times=2, status=503),
-                                  Rule("/f/broken.jpg", "status", times=2, status=500),
-                                  Rule("/f/reset.jpg", "reset", times=1),
-                                  Rule("/f/slow.jpg", "delay", times=1, seconds=2.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule("/f/flaky.jpg", "status", times=2, status=503),
+        Rule("/f/broken.jpg", "status", times=2, status=500),
+        Rule("/f/reset.jpg", "reset", times=1),
+        Rule("/f/slow.jpg", "delay", times=1, seconds=2.0),
+    ],
+)
 def test_transient_errors_are_retried_until_served(proxied, rule):
     fetcher, proxy, base = proxied
     proxy.add(rule)

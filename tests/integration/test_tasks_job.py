@@ -16,9 +16,15 @@ from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SCHEMA = {"type": "object", "properties": {"species": {"type": "string"}, "count": {"type": "integer"},
-                                           "tags": {"type": "array", "items": {"type": "string"}}},
-          "required": ["species", "count"]}  # fmt: skip
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "species": {"type": "string"},
+        "count": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["species", "count"],
+}
 
 
 def test_multi_task_job_fetches_each_image_once(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
@@ -35,12 +41,17 @@ def test_multi_task_job_fetches_each_image_once(ray_local, s3, bucket, s3_endpoi
         base = {
             "input": {"manifests": f"s3://{bucket}/m.jsonl"},
             "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
-            "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 4},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 4},
             "task": {"tasks": tasks, "template": "What {kind} is this?", "json_schema": SCHEMA},
-            "storage": storage, "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-        }  # fmt: skip
+            "storage": storage,
+            "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+        }
         summary = run_job(load_config(None, base=base))
-        gets = {name: sum(n for (m, p), n in proxy.hits.items() if m == "GET" and p.endswith(f"/img/{name}")) for name in images}
+        gets = {
+            name: sum(n for (m, p), n in proxy.hits.items() if m == "GET" and p.endswith(f"/img/{name}"))
+            for name in images
+        }
         again = run_job(load_config(None, base=base))
     assert gets == {name: 1 for name in images}  # five tasks, one download per image
     assert summary["results_expected"] == 15 and summary["rows_processed"] == 15
@@ -59,7 +70,10 @@ def test_multi_task_job_fetches_each_image_once(ray_local, s3, bucket, s3_endpoi
     file = next(f for f in s3.find(f"{bucket}/out") if f.endswith(".parquet"))
     with s3.open(file, "rb") as f:
         schema = pq.read_schema(io.BytesIO(f.read()))
-    assert str(schema.field("boxes").type) == "list<element: struct<label: string, x1: double, y1: double, x2: double, y2: double>>"
+    assert (
+        str(schema.field("boxes").type)
+        == "list<element: struct<label: string, x1: double, y1: double, x2: double, y2: double>>"
+    )
     assert str(schema.field("parsed").type) == "struct<species: string, count: int64, tags: list<element: string>>"
 
 
@@ -74,16 +88,26 @@ def test_documents_have_a_row_per_page_and_resume_by_document(ray_local, tmp_pat
     rows = [{"id": "scan", "document": "scan.pdf"}, {"id": "photo", "image": "photo.jpg"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
-    config = load_config(None, base={
-        "input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": str(out), "rows_per_file": 1},
-        "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 2}, "task": {"name": "ocr"},
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1, "gpu_batch_size": 1},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": str(out), "rows_per_file": 1},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 2},
+            "task": {"name": "ocr"},
+            "resources": {"cpu_actors": 1, "gpu_replicas": 1, "gpu_batch_size": 1},
+        },
+    )
     first = run_job(config)
     assert (first["results_written"], first["rows_processed"], first["one_row_per_input"]) == (2, 4, True)
     current = {r["id"]: r for r in read_results(str(out)).to_pylist()}
     assert sorted(current) == ["photo", "scan#p1", "scan#p2", "scan#p3"]
-    assert [(current[f"scan#p{n}"]["page"], current[f"scan#p{n}"]["num_pages"]) for n in (1, 2, 3)] == [(1, 3), (2, 3), (3, 3)]
+    assert [(current[f"scan#p{n}"]["page"], current[f"scan#p{n}"]["num_pages"]) for n in (1, 2, 3)] == [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+    ]
 
     for file in out.glob("part-*.parquet"):  # lose page 2's result file
         if pq.read_table(file, columns=["id"]).column("id").to_pylist() == ["scan#p2"]:

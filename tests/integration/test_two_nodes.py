@@ -44,39 +44,65 @@ def test_job_on_two_nodes_with_replicas_on_the_worker(s3, bucket, s3_endpoint, t
             lines.insert(3, "{broken")
         put(s3, f"{bucket}/manifests/part-{s}.jsonl", ("\n".join(lines) + "\n").encode())
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({
-        "input": {"manifests": f"s3://{bucket}/manifests/*.jsonl", "split_bytes": 120},
-        "output": {"path": f"s3://{bucket}/captions", "max_error_fraction": 1.0},
-        "model": {"path": f"s3://{bucket}/models/tiny"},
-        "generation": {"max_new_tokens": 4},
-        "storage": {"endpoint_url": s3_endpoint},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 4, "rows_per_block": 3,
-                      "replica_resources": {"replica_node": 1}},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"manifests": f"s3://{bucket}/manifests/*.jsonl", "split_bytes": 120},
+                "output": {"path": f"s3://{bucket}/captions", "max_error_fraction": 1.0},
+                "model": {"path": f"s3://{bucket}/models/tiny"},
+                "generation": {"max_new_tokens": 4},
+                "storage": {"endpoint_url": s3_endpoint},
+                "resources": {
+                    "cpu_actors": 1,
+                    "cpu_batch_size": 2,
+                    "gpu_replicas": 1,
+                    "gpu_batch_size": 4,
+                    "rows_per_block": 3,
+                    "replica_resources": {"replica_node": 1},
+                },
+            }
+        )
+    )
 
     caches = {name: tmp_path / f"cache-{name}" for name in ("head", "worker", "driver")}
     env = {**os.environ, **aws_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     port = free_port()
     address = f"127.0.0.1:{port}"
-    head = RayNode(["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
-                   {**env, "INTERNVL_BATCH_CACHE": str(caches["head"])}, "rh")  # fmt: skip
+    head = RayNode(
+        ["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false"],
+        {**env, "INTERNVL_BATCH_CACHE": str(caches["head"])},
+        "rh",
+    )
     worker = None
     try:
         wait_for_nodes(address, 1, env)
-        worker = RayNode([f"--address={address}", "--num-cpus=1", '--resources={"replica_node": 1}'],
-                         {**env, "INTERNVL_BATCH_CACHE": str(caches["worker"])}, "rw")  # fmt: skip
+        worker = RayNode(
+            [f"--address={address}", "--num-cpus=1", '--resources={"replica_node": 1}'],
+            {**env, "INTERNVL_BATCH_CACHE": str(caches["worker"])},
+            "rw",
+        )
         wait_for_nodes(address, 2, env)
         driver_env = {**env, "RAY_ADDRESS": address, "INTERNVL_BATCH_CACHE": str(caches["driver"])}
-        proc = subprocess.run([sys.executable, "-m", "internvl_batch.cli", "run", str(config)], env=driver_env,
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + head.log() + (worker.log() if worker else "")
+        proc = subprocess.run(
+            [sys.executable, "-m", "internvl_batch.cli", "run", str(config)],
+            env=driver_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, (
+            proc.stdout[-3000:] + proc.stderr[-3000:] + head.log() + (worker.log() if worker else "")
+        )
     finally:
         if worker is not None:
             worker.stop()
         head.stop()
 
-    current = {r["id"]: r for r in read_results(f"s3://{bucket}/captions", StorageConfig(endpoint_url=s3_endpoint)).to_pylist()}
+    current = {
+        r["id"]: r for r in read_results(f"s3://{bucket}/captions", StorageConfig(endpoint_url=s3_endpoint)).to_pylist()
+    }
     expected = [r["id"] for rows in shards for r in rows] + ["part-0.jsonl:4"]
     assert sorted(current) == sorted(expected)
     assert current["gone"]["error"].startswith("fetch: FetchError:") and "not found" in current["gone"]["error"]

@@ -69,7 +69,9 @@ def test_bad_option_is_one_line(tmp_path, capsys):
 
 def test_make_tiny_checkpoint_console_script(tmp_path):
     exe = [sys.executable, "-m", "internvl_batch.cli"]
-    proc = subprocess.run(exe + ["make-tiny-checkpoint", str(tmp_path / "t"), "--seed", "3"], capture_output=True, text=True)
+    proc = subprocess.run(
+        exe + ["make-tiny-checkpoint", str(tmp_path / "t"), "--seed", "3"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "t" / "config.json").is_file()
     again = subprocess.run(exe + ["make-tiny-checkpoint", str(tmp_path / "t")], capture_output=True, text=True)

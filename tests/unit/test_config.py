@@ -35,20 +35,31 @@ def test_demo_yaml_matches_embedded_demo():
 
 def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path, monkeypatch):
     (tmp_path / "jobs" / "ckpt").mkdir(parents=True)
-    path = write(tmp_path / "jobs", "input: {manifests: [m/a.jsonl, 's3://b/m.jsonl']}\noutput: {path: out}\n"
-                 "model: {path: ckpt}\n")  # fmt: skip
+    path = write(
+        tmp_path / "jobs",
+        "input: {manifests: [m/a.jsonl, 's3://b/m.jsonl']}\noutput: {path: out}\nmodel: {path: ckpt}\n",
+    )
     monkeypatch.chdir("/")
     config = load_config(path, ["output.path=cli-out"])
     assert config.input.manifests == [str(tmp_path / "jobs" / "m/a.jsonl"), "s3://b/m.jsonl"]
     assert config.model.path == str(tmp_path / "jobs" / "ckpt") and config.output.path == "cli-out"  # --set: as typed
-    hub = load_config(write(tmp_path, "input: {manifests: a.jsonl}\noutput: {path: o}\nmodel: {path: OpenGVLab/InternVL2_5-4B}\n"))
+    hub = load_config(
+        write(tmp_path, "input: {manifests: a.jsonl}\noutput: {path: o}\nmodel: {path: OpenGVLab/InternVL2_5-4B}\n")
+    )
     assert hub.model.path == "OpenGVLab/InternVL2_5-4B"
 
 
 def test_overrides_are_typed(tmp_path):
     path = write(tmp_path, "input: {manifests: a.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\n")
-    config = load_config(path, ["generation.max_new_tokens=64", "resources.gpu_replicas=[1, 4]",
-                                "preprocess.exif_transpose=false", "task.name=ocr"])  # fmt: skip
+    config = load_config(
+        path,
+        [
+            "generation.max_new_tokens=64",
+            "resources.gpu_replicas=[1, 4]",
+            "preprocess.exif_transpose=false",
+            "task.name=ocr",
+        ],
+    )
     assert config.generation.max_new_tokens == 64
     assert config.resources.gpu_replicas == (1, 4)
     assert config.preprocess.exif_transpose is False

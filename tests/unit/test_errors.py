@@ -13,7 +13,9 @@ def test_error_text_and_its_parts():
     text = format_row_error("fetch", FetchError("s3://b/a.jpg: not found"))
     assert text == "fetch: FetchError: s3://b/a.jpg: not found"
     assert error_parts([text, None, "decode: ImageDecodeError: bad: really"]) == (
-        ["fetch", None, "decode"], ["FetchError", None, "ImageDecodeError"])
+        ["fetch", None, "decode"],
+        ["FetchError", None, "ImageDecodeError"],
+    )
 
 
 def test_unknown_stage_is_a_bug():
@@ -29,16 +31,36 @@ def test_row_failure_is_a_row_error_and_keeps_its_stage_and_cause():
 
 
 def test_every_row_error_type_lives_in_errors():
-    row_errors = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, RowError)}
-    assert {"ManifestError", "TaskError", "LimitError", "FetchError", "AddressRefused", "ImageDecodeError",
-            "PixelLimitError", "VideoDecodeError", "BoundError", "DocumentError", "PromptError",
-            "OutOfMemoryError"} <= row_errors  # fmt: skip
+    row_errors = {
+        name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, RowError)
+    }
+    assert {
+        "ManifestError",
+        "TaskError",
+        "LimitError",
+        "FetchError",
+        "AddressRefused",
+        "ImageDecodeError",
+        "PixelLimitError",
+        "VideoDecodeError",
+        "BoundError",
+        "DocumentError",
+        "PromptError",
+        "OutOfMemoryError",
+    } <= row_errors
     assert STAGES == ("manifest", "task", "limits", "fetch", "decode", "prompt", "generate")
 
 
 def test_output_has_error_stage_and_type_columns():
-    table = pa.table({"id": ["a", "b"], "task": ["caption"] * 2,
-                      "error": [None, "prompt: PromptError: prompt of 3415 tokens exceeds ..."]})  # fmt: skip
+    table = pa.table(
+        {
+            "id": ["a", "b"],
+            "task": ["caption"] * 2,
+            "error": [None, "prompt: PromptError: prompt of 3415 tokens exceeds ..."],
+        }
+    )
     out = to_output_table(table, "tiny", [], "run").select(["status", "error_stage", "error_type"]).to_pylist()
-    assert out == [{"status": "ok", "error_stage": None, "error_type": None},
-                   {"status": "error", "error_stage": "prompt", "error_type": "PromptError"}]  # fmt: skip
+    assert out == [
+        {"status": "ok", "error_stage": None, "error_type": None},
+        {"status": "error", "error_stage": "prompt", "error_type": "PromptError"},
+    ]

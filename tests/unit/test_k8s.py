@@ -113,8 +113,19 @@ def mappings(node):
 
 # --- quantities -----------------------------------------------------------------------------------------------
 
-_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}  # fmt: skip
+_SUFFIX = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+}
 
 
 def quantity(value) -> float:
@@ -160,7 +171,11 @@ _RESOURCES = {
 _ENV_VAR = {
     "type": "object",
     "required": ["name"],
-    "properties": {"name": {"type": "string", "minLength": 1}, "value": {"type": "string"}, "valueFrom": {"type": "object"}},
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "value": {"type": "string"},
+        "valueFrom": {"type": "object"},
+    },
     "additionalProperties": False,
 }
 _ENV_FROM = {
@@ -184,8 +199,14 @@ _CONTAINER = {
         "args": {"type": "array", "items": {"type": "string"}},
         "env": {"type": "array", "items": _ENV_VAR},
         "envFrom": {"type": "array", "items": _ENV_FROM},
-        "ports": {"type": "array", "items": {"type": "object", "required": ["containerPort"],
-                                              "properties": {"containerPort": {"type": "integer"}}}},  # fmt: skip
+        "ports": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["containerPort"],
+                "properties": {"containerPort": {"type": "integer"}},
+            },
+        },
         "resources": _RESOURCES,
         "volumeMounts": {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}},
         "securityContext": {"type": "object"},
@@ -306,8 +327,14 @@ _CLUSTER_SPEC = {
 _JOB_SPEC = {
     "type": "object",
     # The lifecycle fields are optional in KubeRay; a batch job here must state every one of them.
-    "required": ["entrypoint", "rayClusterSpec", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-                 "activeDeadlineSeconds", "backoffLimit"],  # fmt: skip
+    "required": [
+        "entrypoint",
+        "rayClusterSpec",
+        "shutdownAfterJobFinishes",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+    ],
     "properties": {
         "activeDeadlineSeconds": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
         "backoffLimit": _INT32,
@@ -391,8 +418,11 @@ def test_k8s_holds_the_promised_manifests():
 def test_every_document_is_a_known_kind_with_a_name(item):
     name, doc = item
     assert (doc.get("apiVersion"), doc.get("kind")) in {
-        ("ray.io/v1", "RayJob"), ("ray.io/v1", "RayCronJob"), ("ray.io/v1", "RayCluster"), ("v1", "ServiceAccount"),
-    }, f"{name}: unexpected {doc.get('apiVersion')}/{doc.get('kind')}"  # fmt: skip
+        ("ray.io/v1", "RayJob"),
+        ("ray.io/v1", "RayCronJob"),
+        ("ray.io/v1", "RayCluster"),
+        ("v1", "ServiceAccount"),
+    }, f"{name}: unexpected {doc.get('apiVersion')}/{doc.get('kind')}"
     assert re.fullmatch(_DNS_NAME["pattern"], str((doc.get("metadata") or {}).get("name", ""))), name
 
 
@@ -487,7 +517,9 @@ def test_volumes_shared_memory_and_model_cache(item):
         assert quantity(shm["sizeLimit"]) < memory, f"{group}: /dev/shm is charged to the memory limit"
         params = (worker_group or cluster_spec(item[1])["headGroupSpec"])["rayStartParams"]
         if "object-store-memory" in params:
-            assert quantity(params["object-store-memory"]) <= quantity(shm["sizeLimit"]), f"{group}: object store > /dev/shm"
+            assert quantity(params["object-store-memory"]) <= quantity(shm["sizeLimit"]), (
+                f"{group}: object store > /dev/shm"
+            )
         # The Hugging Face cache (weights on GPU pods) goes to a volume, not the container's writable layer.
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         assert env.get("HF_HOME") in mounts, f"{group}: HF_HOME must be a mounted volume"
@@ -541,9 +573,11 @@ def test_credential_scan_finds_inline_keys():
     leaked = {
         "kind": "RayJob",
         "metadata": {"name": "x"},
-        "spec": {"env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}],
-                 "entrypoint": "python jobs/caption.py --set storage.key=AKIAIOSFODNN7EXAMPLE"},
-    }  # fmt: skip
+        "spec": {
+            "env": [{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}],
+            "entrypoint": "python jobs/caption.py --set storage.key=AKIAIOSFODNN7EXAMPLE",
+        },
+    }
     assert len(inline_credentials(leaked)) == 3
     assert inline_credentials({"kind": "Secret", "metadata": {"name": "s3"}, "stringData": {}})
 
@@ -557,7 +591,9 @@ def test_every_ray_pod_takes_s3_credentials_from_a_secret_or_its_service_account
         assert pod.get("serviceAccountName") in service_accounts, f"{group}: serviceAccountName"
         container = ray_container(pod)
         from_secret = any("secretRef" in source for source in container.get("envFrom", [])) or any(
-            "secretKeyRef" in var.get("valueFrom", {}) for var in container.get("env", []) if var["name"].startswith("AWS_")
+            "secretKeyRef" in var.get("valueFrom", {})
+            for var in container.get("env", [])
+            if var["name"].startswith("AWS_")
         )
         assert from_secret, f"{group}: no Secret for AWS credentials"
 
@@ -682,8 +718,12 @@ def test_gpu_workers_fit_the_config(item):
     # The job counts the GPUs present when it starts and runs the model on CPU if there are none.
     gpus_at_start = sum(g["minReplicas"] * gpu_limit(g["template"]["spec"]) for g in gpu_groups)
     assert gpus_at_start >= per_replica, f"{gpus_at_start} GPUs at start < model.gpus_per_replica={per_replica}"
-    assert placeable >= max_replicas >= min_replicas, f"room for {placeable} replicas, config wants up to {max_replicas}"
-    cpus = sum(g["maxReplicas"] * quantity(ray_container(g["template"]["spec"])["resources"]["limits"]["cpu"]) for g in groups)
+    assert placeable >= max_replicas >= min_replicas, (
+        f"room for {placeable} replicas, config wants up to {max_replicas}"
+    )
+    cpus = sum(
+        g["maxReplicas"] * quantity(ray_container(g["template"]["spec"])["resources"]["limits"]["cpu"]) for g in groups
+    )
     assert cpus >= cpu_actors * cpus_per_actor + max_replicas, f"{cpus} worker CPUs at most, too few for the actors"
 
 

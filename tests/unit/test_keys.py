@@ -45,8 +45,15 @@ def test_checksums_are_order_free_and_wrap():
 
 def test_done_keys_skip_only_their_task(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"id": "a", "image": "a.jpg"}\n{"id": "b", "image": "b.jpg"}\n')
-    config = load_config(None, base={"input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": "unused"},
-                                     "model": {"path": "tiny"}, "task": {"tasks": ["caption", "ocr"]}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+            "task": {"tasks": ["caption", "ocr"]},
+        },
+    )
     done = KeySet.build([key_hashes(["a", "a", "b"], ["caption", "ocr", "ocr"])])
     table, totals, _ = read_manifests(config, done_keys=done)
     assert table.select(["id", "tasks"]).to_pylist() == [{"id": "b", "tasks": ["caption"]}]

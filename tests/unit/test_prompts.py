@@ -12,10 +12,7 @@ SYSTEM = DEFAULT_SYSTEM_MESSAGE
 
 def reference_string(question: str, num_tiles: list[int]) -> str:
     """The reference's query: template around the question, each <image> expanded in order."""
-    query = (
-        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
-        "<|im_start|>assistant\n"
-    )
+    query = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     for n in num_tiles:
         query = query.replace("<image>", "<img>" + "<IMG_CONTEXT>" * (256 * n) + "</img>", 1)
     return query
@@ -83,7 +80,9 @@ def test_injected_image_tokens_are_refused(builder):
 
 
 def test_decode_cuts_at_stop_token_and_strips(builder, tiny_tokenizer):
-    ids = tiny_tokenizer("  The cat sat.  ")["input_ids"] + [builder.stop_token_id] + tiny_tokenizer("junk")["input_ids"]
+    ids = (
+        tiny_tokenizer("  The cat sat.  ")["input_ids"] + [builder.stop_token_id] + tiny_tokenizer("junk")["input_ids"]
+    )
     assert builder.decode(ids) == "The cat sat."
 
 

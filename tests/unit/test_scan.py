@@ -9,12 +9,18 @@ from internvl_batch.scan import RECORD_SCHEMA, ScanTotals, plan_waves, reduce_pa
 
 def records(rows):
     """rows: (id, unit, row, keys, done)"""
-    return pa.table({
-        "id": [r[0] for r in rows], "position": pa.array([(r[1] << 32) | r[2] for r in rows], pa.uint64()),
-        "malformed": [False] * len(rows), "keys": pa.array([r[3] for r in rows], pa.int32()),
-        "done": pa.array([r[4] for r in rows], pa.int32()), "todo_high": pa.array([1] * len(rows), pa.uint64()),
-        "todo_low": pa.array([2] * len(rows), pa.uint64()),
-    }, schema=RECORD_SCHEMA)  # fmt: skip
+    return pa.table(
+        {
+            "id": [r[0] for r in rows],
+            "position": pa.array([(r[1] << 32) | r[2] for r in rows], pa.uint64()),
+            "malformed": [False] * len(rows),
+            "keys": pa.array([r[3] for r in rows], pa.int32()),
+            "done": pa.array([r[4] for r in rows], pa.int32()),
+            "todo_high": pa.array([1] * len(rows), pa.uint64()),
+            "todo_low": pa.array([2] * len(rows), pa.uint64()),
+        },
+        schema=RECORD_SCHEMA,
+    )
 
 
 def test_reduce_keeps_the_first_occurrence_and_counts_what_is_left():
@@ -29,8 +35,12 @@ def test_reduce_keeps_the_first_occurrence_and_counts_what_is_left():
 
 
 def test_totals_add_up_across_partitions():
-    a = ScanTotals(rows=2, keys=3, todo_rows=1, todo_rows_by_unit={0: 1}, todo_checksum=(2**64 - 1, 5), duplicate_examples=["z"])
-    b = ScanTotals(rows=1, keys=1, todo_rows=1, todo_rows_by_unit={0: 1, 3: 2}, todo_checksum=(2, 1), duplicate_examples=["a"])
+    a = ScanTotals(
+        rows=2, keys=3, todo_rows=1, todo_rows_by_unit={0: 1}, todo_checksum=(2**64 - 1, 5), duplicate_examples=["z"]
+    )
+    b = ScanTotals(
+        rows=1, keys=1, todo_rows=1, todo_rows_by_unit={0: 1, 3: 2}, todo_checksum=(2, 1), duplicate_examples=["a"]
+    )
     total = a + b
     assert (total.rows, total.keys, total.todo_rows_by_unit, total.todo_checksum) == (3, 4, {0: 2, 3: 2}, (1, 6))
     assert total.duplicate_examples == ["a", "z"]

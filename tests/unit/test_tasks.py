@@ -6,10 +6,9 @@ from pydantic import BaseModel
 
 from internvl_batch.config import TaskConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.errors import ConfigError
+from internvl_batch.errors import ConfigError, TaskError
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.structured import JsonAnswerParser, arrow_type
-from internvl_batch.errors import TaskError
 from internvl_batch.tasks import GROUNDING, SHORT_ANSWER, TaskPrompter
 
 BASE = {"input": {"manifests": "m.jsonl"}, "output": {"path": "o"}, "model": {"path": "tiny"}}
@@ -47,7 +46,10 @@ def test_auto_task_and_row_override():
 
 def test_custom_template_and_missing_columns():
     p = prompter(name="custom", template="Describe the {category} in this photo, seen from {angle}.")
-    assert p.question("custom", {"category": "dog", "angle": "above"}) == "Describe the dog in this photo, seen from above."
+    assert (
+        p.question("custom", {"category": "dog", "angle": "above"})
+        == "Describe the dog in this photo, seen from above."
+    )
     with pytest.raises(TaskError, match="needs column\\(s\\) angle, missing in this row"):
         p.question("custom", {"category": "dog", "angle": None})
 
@@ -68,34 +70,51 @@ def test_max_new_tokens_presets_cap_and_override():
     assert TaskPrompter(TaskConfig(name="custom", template="{x}"), 300).max_new_tokens("custom") == 300
 
 
-@pytest.mark.parametrize("task,message", [
-    ({"name": "custom"}, "custom task needs task.template"),
-    ({"name": "json"}, "json task needs task.json_schema"),
-    ({"tasks": ["caption", "poem"]}, "unknown task"),
-    ({"name": "json", "json_schema": {"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}]}}}}, "cannot type"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task,message",
+    [
+        ({"name": "custom"}, "custom task needs task.template"),
+        ({"name": "json"}, "json task needs task.json_schema"),
+        ({"tasks": ["caption", "poem"]}, "unknown task"),
+        (
+            {"name": "json", "json_schema": {"type": "object", "properties": {"x": {"anyOf": [{"type": "string"}]}}}},
+            "cannot type",
+        ),
+    ],
+)
 def test_task_config_fails_fast(task, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, base={**BASE, "task": task})
 
 
 # Grounding answers as the model writes them.
-@pytest.mark.parametrize("text,expected,warnings", [
-    ("<ref>the cat</ref><box>[[100, 200, 300, 400]]</box>", [("the cat", 100, 100, 300, 200)], 0),
-    ("<ref>cars</ref><box>[[0, 0, 500, 500], [500, 500, 1000, 1000]]</box>",
-     [("cars", 0, 0, 500, 250), ("cars", 500, 250, 1000, 500)], 0),
-    ("<ref>a</ref><box>[[10,20,30,40]]</box> and <ref>b</ref><box>[[50, 60, 70, 80]]</box>",
-     [("a", 10, 10, 30, 20), ("b", 50, 30, 70, 40)], 0),
-    ("<ref>x</ref><box>[[[100, 200, 300, 400]]]</box>", [("x", 100, 100, 300, 200)], 0),  # nested brackets
-    ("<ref>x</ref><box>[[-20, 100, 1200, 400]]</box>", [("x", 0, 50, 1000, 200)], 1),  # out of range: clamped
-    ("<ref>x</ref><box>[[300, 400, 100, 200]]</box>", [("x", 100, 100, 300, 200)], 1),  # corners swapped
-    ("<ref>x</ref><box>[[100, 200, 300]]</box>", [], 1),  # three numbers
-    ("I cannot see that in the image.", [], 1),
-    ("<ref>x</ref><box>garbage</box><box>[[1, 2, 3, 4]]</box>", [("x", 1, 1, 3, 2)], 1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text,expected,warnings",
+    [
+        ("<ref>the cat</ref><box>[[100, 200, 300, 400]]</box>", [("the cat", 100, 100, 300, 200)], 0),
+        (
+            "<ref>cars</ref><box>[[0, 0, 500, 500], [500, 500, 1000, 1000]]</box>",
+            [("cars", 0, 0, 500, 250), ("cars", 500, 250, 1000, 500)],
+            0,
+        ),
+        (
+            "<ref>a</ref><box>[[10,20,30,40]]</box> and <ref>b</ref><box>[[50, 60, 70, 80]]</box>",
+            [("a", 10, 10, 30, 20), ("b", 50, 30, 70, 40)],
+            0,
+        ),
+        ("<ref>x</ref><box>[[[100, 200, 300, 400]]]</box>", [("x", 100, 100, 300, 200)], 0),  # nested brackets
+        ("<ref>x</ref><box>[[-20, 100, 1200, 400]]</box>", [("x", 0, 50, 1000, 200)], 1),  # out of range: clamped
+        ("<ref>x</ref><box>[[300, 400, 100, 200]]</box>", [("x", 100, 100, 300, 200)], 1),  # corners swapped
+        ("<ref>x</ref><box>[[100, 200, 300]]</box>", [], 1),  # three numbers
+        ("I cannot see that in the image.", [], 1),
+        ("<ref>x</ref><box>garbage</box><box>[[1, 2, 3, 4]]</box>", [("x", 1, 1, 3, 2)], 1),
+    ],
+)
 def test_box_parsing_in_pixels(text, expected, warnings):
     result = parse_boxes(text, width=1000, height=500)
-    got = [(b["label"], round(b["x1"], 6), round(b["y1"], 6), round(b["x2"], 6), round(b["y2"], 6)) for b in result.boxes]
+    got = [
+        (b["label"], round(b["x1"], 6), round(b["y1"], 6), round(b["x2"], 6), round(b["y2"], 6)) for b in result.boxes
+    ]
     assert got == [(label, *map(float, coords)) for label, *coords in expected]
     assert len(result.warnings) == warnings
 
@@ -123,8 +142,14 @@ class Label(BaseModel):
 
 def test_pydantic_schema_types_the_column():
     t = arrow_type(JsonAnswerParser(Label.model_json_schema()).schema)
-    assert t == pa.struct([("species", pa.string()), ("count", pa.int64()), ("tags", pa.list_(pa.string())),
-                           ("people", pa.list_(pa.struct([("name", pa.string()), ("age", pa.int64())])))])  # fmt: skip
+    assert t == pa.struct(
+        [
+            ("species", pa.string()),
+            ("count", pa.int64()),
+            ("tags", pa.list_(pa.string())),
+            ("people", pa.list_(pa.struct([("name", pa.string()), ("age", pa.int64())]))),
+        ]
+    )
 
 
 def test_json_answers_parsed_and_validated():

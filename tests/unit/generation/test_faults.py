@@ -19,21 +19,26 @@ from internvl_batch.imaging import ImagePreprocessor
 from tests.media import encode, make_photo
 
 ROOT = Path(__file__).resolve().parents[3]
-ILLEGAL_ACCESS = ("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously "
-                  "reported at some other API call, so the stacktrace below might be incorrect.")  # fmt: skip
+ILLEGAL_ACCESS = (
+    "CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be asynchronously "
+    "reported at some other API call, so the stacktrace below might be incorrect."
+)
 
 
-@pytest.mark.parametrize("exc, replica", [
-    (torch.AcceleratorError(ILLEGAL_ACCESS), True),
-    (RuntimeError("CUDA error: device-side assert triggered"), True),  # torch < 2.8 raised plain RuntimeErrors
-    (RuntimeError("CUDA error: uncorrectable ECC error encountered"), True),
-    (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, ...)`"), True),
-    (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), True),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # the batch's size: split
-    (MemoryError(), False),
-    (TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'"), False),  # our bug: raised
-    (ValueError("3 image token positions for 2 tiles x 256 tokens"), False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "exc, replica",
+    [
+        (torch.AcceleratorError(ILLEGAL_ACCESS), True),
+        (RuntimeError("CUDA error: device-side assert triggered"), True),  # torch < 2.8 raised plain RuntimeErrors
+        (RuntimeError("CUDA error: uncorrectable ECC error encountered"), True),
+        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, ...)`"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), True),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # the batch's size: split
+        (MemoryError(), False),
+        (TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'"), False),  # our bug: raised
+        (ValueError("3 image token positions for 2 tiles x 256 tokens"), False),
+    ],
+)
 def test_classification(exc, replica):
     assert is_replica_fault(exc) is replica
     assert is_out_of_memory(exc) is isinstance(exc, (torch.OutOfMemoryError, MemoryError))
@@ -45,8 +50,15 @@ def _stage_and_batch(tiny_checkpoint, media_dir: Path):
     from tests.unit.stages.test_stages import request_table
 
     (media_dir / "photo.jpg").write_bytes(encode(make_photo(640, 480), "JPEG"))
-    config = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(media_dir / "out")},
-                                     "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": "m.jsonl"},
+            "output": {"path": str(media_dir / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3},
+        },
+    )
     raw = [{"id": f"r{i}", "image": "photo.jpg", "question": f"Question {i}?"} for i in range(3)]
     table = request_table(raw, str(media_dir / "m.jsonl"), config)
     prepared = next(iter(PrepareStage(config)(table)))
@@ -97,8 +109,10 @@ def test_an_accelerator_fault_ends_the_replica_process(tiny_checkpoint, tmp_path
 
 def _photo_requests(predictor, count):
     image = ImagePreprocessor()(encode(make_photo(448, 448), "PNG"))
-    return [GenerationRequest(predictor.prompts.build(f"Question {i}?", [image.num_tiles]).input_ids, image.tiles)
-            for i in range(count)]  # fmt: skip
+    return [
+        GenerationRequest(predictor.prompts.build(f"Question {i}?", [image.num_tiles]).input_ids, image.tiles)
+        for i in range(count)
+    ]
 
 
 class MemoryCapacity:
@@ -117,8 +131,11 @@ class MemoryCapacity:
 
 
 def test_out_of_memory_lowers_the_replica_budget(tiny_checkpoint, caplog):
-    predictor = Predictor(ModelConfig(path=str(tiny_checkpoint)), GenerationConfig(max_new_tokens=2),
-                          BatchingConfig(max_batch_rows=8, max_batch_tokens=10**6))  # fmt: skip
+    predictor = Predictor(
+        ModelConfig(path=str(tiny_checkpoint)),
+        GenerationConfig(max_new_tokens=2),
+        BatchingConfig(max_batch_rows=8, max_batch_tokens=10**6),
+    )
     rows = _photo_requests(predictor, 8)
     width = len(rows[0].input_ids)
     alone = [predictor.generate([r])[0].output_ids for r in rows]

@@ -76,9 +76,16 @@ def test_the_model_stage_shares_an_images_features_between_its_tasks(tiny_checkp
 
     (tmp_path / "photo.jpg").write_bytes(encode(make_photo(800, 600), "JPEG"))
     (tmp_path / "small.jpg").write_bytes(encode(make_photo(448, 448, seed=3), "JPEG"))
-    config = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path / "out")},
-                                     "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
-                                     "task": {"tasks": ["caption", "ocr", "caption_detailed"]}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": "m.jsonl"},
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3},
+            "task": {"tasks": ["caption", "ocr", "caption_detailed"]},
+        },
+    )
     raw = [{"id": "a", "image": "photo.jpg"}, {"id": "b", "image": "small.jpg"}, {"id": "c", "image": "photo.jpg"}]
     prepared = PrepareStage(config).prepare(request_table(raw, str(tmp_path / "m.jsonl"), config))
     stage = GenerateStage(config, "tiny")

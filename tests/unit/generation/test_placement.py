@@ -30,7 +30,10 @@ def test_a_replica_without_a_reserved_gpu_runs_on_the_cpu_even_where_cuda_is_vis
 
 
 def test_replicas_that_reserve_no_gpu_do_not_see_any():
-    assert replica_env(0, environ={}) == {"CUDA_VISIBLE_DEVICES": "", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    assert replica_env(0, environ={}) == {
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+    }
     assert replica_env(1, environ={}) == {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
     # the job's own allocator settings win
     assert replica_env(2, environ={"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:512"}) == {}
@@ -38,8 +41,15 @@ def test_replicas_that_reserve_no_gpu_do_not_see_any():
 
 
 def test_an_explicit_cuda_device_without_reserved_gpus_fails_fast(tmp_path):
-    config = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path)},
-                                     "model": {"path": "tiny", "device": "cuda"}, "resources": {"accelerator": "cpu"}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": "m.jsonl"},
+            "output": {"path": str(tmp_path)},
+            "model": {"path": "tiny", "device": "cuda"},
+            "resources": {"accelerator": "cpu"},
+        },
+    )
     with pytest.raises(ConfigError, match="model.device=cuda but model replicas reserve no GPU"):
         replica_gpus(config)
 
@@ -76,10 +86,18 @@ def test_native_checkpoints_load_straight_to_the_device(tiny_hf_checkpoint, monk
 
 
 HOSTILE_DEFAULTS = {  # what a checkpoint's generation_config.json may ship; none of it may reach our decoding
-    "do_sample": True, "temperature": 0.05, "top_k": 3, "min_p": 0.2, "repetition_penalty": 50.0,
-    "no_repeat_ngram_size": 1, "suppress_tokens": list(range(0, 200)), "min_length": 3, "num_beams": 3,
-    "length_penalty": -4.0, "bad_words_ids": [[5], [7]],
-}  # fmt: skip
+    "do_sample": True,
+    "temperature": 0.05,
+    "top_k": 3,
+    "min_p": 0.2,
+    "repetition_penalty": 50.0,
+    "no_repeat_ngram_size": 1,
+    "suppress_tokens": list(range(0, 200)),
+    "min_length": 3,
+    "num_beams": 3,
+    "length_penalty": -4.0,
+    "bad_words_ids": [[5], [7]],
+}
 
 
 def test_checkpoint_generation_defaults_do_not_leak_into_decoding(tiny_hf_checkpoint, tmp_path):
@@ -96,10 +114,30 @@ def test_checkpoint_generation_defaults_do_not_leak_into_decoding(tiny_hf_checkp
 
 def test_every_decoding_control_is_set():
     config = decoding_config(GenerationConfig(), 16, stop_token_id=7, pad_token_id=0)
-    for field in ("do_sample", "num_beams", "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "typical_p",
-                  "epsilon_cutoff", "eta_cutoff", "temperature", "top_k", "top_p", "min_new_tokens", "use_cache",
-                  "renormalize_logits", "guidance_scale", "num_return_sequences"):  # fmt: skip
+    for field in (
+        "do_sample",
+        "num_beams",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "length_penalty",
+        "typical_p",
+        "epsilon_cutoff",
+        "eta_cutoff",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_new_tokens",
+        "use_cache",
+        "renormalize_logits",
+        "guidance_scale",
+        "num_return_sequences",
+    ):
         assert getattr(config, field) is not None, field
-    assert (config.do_sample, config.num_beams, config.repetition_penalty, config.no_repeat_ngram_size) == (False, 1, 1.0, 0)
+    assert (config.do_sample, config.num_beams, config.repetition_penalty, config.no_repeat_ngram_size) == (
+        False,
+        1,
+        1.0,
+        0,
+    )
     sampled = decoding_config(GenerationConfig(do_sample=True, temperature=0.7, top_k=0), 16, 7, 0)
     assert (sampled.do_sample, sampled.temperature, sampled.top_k) == (True, 0.7, 0)

@@ -9,16 +9,21 @@ from internvl_batch.imaging import ImagePreprocessor
 from tests.media import encode, make_photo
 
 SHORT = "Describe."
-LONG = ("Please describe the image in detail: every object, its colour and position, the lighting, the mood, "
-        "and anything written in it, as a careful annotator would for a dataset.")  # fmt: skip
+LONG = (
+    "Please describe the image in detail: every object, its colour and position, the lighting, the mood, "
+    "and anything written in it, as a careful annotator would for a dataset."
+)
 SIZES = {1: (448, 448), 5: (634, 634), 13: (800, 600)}
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint):
     # No padding bound: rows of 1, 5 and 13 tiles share one micro-batch, the hardest case for left padding.
-    return Predictor(ModelConfig(path=str(tiny_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=8),
-                     BatchingConfig(max_padding_fraction=1.0))  # fmt: skip
+    return Predictor(
+        ModelConfig(path=str(tiny_checkpoint), dtype="float64"),
+        GenerationConfig(max_new_tokens=8),
+        BatchingConfig(max_padding_fraction=1.0),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +91,11 @@ def test_text_only_and_multi_image_rows(predictor):
 
     rows = [
         GenerationRequest(predictor.prompts.build("Hello, who are you?", [], kind="none").input_ids, None),
-        GenerationRequest(predictor.prompts.build("Compare.", [a.num_tiles, b.num_tiles], kind="images").input_ids,
-                          np.concatenate([a.tiles, b.tiles])),
-    ]  # fmt: skip
+        GenerationRequest(
+            predictor.prompts.build("Compare.", [a.num_tiles, b.num_tiles], kind="images").input_ids,
+            np.concatenate([a.tiles, b.tiles]),
+        ),
+    ]
     batched = predictor.generate(rows)
     assert [r.output_ids for r in batched] == [predictor.generate([r])[0].output_ids for r in rows]
 

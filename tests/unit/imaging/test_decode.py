@@ -46,7 +46,7 @@ def _mode_samples():
     rgba.putalpha(Image.linear_gradient("L").resize((40, 30)))
     p_trans = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     p_trans.info["transparency"] = 0
-    i16 = Image.fromarray((np.asarray(base.convert("L")).astype(np.uint16) * 3))
+    i16 = Image.fromarray(np.asarray(base.convert("L")).astype(np.uint16) * 3)
     return {
         "RGB": (base, "PNG"),
         "RGBA": (rgba, "PNG"),

@@ -18,7 +18,9 @@ def render(data: bytes, max_num: int = 12, max_pages: int = 50):
     return list(renderer.pages(renderer.open(data)))
 
 
-@pytest.mark.parametrize("points, grid", [(A4, (2, 3)), (LETTER, (3, 4)), ((842.0, 595.0), (4, 3)), ((300, 300), (3, 3))])
+@pytest.mark.parametrize(
+    "points, grid", [(A4, (2, 3)), (LETTER, (3, 4)), ((842.0, 595.0), (4, 3)), ((300, 300), (3, 3))]
+)
 def test_a_page_is_rendered_to_cover_its_grid_and_no_more(points, grid):
     """A square page gets 3 x 3: at 300 DPI it is large enough for the reference's tie-break to pick more tiles."""
     width, height = points
@@ -55,7 +57,10 @@ def test_pages_of_different_shapes_get_their_own_grids():
     portrait, landscape = scanned_page(1), scanned_page(2, size=(1754, 1240))
     pages = render(encode_pdf([portrait, landscape]))
     plans = [ImagePreprocessor().process_image(p.image).plan for p in pages]
-    assert [(p.cols, p.rows) for p in plans] == [(2, 3), (4, 3)]  # the reference rule is not symmetric: 1.415 is nearer 4:3 than 3:2
+    assert [(p.cols, p.rows) for p in plans] == [
+        (2, 3),
+        (4, 3),
+    ]  # the reference rule is not symmetric: 1.415 is nearer 4:3 than 3:2
 
 
 def test_max_num_bounds_the_rendering():
@@ -63,13 +68,16 @@ def test_max_num_bounds_the_rendering():
     assert page.image.size == (448, 634)  # one tile: the page covers 448 x 448, its width is the limit
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda pdf: b"hello, I am text", "not a PDF (the data starts with b'hello, I am text')"),
-    (lambda pdf: encode(make_photo(64, 64), "JPEG"), "not a PDF"),
-    (lambda pdf: encrypt_pdf(pdf), "password-protected PDF"),
-    (lambda pdf: pdf[: len(pdf) // 3], "unreadable PDF"),
-    (lambda pdf: empty_pdf(), "unreadable PDF (corrupt, truncated, or without pages)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda pdf: b"hello, I am text", "not a PDF (the data starts with b'hello, I am text')"),
+        (lambda pdf: encode(make_photo(64, 64), "JPEG"), "not a PDF"),
+        (lambda pdf: encrypt_pdf(pdf), "password-protected PDF"),
+        (lambda pdf: pdf[: len(pdf) // 3], "unreadable PDF"),
+        (lambda pdf: empty_pdf(), "unreadable PDF (corrupt, truncated, or without pages)"),
+    ],
+)
 def test_bad_documents_are_refused_with_their_cause(make, message):
     with pytest.raises(DocumentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         PdfRenderer(1, 12, 50).open(make(encode_pdf([scanned_page(1), scanned_page(2)])))

@@ -49,8 +49,24 @@ def reduced_size(data: bytes, **options) -> tuple[tuple[int, int], tuple[int, in
     return decoded.image.size, decoded.size
 
 
-SHAPES = [(1, 1), (2, 3), (448, 448), (633, 633), (634, 634), (950, 950), (951, 951), (800, 600), (3000, 200),
-          (200, 1500), (1920, 1080), (37, 901), (10000, 1), (1, 3000), (1900, 1000), (2000, 2000)]
+SHAPES = [
+    (1, 1),
+    (2, 3),
+    (448, 448),
+    (633, 633),
+    (634, 634),
+    (950, 950),
+    (951, 951),
+    (800, 600),
+    (3000, 200),
+    (200, 1500),
+    (1920, 1080),
+    (37, 901),
+    (10000, 1),
+    (1, 3000),
+    (1900, 1000),
+    (2000, 2000),
+]
 
 
 @pytest.mark.parametrize("size", SHAPES)
@@ -137,8 +153,18 @@ def test_distorted_aspect_deviation_within_documented_bound(size):
 def test_draft_never_decodes_below_the_grid():
     # The draft may only skip what the grid downscale throws away: decoded >= grid in both directions.
     drafted = 0
-    for w, h in [(1792, 1344), (3584, 2688), (3583, 2688), (4000, 3000), (3000, 4000), (8000, 1000), (900, 7000),
-                 (1000, 1000), (897, 449), (2000, 2000)]:
+    for w, h in [
+        (1792, 1344),
+        (3584, 2688),
+        (3583, 2688),
+        (4000, 3000),
+        (3000, 4000),
+        (8000, 1000),
+        (900, 7000),
+        (1000, 1000),
+        (897, 449),
+        (2000, 2000),
+    ]:
         for max_num in (1, 2, 6, 12, 24):
             for orientation in (1, 6):
                 data = encode(Image.new("RGB", (w, h), (90, 120, 150)), "JPEG", exif_orientation=orientation)
@@ -243,8 +269,13 @@ def test_process_image_in_fast_mode():
 def test_bench_quick_run(tmp_path):
     # The benchmark's smoke run: it checks exact mode against the reference recipe before timing anything.
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "preprocess.py"), "--quick", "--json", str(out)], check=True,
-                   cwd=REPO, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "preprocess.py"), "--quick", "--json", str(out)],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        timeout=300,
+    )
     import json
 
     results = json.loads(out.read_text())["results"]

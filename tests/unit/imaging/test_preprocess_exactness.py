@@ -39,8 +39,20 @@ def reference_pixel_values(data: bytes, max_num=12, min_num=1, use_thumbnail=Tru
     return torch.stack(tensors)
 
 
-SHAPES = [(448, 448), (633, 633), (634, 634), (950, 950), (951, 951), (800, 600), (3000, 200), (200, 1500),
-          (1920, 1080), (1, 1), (10000, 1), (37, 901)]
+SHAPES = [
+    (448, 448),
+    (633, 633),
+    (634, 634),
+    (950, 950),
+    (951, 951),
+    (800, 600),
+    (3000, 200),
+    (200, 1500),
+    (1920, 1080),
+    (1, 1),
+    (10000, 1),
+    (37, 901),
+]
 
 
 @pytest.mark.parametrize("size", SHAPES)
@@ -109,8 +121,19 @@ def _mode_image(mode: str, size=(900, 700)) -> Image.Image:
 
 
 # Grey images (L, LA, 1) are resized as one band and expanded to RGB afterwards: must still equal the recipe.
-@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("L", "JPEG"), ("LA", "PNG"), ("1", "PNG"), ("P", "PNG"),
-                                      ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG")])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "PNG"),
+        ("L", "JPEG"),
+        ("LA", "PNG"),
+        ("1", "PNG"),
+        ("P", "PNG"),
+        ("RGBA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+    ],
+)
 @pytest.mark.parametrize("size", [(900, 700), (300, 2000), (1, 1), (634, 634)])
 def test_every_mode_tiles_equal_reference_recipe(mode, fmt, size):
     data = encode(_mode_image(mode, size), fmt)

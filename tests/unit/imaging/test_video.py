@@ -5,8 +5,13 @@ import io
 import numpy as np
 import pytest
 
-from internvl_batch.imaging.video import (BoundError, VideoDecodeError, VideoLimitError, VideoSampler,
-                                          sample_frame_indices)  # fmt: skip
+from internvl_batch.imaging.video import (
+    BoundError,
+    VideoDecodeError,
+    VideoLimitError,
+    VideoSampler,
+    sample_frame_indices,
+)
 from tests.media import encode, encode_audio_only, encode_video, make_photo, read_frame_index
 
 
@@ -65,15 +70,18 @@ def test_frame_tile_is_the_reference_resize(videos):
     assert np.array_equal(sampled.tiles[1], expected)
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda v: b"", "empty file"),
-    (lambda v: v[: len(v) // 3], "not a readable video"),
-    (lambda v: v[:48] + bytes(range(256)) * 8 + v[48 + 2048:], "not a readable video|cannot decode frame"),
-    (lambda v: encode_audio_only(), "no video stream"),
-    (lambda v: b"just some text, not a video at all" * 4, "not a readable video"),
-    (lambda v: encode(make_photo(64, 48), "JPEG"), "not a readable video|no video stream"),
-    (lambda v: encode_video(0, 30.0), "empty file|no frames|not a readable video"),  # a video with zero frames
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda v: b"", "empty file"),
+        (lambda v: v[: len(v) // 3], "not a readable video"),
+        (lambda v: v[:48] + bytes(range(256)) * 8 + v[48 + 2048 :], "not a readable video|cannot decode frame"),
+        (lambda v: encode_audio_only(), "no video stream"),
+        (lambda v: b"just some text, not a video at all" * 4, "not a readable video"),
+        (lambda v: encode(make_photo(64, 48), "JPEG"), "not a readable video|no video stream"),
+        (lambda v: encode_video(0, 30.0), "empty file|no frames|not a readable video"),  # a video with zero frames
+    ],
+)
 def test_bad_videos_are_row_errors(videos, make, message):
     with pytest.raises(VideoDecodeError, match=message):
         VideoSampler()(make(videos["30fps-3s-gop30"]), 8)

@@ -29,10 +29,12 @@ def test_rows_with_images_inside():
     row = parse_row({"id": "d", "images": [photo(3), "s3://b/d.jpg"]}, "m:4")
     assert (row.media_kind, row.media, row.media_data) == ("images", ["", "s3://b/d.jpg"], [photo(3), None])
     assert parse_row({"id": "e", "image": {"bytes": None, "path": None}}, "m:5").error == (
-        "manifest: ManifestError: `image` holds an image struct with neither bytes nor a path")
+        "manifest: ManifestError: `image` holds an image struct with neither bytes nor a path"
+    )
     assert parse_row({"id": "f", "image": b""}, "m:6").error.startswith("manifest: ManifestError: `image` must be")
     assert parse_row({"id": "g", "image": {"bytes": photo(1)}, "question": 3}, "m:7").error.startswith(
-        "manifest: ManifestError: `question` must be text")
+        "manifest: ManifestError: `question` must be text"
+    )
 
 
 @pytest.fixture
@@ -52,10 +54,14 @@ def dataset(tmp_path):
 def test_a_parquet_dataset_directory_is_a_manifest(dataset, tiny_checkpoint, tmp_path):
     from internvl_batch.stages.prepare import PrepareStage
 
-    config = load_config(None, base={
-        "input": {"manifests": str(dataset), "image_column": "picture", "passthrough_columns": ["label"]},
-        "output": {"path": str(tmp_path / "out")}, "model": {"path": str(tiny_checkpoint)},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(dataset), "image_column": "picture", "passthrough_columns": ["label"]},
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+        },
+    )
     table, totals, _ = read_manifests(config)
     assert totals.rows == 6 and table.column("error").to_pylist() == [None] * 6
     media = table.column("media").to_pylist()
@@ -77,8 +83,14 @@ def test_rows_without_ids_keep_their_own_embedded_images(tiny_checkpoint, tmp_pa
     from internvl_batch.stages.prepare import PrepareStage
     from internvl_batch.stages.rows_in import RowsStage
 
-    config = load_config(None, base={"input": {"manifests": "unused.jsonl"}, "output": {"path": str(tmp_path / "out")},
-                                     "model": {"path": str(tiny_checkpoint)}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": "unused.jsonl"},
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+        },
+    )
     images = [photo(1, (448, 448)), photo(2, (800, 600))]
     rows = pa.table({"image": pa.array(images, pa.binary())})
     requests = RowsStage(config.task, config.generation.max_new_tokens)(rows)

@@ -22,8 +22,14 @@ class Report:
 
 
 def load(paths, **kwargs):
-    config = load_config(None, base={"input": {"manifests": [str(p) for p in paths], **kwargs},
-                                     "output": {"path": "unused"}, "model": {"path": "tiny"}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": [str(p) for p in paths], **kwargs},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+        },
+    )
     table, totals, report = read_manifests(config)
     return (table.to_pylist() if table is not None else []), Report(report, totals)
 
@@ -35,10 +41,13 @@ def jsonl(path, rows):
 
 def test_jsonl_rows_and_relative_paths(tmp_path):
     (tmp_path / "sub").mkdir()
-    m = jsonl(tmp_path / "sub" / "m.jsonl", [
-        {"id": "a", "image": "img/a.jpg", "question": "Q?"},
-        {"id": 7, "images": ["x.png", "/abs/y.png", "s3://b/z.png"], "task": "ocr"},
-    ])  # fmt: skip
+    m = jsonl(
+        tmp_path / "sub" / "m.jsonl",
+        [
+            {"id": "a", "image": "img/a.jpg", "question": "Q?"},
+            {"id": 7, "images": ["x.png", "/abs/y.png", "s3://b/z.png"], "task": "ocr"},
+        ],
+    )
     rows, report = load([m])
     assert [r["id"] for r in rows] == ["a", "7"]
     assert rows[0]["media"] == [str(tmp_path / "sub" / "img" / "a.jpg")] and rows[0]["media_kind"] == "image"
@@ -48,23 +57,29 @@ def test_jsonl_rows_and_relative_paths(tmp_path):
 
 
 def test_malformed_rows_become_error_rows(tmp_path):
-    m = jsonl(tmp_path / "m.jsonl", [
-        {"id": "ok", "image": "a.jpg"},
-        b"{not json",
-        b"",
-        {"image": "no-id.jpg"},
-        {"id": "both", "image": "a.jpg", "images": ["b.jpg"]},
-        {"id": "neither"},
-        {"id": "badq", "image": "a.jpg", "question": 5},
-        "\"a string\"".encode(),
-        b'{"id": "latin1", "image": "a.jpg", "question": "caf\xe9"}',
-        {"id": "ftp", "image": "ftp://host/a.jpg"},
-        {"id": "emptylist", "images": []},
-    ])  # fmt: skip
+    m = jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "ok", "image": "a.jpg"},
+            b"{not json",
+            b"",
+            {"image": "no-id.jpg"},
+            {"id": "both", "image": "a.jpg", "images": ["b.jpg"]},
+            {"id": "neither"},
+            {"id": "badq", "image": "a.jpg", "question": 5},
+            b'"a string"',
+            b'{"id": "latin1", "image": "a.jpg", "question": "caf\xe9"}',
+            {"id": "ftp", "image": "ftp://host/a.jpg"},
+            {"id": "emptylist", "images": []},
+        ],
+    )
     rows, report = load([m])
     errors = {r["id"]: r["error"] for r in rows}
     assert errors["ok"] is None
-    assert errors["m.jsonl:2"] == "manifest: ManifestError: line 2 is not valid JSON: Expecting property name enclosed in double quotes"
+    assert (
+        errors["m.jsonl:2"]
+        == "manifest: ManifestError: line 2 is not valid JSON: Expecting property name enclosed in double quotes"
+    )
     assert errors["m.jsonl:4"] == "manifest: ManifestError: missing `id`"
     assert "row has `image` and `images`; use one" in errors["both"]
     assert "none of `image`, `images`, `video`, `document`" in errors["neither"]
@@ -79,7 +94,9 @@ def test_malformed_rows_become_error_rows(tmp_path):
 
 def test_csv_with_lists_and_bad_line(tmp_path):
     m = tmp_path / "m.csv"
-    m.write_text('id,image,images,question,shot\n1,a.jpg,,What?,x\n2,,"[""b.jpg"",""c.jpg""]",,y\n3,,d.jpg|e.jpg,,z\n4,too,many,fields,here,!\n')
+    m.write_text(
+        'id,image,images,question,shot\n1,a.jpg,,What?,x\n2,,"[""b.jpg"",""c.jpg""]",,y\n3,,d.jpg|e.jpg,,z\n4,too,many,fields,here,!\n'
+    )
     rows, _ = load([m], passthrough_columns=["shot"])
     assert [r["id"] for r in rows] == ["1", "2", "3", "m.csv:5"]
     assert rows[1]["media"] == [str(tmp_path / "b.jpg"), str(tmp_path / "c.jpg")]
@@ -90,7 +107,9 @@ def test_csv_with_lists_and_bad_line(tmp_path):
 
 def test_parquet(tmp_path):
     m = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"id": ["p1", "p2"], "image": ["a.jpg", None], "images": [None, ["b.jpg"]], "score": [0.5, 0.7]}), m)
+    pq.write_table(
+        pa.table({"id": ["p1", "p2"], "image": ["a.jpg", None], "images": [None, ["b.jpg"]], "score": [0.5, 0.7]}), m
+    )
     rows, _ = load([m], passthrough_columns=["score"])
     assert [(r["id"], r["media_kind"], r["score"]) for r in rows] == [("p1", "image", 0.5), ("p2", "images", 0.7)]
 
@@ -112,12 +131,15 @@ def test_duplicates_error_by_default(tmp_path):
     assert (report.duplicate_ids, report.duplicate_id_examples, report.rows) == (1, ["x"], 1)
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("m.jsonl", b'{"image": "a.jpg"}\n', "no row has an `id` field"),
-    ("m.csv", b"image,question\na.jpg,q\n", "no `id` column"),
-    ("m.parquet", b"PAR1 garbage", "not a readable Parquet file"),
-    ("m.txt", b"{}", "cannot tell the format"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("m.jsonl", b'{"image": "a.jpg"}\n', "no row has an `id` field"),
+        ("m.csv", b"image,question\na.jpg,q\n", "no `id` column"),
+        ("m.parquet", b"PAR1 garbage", "not a readable Parquet file"),
+        ("m.txt", b"{}", "cannot tell the format"),
+    ],
+)
 def test_fatal_manifest_problems_name_the_file(tmp_path, name, content, message):
     m = tmp_path / name
     m.write_bytes(content)

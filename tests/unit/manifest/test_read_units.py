@@ -13,8 +13,15 @@ import pytest
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.manifest.files import (count_newlines, expand_manifests, file_labels, needs_layout, number_units,
-                                           parquet_row_groups, plan_units)  # fmt: skip
+from internvl_batch.manifest.files import (
+    count_newlines,
+    expand_manifests,
+    file_labels,
+    needs_layout,
+    number_units,
+    parquet_row_groups,
+    plan_units,
+)
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest_local import read_manifests
 
@@ -24,8 +31,15 @@ STORAGE = StorageConfig()
 def units_of(path, split):
     files = expand_manifests([str(path)], STORAGE)
     units = plan_units(files, split)
-    layouts = {u.index: (parquet_row_groups(u.file.uri, STORAGE) if u.file.format == "parquet"
-                         else count_newlines(u.file.uri, u.start, u.stop, STORAGE)) for u in units if needs_layout(u)}  # fmt: skip
+    layouts = {
+        u.index: (
+            parquet_row_groups(u.file.uri, STORAGE)
+            if u.file.format == "parquet"
+            else count_newlines(u.file.uri, u.start, u.stop, STORAGE)
+        )
+        for u in units
+        if needs_layout(u)
+    }
     return number_units(units, layouts, split)
 
 
@@ -77,8 +91,14 @@ def test_line_numbers_in_later_ranges_name_the_true_line(tmp_path):
     good[150] = "{not json"
     good[180] = ""
     path.write_text("\n".join(good) + "\n")
-    config = load_config(None, base={"input": {"manifests": str(path), "split_bytes": 512},
-                                     "output": {"path": "unused"}, "model": {"path": "tiny"}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(path), "split_bytes": 512},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+        },
+    )
     table, totals, report = read_manifests(config, partitions=3)
     rows = table.to_pylist()
     assert len(units_of(path, 512)) > 10
@@ -89,11 +109,19 @@ def test_line_numbers_in_later_ranges_name_the_true_line(tmp_path):
 
 def test_parquet_row_group_units(tmp_path):
     path = tmp_path / "m.parquet"
-    table = pa.table({"id": [f"p{i}" for i in range(1000)], "image": [f"{i}.jpg" for i in range(1000)],
-                      "score": [i / 10 for i in range(1000)]})  # fmt: skip
+    table = pa.table(
+        {
+            "id": [f"p{i}" for i in range(1000)],
+            "image": [f"{i}.jpg" for i in range(1000)],
+            "score": [i / 10 for i in range(1000)],
+        }
+    )
     pq.write_table(table, path, row_group_size=100)
     units = units_of(path, 2000)
-    assert len(units) > 3 and [u.first_line for u in units][:2] == [1, units[0].first_line + (units[1].start - units[0].start) * 100]
+    assert len(units) > 3 and [u.first_line for u in units][:2] == [
+        1,
+        units[0].first_line + (units[1].start - units[0].start) * 100,
+    ]
     rows, _ = read_all(path, 2000)
     assert [n for n, _ in rows] == list(range(1, 1001)) and rows[999][1]["id"] == "p999"
     assert read_all(path, 10**9) == (rows, 0)
@@ -106,15 +134,28 @@ def test_duplicate_file_names_get_distinct_labels():
 
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_keep_first_is_manifest_order_across_files_and_partitions(tmp_path, partitions):
-    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps({"id": i, "image": f"a{n}.jpg"})
-                                                 for n, i in enumerate(["x", "y", "x", "z"])))  # fmt: skip
-    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"id": i, "image": f"b{n}.jpg"}) for n, i in enumerate(["y", "w"])))
-    config = load_config(None, base={"input": {"manifests": str(tmp_path / "*.jsonl"), "duplicate_ids": "keep_first",
-                                               "split_bytes": 40},
-                                     "output": {"path": "unused"}, "model": {"path": "tiny"}})  # fmt: skip
+    (tmp_path / "a.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "image": f"a{n}.jpg"}) for n, i in enumerate(["x", "y", "x", "z"]))
+    )
+    (tmp_path / "b.jsonl").write_text(
+        "\n".join(json.dumps({"id": i, "image": f"b{n}.jpg"}) for n, i in enumerate(["y", "w"]))
+    )
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "*.jsonl"), "duplicate_ids": "keep_first", "split_bytes": 40},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+        },
+    )
     table, totals, report = read_manifests(config, partitions=partitions)
     rows = table.to_pylist()
-    assert [(r["id"], r["media"][0].rsplit("/", 1)[1]) for r in rows] == [("x", "a0.jpg"), ("y", "a1.jpg"), ("z", "a3.jpg"), ("w", "b1.jpg")]
+    assert [(r["id"], r["media"][0].rsplit("/", 1)[1]) for r in rows] == [
+        ("x", "a0.jpg"),
+        ("y", "a1.jpg"),
+        ("z", "a3.jpg"),
+        ("w", "b1.jpg"),
+    ]
     assert (totals.rows, totals.duplicate_ids, totals.duplicate_rows, totals.keys) == (4, 2, 2, 4)
     assert report["duplicate_id_examples"] == ["x", "y"]
 
@@ -124,20 +165,44 @@ def test_ids_whose_partition_hash_collides_are_not_duplicates(tmp_path):
 
     assert zlib.crc32(b"plumless") == zlib.crc32(b"buckeroo")  # the partitioning hash collides; the ids differ
     (tmp_path / "m.jsonl").write_text('{"id": "plumless", "image": "a.jpg"}\n{"id": "buckeroo", "image": "b.jpg"}\n')
-    config = load_config(None, base={"input": {"manifests": str(tmp_path / "m.jsonl")}, "output": {"path": "unused"},
-                                     "model": {"path": "tiny"}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(tmp_path / "m.jsonl")},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+        },
+    )
     table, totals, _ = read_manifests(config, partitions=8)
     assert table.column("id").to_pylist() == ["plumless", "buckeroo"] and totals.duplicate_ids == 0
 
 
 def test_passthrough_types_agree_across_units(tmp_path):
-    rows = [{"id": f"r{i}", "image": "a.jpg", "n": i, "f": i if i < 50 else i + 0.5, "mixed": i if i < 50 else "s",
-             "tags": ["a"] if i % 2 else None} for i in range(100)]  # fmt: skip
+    rows = [
+        {
+            "id": f"r{i}",
+            "image": "a.jpg",
+            "n": i,
+            "f": i if i < 50 else i + 0.5,
+            "mixed": i if i < 50 else "s",
+            "tags": ["a"] if i % 2 else None,
+        }
+        for i in range(100)
+    ]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    config = load_config(None, base={"input": {"manifests": str(tmp_path / "m.jsonl"), "split_bytes": 300,
-                                               "passthrough_columns": ["n", "f", "mixed", "tags", "absent"]},
-                                     "resources": {"rows_per_block": 7},
-                                     "output": {"path": "unused"}, "model": {"path": "tiny"}})  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {
+                "manifests": str(tmp_path / "m.jsonl"),
+                "split_bytes": 300,
+                "passthrough_columns": ["n", "f", "mixed", "tags", "absent"],
+            },
+            "resources": {"rows_per_block": 7},
+            "output": {"path": "unused"},
+            "model": {"path": "tiny"},
+        },
+    )
     table, _, _ = read_manifests(config)
     assert table.schema.field("n").type == pa.int64() and table.schema.field("f").type == pa.float64()
     assert table.schema.field("mixed").type == pa.string() and table.column("mixed").to_pylist()[:2] == ["0", "1"]

@@ -8,15 +8,37 @@ from internvl_batch.errors import ManifestError
 from internvl_batch.manifest.rows import MediaResolver, checked_row, parse_row
 
 IDS = ["a", 7, "", "  ", None, True, 1.5, ["x"]]
-IMAGES = ["x.jpg", " s3://b/x.jpg ", "", "   ", "gs://b/x.jpg", "c:/x.jpg", "file:///x.jpg", "a:b/c.jpg", 5, None, ["x.jpg"]]
+IMAGES = [
+    "x.jpg",
+    " s3://b/x.jpg ",
+    "",
+    "   ",
+    "gs://b/x.jpg",
+    "c:/x.jpg",
+    "file:///x.jpg",
+    "a:b/c.jpg",
+    5,
+    None,
+    ["x.jpg"],
+]
 TEXTS = [None, "What?", "", 3]
-EXTRAS = [{}, {"images": ["a.jpg"]}, {"video": "v.mp4"}, {"document": "d.pdf"}, {"bound": [1, 2]}, {"num_segments": 4}, {"label": "x"}]
+EXTRAS = [
+    {},
+    {"images": ["a.jpg"]},
+    {"video": "v.mp4"},
+    {"document": "d.pdf"},
+    {"bound": [1, 2]},
+    {"num_segments": 4},
+    {"label": "x"},
+]
 
 
 @pytest.mark.parametrize("extra", EXTRAS)
 def test_fast_path_equals_full_checks(extra):
     for rid, image, question, task in itertools.product(IDS, IMAGES, TEXTS, TEXTS):
-        raw = {k: v for k, v in (("id", rid), ("image", image), ("question", question), ("task", task)) if v is not None}
+        raw = {
+            k: v for k, v in (("id", rid), ("image", image), ("question", question), ("task", task)) if v is not None
+        }
         raw.update(extra)
         assert parse_row(raw, "m.jsonl:1") == checked_row(raw, "m.jsonl:1"), raw
     error = ManifestError("line 1 is not valid JSON: x")
@@ -42,4 +64,6 @@ def test_document_rows():
     assert (embedded.media_kind, embedded.media, embedded.media_data) == ("document", ["d.pdf"], [b"%PDF-1.7 ..."])
     both = parse_row({"id": "d", "document": "d.pdf", "image": "x.jpg"}, "m.jsonl:1")
     assert both.error == "manifest: ManifestError: row has `image` and `document`; use one"
-    assert parse_row({"id": "d", "document": "d.pdf", "bound": [1, 2]}, "m.jsonl:1").error.endswith("apply to `video` rows only")
+    assert parse_row({"id": "d", "document": "d.pdf", "bound": [1, 2]}, "m.jsonl:1").error.endswith(
+        "apply to `video` rows only"
+    )

@@ -29,8 +29,11 @@ def photo(seed: int) -> bytes:
 
 
 def sample(key: str, seed: int, **fields) -> dict[str, bytes]:
-    return {f"{key}.jpg": photo(seed), f"{key}.json": json.dumps({"key": key, **fields}).encode(),
-            f"{key}.txt": f"caption of {key}".encode()}  # fmt: skip
+    return {
+        f"{key}.jpg": photo(seed),
+        f"{key}.json": json.dumps({"key": key, **fields}).encode(),
+        f"{key}.txt": f"caption of {key}".encode(),
+    }
 
 
 @pytest.fixture
@@ -38,12 +41,20 @@ def shards(tmp_path):
     root = tmp_path / "shards"
     root.mkdir()
     good = [sample(f"{i:05d}", i, url=f"https://example.com/{i}.jpg", sid=f"S{i}") for i in range(3)]
-    (root / "00000.tar").write_bytes(shard(good + [
-        {"00003.json": b"{}"},  # no image
-        {"00004.jpg": b"these are not JPEG bytes", "00004.json": b'{"sid": "S4"}'},  # a corrupt image member
-        {"00005.png": photo(5), "00005.json": b"{not json"},
-        {"00006.webp": encode(make_photo(300, 200, seed=6), "WEBP"), "00006.json": b'{"question": "What is it?", "sid": "S6"}'},
-    ]))  # fmt: skip
+    (root / "00000.tar").write_bytes(
+        shard(
+            good
+            + [
+                {"00003.json": b"{}"},  # no image
+                {"00004.jpg": b"these are not JPEG bytes", "00004.json": b'{"sid": "S4"}'},  # a corrupt image member
+                {"00005.png": photo(5), "00005.json": b"{not json"},
+                {
+                    "00006.webp": encode(make_photo(300, 200, seed=6), "WEBP"),
+                    "00006.json": b'{"question": "What is it?", "sid": "S6"}',
+                },
+            ]
+        )
+    )
     whole = shard([sample(f"1{i:04d}", 10 + i, sid=f"T{i}") for i in range(3)])
     (root / "00001.tar").write_bytes(whole[: len(whole) // 2])  # cut inside its second sample
     return root
@@ -57,16 +68,22 @@ def test_sample_keys():
 def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
     from internvl_batch.stages.prepare import PrepareStage
 
-    config = load_config(None, base={
-        "input": {"manifests": str(shards), "passthrough_columns": ["url", "txt"]},  # a directory of shards
-        "output": {"path": str(tmp_path / "out")}, "model": {"path": str(tiny_checkpoint)},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(shards), "passthrough_columns": ["url", "txt"]},  # a directory of shards
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": str(tiny_checkpoint)},
+        },
+    )
     table, totals, report = read_manifests(config)
     rows = {r["id"]: r for r in table.to_pylist()}
     assert totals.rows == 9
     assert [rows[f"0000{i}"]["error"] for i in range(3)] == [None] * 3
     assert rows["00000"]["url"] == "https://example.com/0.jpg" and rows["00000"]["txt"] == "caption of 00000"
-    assert rows["00000"]["media"] == [f"{shards}/00000.tar:1#1:00000.jpg"] and rows["00000"]["media_data"][0] == photo(0)
+    assert rows["00000"]["media"] == [f"{shards}/00000.tar:1#1:00000.jpg"] and rows["00000"]["media_data"][0] == photo(
+        0
+    )
     assert rows["00003"]["error"] == "manifest: ManifestError: sample 00003: no image among its members (json)"
     assert rows["00005"]["error"].startswith("manifest: ManifestError: sample 00005: 00005.json is not valid JSON")
     assert rows["00006"]["question"] == "What is it?" and rows["00006"]["tasks"] == ["vqa"]
@@ -81,10 +98,14 @@ def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
 
 
 def test_id_from_a_json_field(shards, tmp_path):
-    config = load_config(None, base={
-        "input": {"manifests": str(shards / "00000.tar"), "id_column": "sid"},
-        "output": {"path": str(tmp_path / "out")}, "model": {"path": "tiny"},
-    })  # fmt: skip
+    config = load_config(
+        None,
+        base={
+            "input": {"manifests": str(shards / "00000.tar"), "id_column": "sid"},
+            "output": {"path": str(tmp_path / "out")},
+            "model": {"path": "tiny"},
+        },
+    )
     table, _, _ = read_manifests(config)
     ids = table.column("id").to_pylist()
     assert ids[:3] == ["S0", "S1", "S2"] and "S4" in ids and "S6" in ids

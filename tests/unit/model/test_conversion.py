@@ -46,7 +46,9 @@ def test_full_forward_logits_equal_reference(setup):
 
     model, weights, cfg, builder = setup
     llm_cfg = {k: v for k, v in cfg["llm_config"].items() if k not in ("architectures", "torch_dtype")}
-    reference_llm = Qwen2ForCausalLM._from_config(Qwen2Config(**llm_cfg), attn_implementation="eager", dtype=torch.float64)
+    reference_llm = Qwen2ForCausalLM._from_config(
+        Qwen2Config(**llm_cfg), attn_implementation="eager", dtype=torch.float64
+    )
     reference_llm.eval()
     llm_weights = {k[len("language_model.") :]: t for k, t in weights.items() if k.startswith("language_model.")}
     reference_llm.load_state_dict(llm_weights, strict=True)

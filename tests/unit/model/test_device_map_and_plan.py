@@ -95,7 +95,9 @@ def test_plan_budgets_the_embeddings_on_gpu_0():
     _, meta = meta_model_for("OpenGVLab/InternVL2_5-78B")
     text = meta.config.text_config
     plan = plan_replica("OpenGVLab/InternVL2_5-78B", 4, 80)
-    kv_per_layer = plan.tokens_per_row * 2 * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads) * 2
+    kv_per_layer = (
+        plan.tokens_per_row * 2 * text.num_key_value_heads * (text.hidden_size // text.num_attention_heads) * 2
+    )
     g0, g3 = plan.per_gpu[0], plan.per_gpu[3]
     embeddings = (g0.per_row_gb - g3.per_row_gb) * 2**30 - (g0.llm_layers - g3.llm_layers) * kv_per_layer
     assert embeddings == pytest.approx(3 * plan.tokens_per_row * text.hidden_size * 2, rel=1e-6)

@@ -36,7 +36,10 @@ def test_layout_is_the_published_one(setup):
     assert cfg["vision_config"]["norm_type"] == "rms_norm" and cfg["vision_config"]["qk_normalization"]
     assert "language_model.model.layers.0.attention.wqkv.weight" in weights
     assert "language_model.output.weight" in weights and "vision_model.encoder.layers.0.attn.q_norm.weight" in weights
-    assert "vision_model.encoder.layers.0.attn.qkv.bias" not in weights and "vision_model.encoder.layers.0.norm1.bias" not in weights
+    assert (
+        "vision_model.encoder.layers.0.attn.qkv.bias" not in weights
+        and "vision_model.encoder.layers.0.norm1.bias" not in weights
+    )
 
 
 def test_6b_style_image_features_equal_reference(setup):
@@ -72,8 +75,12 @@ def test_wqkv_split_is_per_kv_group(setup):
         block = (h // g) * (g + 2) + h % g
         assert torch.equal(attn.q_proj.weight[h * hd : (h + 1) * hd], wqkv[block * hd : (block + 1) * hd])
     for j in range(kv):
-        assert torch.equal(attn.k_proj.weight[j * hd : (j + 1) * hd], wqkv[(j * (g + 2) + g) * hd : (j * (g + 2) + g + 1) * hd])
-        assert torch.equal(attn.v_proj.weight[j * hd : (j + 1) * hd], wqkv[(j * (g + 2) + g + 1) * hd : (j * (g + 2) + g + 2) * hd])
+        assert torch.equal(
+            attn.k_proj.weight[j * hd : (j + 1) * hd], wqkv[(j * (g + 2) + g) * hd : (j * (g + 2) + g + 1) * hd]
+        )
+        assert torch.equal(
+            attn.v_proj.weight[j * hd : (j + 1) * hd], wqkv[(j * (g + 2) + g + 1) * hd : (j * (g + 2) + g + 2) * hd]
+        )
 
 
 def reference_internlm2_ids(directory, text):
@@ -98,17 +105,23 @@ def reference_internlm2_ids(directory, text):
     return ids
 
 
-@pytest.mark.parametrize("question,tiles,kind", [
-    ("Please describe the image shortly.", [13], "image"),
-    ("What differs?", [5, 1, 13], "images"),
-    ("What is the red panda doing?", [1] * 8, "video"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "question,tiles,kind",
+    [
+        ("Please describe the image shortly.", [13], "image"),
+        ("What differs?", [5, 1, 13], "images"),
+        ("What is the red panda doing?", [1] * 8, "video"),
+    ],
+)
 def test_internlm2_prompt_ids_equal_reference(setup, tiny_internlm2_6b_checkpoint, question, tiles, kind):
     _, _, _, builder, tokenizer = setup
     assert isinstance(tokenizer, SentencePieceChatTokenizer)
     prompt = builder.build(question, tiles, kind=kind)
-    prefix = {"image": "<image>\n", "images": "".join(f"Image-{i + 1}: <image>\n" for i in range(len(tiles))),
-              "video": "".join(f"Frame{i + 1}: <image>\n" for i in range(len(tiles)))}[kind]  # fmt: skip
+    prefix = {
+        "image": "<image>\n",
+        "images": "".join(f"Image-{i + 1}: <image>\n" for i in range(len(tiles))),
+        "video": "".join(f"Frame{i + 1}: <image>\n" for i in range(len(tiles))),
+    }[kind]
     expected = reference_internlm2_ids(tiny_internlm2_6b_checkpoint, reference_string(prefix + question, tiles))
     assert prompt.input_ids.tolist() == expected
     assert prompt.input_ids[0] == tokenizer.bos_token_id  # InternLM2 prepends <s>
@@ -119,8 +132,13 @@ def test_no_remote_code_is_ever_run(tmp_path):
     """Checkpoints name remote classes (auto_map, tokenizer_class); a booby-trapped module must stay unread."""
     path = make_tiny_checkpoint(tmp_path / "ckpt", llm="internlm2", vision="6b-style")
     marker = tmp_path / "executed"
-    for name in ("modeling_internvl_chat.py", "configuration_internvl_chat.py", "tokenization_internlm2.py",
-                 "modeling_internlm2.py", "configuration_internlm2.py"):  # fmt: skip
+    for name in (
+        "modeling_internvl_chat.py",
+        "configuration_internvl_chat.py",
+        "tokenization_internlm2.py",
+        "modeling_internlm2.py",
+        "configuration_internlm2.py",
+    ):
         (path / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     predictor = Predictor(ModelConfig(path=str(path)), GenerationConfig(max_new_tokens=2))
     image = ImagePreprocessor()(encode(make_photo(448, 448), "PNG"))
@@ -129,7 +147,9 @@ def test_no_remote_code_is_ever_run(tmp_path):
 
 
 def test_internlm2_batched_equals_single(tiny_internlm2_6b_checkpoint):
-    predictor = Predictor(ModelConfig(path=str(tiny_internlm2_6b_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=6))
+    predictor = Predictor(
+        ModelConfig(path=str(tiny_internlm2_6b_checkpoint), dtype="float64"), GenerationConfig(max_new_tokens=6)
+    )
     pre = ImagePreprocessor()
     rows = []
     for k, size in enumerate([(448, 448), (634, 634), (800, 600)]):

@@ -49,9 +49,17 @@ def test_deterministic_for_a_seed(tmp_path, tiny_checkpoint):
 def test_published_config_fields_and_names(tiny_checkpoint):
     cfg = json.loads((tiny_checkpoint / "config.json").read_text())
     assert cfg["architectures"] == ["InternVLChatModel"] and cfg["model_type"] == "internvl_chat"
-    for key, value in {"template": "internvl2_5", "downsample_ratio": 0.5, "ps_version": "v2", "select_layer": -1,
-                       "force_image_size": 448, "dynamic_image_size": True, "use_thumbnail": True,
-                       "min_dynamic_patch": 1, "max_dynamic_patch": 12}.items():  # fmt: skip
+    for key, value in {
+        "template": "internvl2_5",
+        "downsample_ratio": 0.5,
+        "ps_version": "v2",
+        "select_layer": -1,
+        "force_image_size": 448,
+        "dynamic_image_size": True,
+        "use_thumbnail": True,
+        "min_dynamic_patch": 1,
+        "max_dynamic_patch": 12,
+    }.items():
         assert cfg[key] == value, key
     assert cfg["llm_config"]["architectures"] == ["Qwen2ForCausalLM"]
     assert cfg["llm_config"]["tie_word_embeddings"] is False
@@ -62,7 +70,9 @@ def test_published_config_fields_and_names(tiny_checkpoint):
 
 
 def test_tokenizer_carries_internvl_tokens_in_published_order(tiny_tokenizer):
-    ids = tiny_tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "</box>"])
+    ids = tiny_tokenizer.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "</box>"]
+    )
     base = ids[0]
     # Same offsets as Qwen2.5 + InternVL: 151643, 151644, 151645, 151665, 151666, 151667, 151673
     assert [i - base for i in ids] == [0, 1, 2, 22, 23, 24, 30]

@@ -13,7 +13,7 @@ from internvl_batch.keys import KeySet, complete_documents, key_checksum, key_ha
 from internvl_batch.results import result_files, result_key_hashes
 from internvl_batch.stages.output import to_output_table
 from internvl_batch.stages.prepare import PrepareStage
-from internvl_batch.stages.write import written_keys, write_batch
+from internvl_batch.stages.write import write_batch, written_keys
 from tests.media import encode, encode_pdf, encrypt_pdf, make_photo, scanned_page
 from tests.unit.stages.test_stages import request_table
 
@@ -32,9 +32,14 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config(tiny_checkpoint, tmp_path_factory):
-    base = {"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path_factory.mktemp("out"))},
-            "model": {"path": str(tiny_checkpoint), "dtype": "float32"}, "generation": {"max_new_tokens": 4},
-            "preprocess": {"max_pages": 4}, "task": {"tasks": ["ocr", "caption"]}}  # fmt: skip
+    base = {
+        "input": {"manifests": "m.jsonl"},
+        "output": {"path": str(tmp_path_factory.mktemp("out"))},
+        "model": {"path": str(tiny_checkpoint), "dtype": "float32"},
+        "generation": {"max_new_tokens": 4},
+        "preprocess": {"max_pages": 4},
+        "task": {"tasks": ["ocr", "caption"]},
+    }
     return load_config(None, base=base)
 
 
@@ -66,7 +71,10 @@ def test_one_row_per_page_and_task(prepared, media):
             assert row["num_tiles"] == [7] and row["media_sizes"] == [{"width": 951, "height": 1344}]
     # The pixels are the rendered page's tiles, the page's own content (its corner's grey level).
     renderer = PdfRenderer(1, 12, 4)
-    expected = [ImagePreprocessor().process_image(p.image).tiles for p in renderer.pages(renderer.open((media / "scan.pdf").read_bytes()))]
+    expected = [
+        ImagePreprocessor().process_image(p.image).tiles
+        for p in renderer.pages(renderer.open((media / "scan.pdf").read_bytes()))
+    ]
     for page in (1, 2, 3):
         pixels = np.frombuffer(rows[(f"scan#p{page}", "ocr")]["pixels"], np.uint8).reshape(7, 448, 448, 3)
         assert np.array_equal(pixels, expected[page - 1]) and pixels[0, 5, 5, 0] == 20 * page
@@ -76,14 +84,19 @@ def test_one_row_per_page_and_task(prepared, media):
 def test_a_pdf_in_an_image_column_is_read_as_a_document(prepared):
     rows = rows_of(prepared)
     assert {(k[0], r["page"], r["num_pages"]) for k, r in rows.items() if k[0].startswith("sniffed")} == {
-        ("sniffed#p1", 1, 2), ("sniffed#p2", 2, 2)}
+        ("sniffed#p1", 1, 2),
+        ("sniffed#p2", 2, 2),
+    }
 
 
 def test_whole_document_failures_are_one_row_per_task(prepared):
     rows = rows_of(prepared)
     assert rows[("locked", "ocr")]["error"] == (
-        "decode: DocumentError: password-protected PDF (encrypted documents are not read)")
-    assert rows[("fake", "ocr")]["error"].startswith("decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8")
+        "decode: DocumentError: password-protected PDF (encrypted documents are not read)"
+    )
+    assert rows[("fake", "ocr")]["error"].startswith(
+        "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8"
+    )
     assert rows[("long", "caption")]["error"] == "limits: LimitError: document has 5 pages, over preprocess.max_pages=4"
     assert rows[("pair", "ocr")]["error"].startswith("decode: DocumentError: a PDF cannot be one of several images")
     for key in ("locked", "fake", "long", "pair"):
@@ -101,7 +114,9 @@ def test_written_keys_count_a_document_once_with_its_manifest_key(prepared):
     # A page missing, or a page twice, breaks the checksum (and a missing last page the count).
     pages = out.filter(pa.array([r is not None for r in out.column("page").to_pylist()]))
     others = out.filter(pa.array([r is None for r in out.column("page").to_pylist()]))
-    without_p2 = pa.concat_tables([others, pages.filter(pa.array([i != "scan#p2" for i in pages.column("id").to_pylist()]))])
+    without_p2 = pa.concat_tables(
+        [others, pages.filter(pa.array([i != "scan#p2" for i in pages.column("id").to_pylist()]))]
+    )
     assert written_keys(without_p2)[1] != checksum
     assert written_keys(pa.concat_tables([out, pages.slice(0, 1)]))[1] != checksum
 
@@ -115,7 +130,9 @@ def test_resume_counts_a_document_done_only_when_all_its_pages_are_written(prepa
     write_batch(scan_rows.slice(2, 2), str(tmp_path), StorageConfig(), "run-1")
 
     def done(ok_only=False):
-        plain, paged = result_key_hashes(str(tmp_path), result_files(str(tmp_path), StorageConfig()), StorageConfig(), ok_only)
+        plain, paged = result_key_hashes(
+            str(tmp_path), result_files(str(tmp_path), StorageConfig()), StorageConfig(), ok_only
+        )
         keys = KeySet.build([plain, complete_documents(paged[:, :2], paged[:, 2:4], paged[:, 4:])])
         return keys.contains(key_hashes(["scan", "scan"], ["ocr", "caption"])).tolist()
 
@@ -138,18 +155,46 @@ def test_the_later_run_decides_a_documents_shape_when_reading_results(prepared, 
     from internvl_batch.results import read_results, result_records, superseded_positions
 
     out = to_output_table(prepared, "tiny", [], "x")
-    pages = out.filter(pa.array([i.startswith("scan#") and t == "ocr" for i, t in zip(out.column("id").to_pylist(), out.column("task").to_pylist())]))
-    whole = to_output_table(pa.table({"id": ["scan", "photo"], "task": ["ocr", "ocr"],
-                                      "error": ["fetch: FetchError: timeout", None]}), "tiny", [], "x")  # fmt: skip
+    pages = out.filter(
+        pa.array(
+            [
+                i.startswith("scan#") and t == "ocr"
+                for i, t in zip(out.column("id").to_pylist(), out.column("task").to_pylist())
+            ]
+        )
+    )
+    whole = to_output_table(
+        pa.table({"id": ["scan", "photo"], "task": ["ocr", "ocr"], "error": ["fetch: FetchError: timeout", None]}),
+        "tiny",
+        [],
+        "x",
+    )
     storage = StorageConfig()
 
     def current():
-        distributed = superseded_positions(result_records(str(tmp_path), result_files(str(tmp_path), storage), 0, storage, 1))
+        distributed = superseded_positions(
+            result_records(str(tmp_path), result_files(str(tmp_path), storage), 0, storage, 1)
+        )
         rows = read_results(str(tmp_path), columns=["status"]).to_pylist()
         return sorted((r["id"], r["status"]) for r in rows), len(distributed)
 
-    write_batch(whole.set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-1"] * 2)), str(tmp_path), storage, "run-1")
-    write_batch(pages.set_column(pages.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 3)), str(tmp_path), storage, "run-2")
+    write_batch(
+        whole.set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-1"] * 2)),
+        str(tmp_path),
+        storage,
+        "run-1",
+    )
+    write_batch(
+        pages.set_column(pages.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 3)),
+        str(tmp_path),
+        storage,
+        "run-2",
+    )
     assert current() == ([("photo", "ok"), ("scan#p1", "ok"), ("scan#p2", "ok"), ("scan#p3", "ok")], 1)
-    write_batch(whole.slice(0, 1).set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-3"])), str(tmp_path), storage, "run-3")
+    write_batch(
+        whole.slice(0, 1).set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-3"])),
+        str(tmp_path),
+        storage,
+        "run-3",
+    )
     assert current() == ([("photo", "ok"), ("scan", "error")], 4)  # the run-1 row and the three pages

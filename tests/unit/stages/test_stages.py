@@ -8,11 +8,11 @@ from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.manifest.rows import MediaResolver, parse_row
 from internvl_batch.requests import TaskAssigner
-from internvl_batch.stages.read import request_row, requests_table
-from internvl_batch.tasks import TaskPrompter
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 from internvl_batch.stages.prepare import PrepareStage
+from internvl_batch.stages.read import request_row, requests_table
+from internvl_batch.tasks import TaskPrompter
 from tests.media import encode, encode_video, make_photo, read_frame_index
 from tests.unit.test_prompts import reference_string
 
@@ -25,7 +25,9 @@ def request_table(raw_rows, manifest, config):
     rows = []
     for number, raw in enumerate(raw_rows, start=1):
         parsed = parse_row(raw, f"m.jsonl:{number}")
-        rows.append(request_row(parsed, assign(parsed), raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"]))
+        rows.append(
+            request_row(parsed, assign(parsed), raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"])
+        )
     return requests_table(rows, {"label": pa.string()})
 
 
@@ -42,9 +44,14 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    base = {"input": {"manifests": "m.jsonl", "passthrough_columns": ["label"]}, "output": {"path": str(out)},
-            "model": {"path": str(tiny_checkpoint), "dtype": "float32"}, "generation": {"max_new_tokens": 4},
-            "preprocess": {"max_images_per_row": 3}, "video": {"num_segments": 6}}  # fmt: skip
+    base = {
+        "input": {"manifests": "m.jsonl", "passthrough_columns": ["label"]},
+        "output": {"path": str(out)},
+        "model": {"path": str(tiny_checkpoint), "dtype": "float32"},
+        "generation": {"max_new_tokens": 4},
+        "preprocess": {"max_images_per_row": 3},
+        "video": {"num_segments": 6},
+    }
     return load_config(None, base=base)
 
 
@@ -155,13 +162,26 @@ def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_chec
 
 
 def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
-    cfg = load_config(None, base={"input": {"manifests": "m.jsonl"}, "output": {"path": str(tmp_path)},
-                                  "model": {"path": str(tiny_checkpoint)}, "generation": {"max_new_tokens": 3},
-                                  "task": {"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"}})  # fmt: skip
+    cfg = load_config(
+        None,
+        base={
+            "input": {"manifests": "m.jsonl"},
+            "output": {"path": str(tmp_path)},
+            "model": {"path": str(tiny_checkpoint)},
+            "generation": {"max_new_tokens": 3},
+            "task": {"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"},
+        },
+    )
     raw = [{"id": "a", "image": "photo.jpg", "label": "cat"}, {"id": "b", "image": "wide.png"}]
     out = PrepareStage(cfg).prepare(request_table(raw, str(media / "m.jsonl"), cfg)).to_pylist()
-    assert [(r["id"], r["task"]) for r in out] == [("a", "caption"), ("a", "ocr"), ("a", "custom"),
-                                                    ("b", "caption"), ("b", "ocr"), ("b", "custom")]  # fmt: skip
+    assert [(r["id"], r["task"]) for r in out] == [
+        ("a", "caption"),
+        ("a", "ocr"),
+        ("a", "custom"),
+        ("b", "caption"),
+        ("b", "ocr"),
+        ("b", "custom"),
+    ]
     assert out[0]["pixels"] == out[1]["pixels"] == out[2]["pixels"] and out[0]["question"] != out[1]["question"]
     assert out[2]["question"] == "Is there a cat?" and out[2]["error"] is None
     assert out[5]["error"] == "task: TaskError: task custom: the template needs column(s) label, missing in this row"

@@ -12,12 +12,16 @@ from internvl_batch.summary import RunStats
 
 def output_rows(ids, errors, tasks=None):
     n = len(ids)
-    table = pa.table({
-        "id": ids, "task": tasks or ["caption"] * n, "error": pa.array(errors, pa.string()),
-        "media": [["a.jpg", "b.jpg"] if e is None else ["a.jpg"] for e in errors],
-        "num_tiles": [[13, 5] if e is None else None for e in errors],
-        "num_output_tokens": pa.array([7 if e is None else None for e in errors], pa.int32()),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "id": ids,
+            "task": tasks or ["caption"] * n,
+            "error": pa.array(errors, pa.string()),
+            "media": [["a.jpg", "b.jpg"] if e is None else ["a.jpg"] for e in errors],
+            "num_tiles": [[13, 5] if e is None else None for e in errors],
+            "num_output_tokens": pa.array([7 if e is None else None for e in errors], pa.int32()),
+        }
+    )
     return to_output_table(table, "tiny", [], "run-1")
 
 
@@ -44,7 +48,9 @@ def test_run_stats_add_up_files():
     summary = stats.as_dict(1.0)
     assert (summary["rows_processed"], summary["rows_ok"], summary["rows_failed"]) == (6, 3, 3)
     assert summary["errors_by_stage"] == {"fetch": 2, "prompt": 1} and summary["result_files"] == 2
-    expected = add_checksums(key_checksum(key_hashes(list("abc"), ["caption"] * 3)), key_checksum(key_hashes(list("def"), ["caption"] * 3)))
+    expected = add_checksums(
+        key_checksum(key_hashes(list("abc"), ["caption"] * 3)), key_checksum(key_hashes(list("def"), ["caption"] * 3))
+    )
     assert stats.checksum == expected == key_checksum(key_hashes(list("abcdef"), ["caption"] * 6))
 
 
@@ -60,4 +66,5 @@ def test_final_progress_line_has_the_summarys_rate(caplog):
         stats.log_progress(12.0)
     summary = stats.as_dict(12.0)
     assert [r.getMessage() for r in caplog.records] == [
-        f"progress: 3/3 results written (3 rows: 2 ok, 1 failed), {summary['rows_per_s']:.2f} rows/s, ~0 s left"]
+        f"progress: 3/3 results written (3 rows: 2 ok, 1 failed), {summary['rows_per_s']:.2f} rows/s, ~0 s left"
+    ]
