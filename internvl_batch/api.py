@@ -45,10 +45,11 @@ class Processor:
         else:
             self.config = load_config(config, overrides, schema=PipelineConfig)
         self.base_uri = base_uri
-        from internvl_batch.job import check_model, model_display_name
+        from internvl_batch.job import check_model
+        from internvl_batch.model.locate import display_name
 
         check_model(self.config)
-        self.model_name = model_display_name(self.config.model.path)
+        self.model_name = display_name(self.config.model.path)
         self.run_id = f"api-{uuid.uuid4().hex[:12]}"
 
     def __call__(self, dataset, passthrough: list[str] | None = None):

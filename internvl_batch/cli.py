@@ -30,7 +30,8 @@ def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
 def _preprocessor_from_args(args):
     from internvl_batch.config import PreprocessConfig
     from internvl_batch.imaging import ImagePreprocessor
-    from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
+    from internvl_batch.model.checkpoint import read_checkpoint_info
+    from internvl_batch.model.locate import resolve_model_path
 
     options = PreprocessConfig(
         max_num=args.max_num,

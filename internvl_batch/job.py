@@ -15,14 +15,14 @@ import sys
 import time
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError
 from internvl_batch.manifest.files import ManifestFile, expand_manifests, input_renames
-from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
-from internvl_batch.model.loader import load_tokenizer, verify_weights
+from internvl_batch.model.bundle import ModelBundle
+from internvl_batch.model.loader import verify_weights
+from internvl_batch.model.locate import display_name
 from internvl_batch.results import new_run_id, prepare_output, write_summary
 from internvl_batch.scan import manifest_report
 from internvl_batch.summary import RunStats
@@ -58,12 +58,6 @@ def package_versions() -> dict:
     return versions
 
 
-def model_display_name(path: str) -> str:
-    """What the output's `model` column says: a Hub id as given, a local checkpoint by its directory name."""
-    local = Path(path).expanduser()
-    return local.resolve().name if local.exists() else path
-
-
 def root_cause(exc: BaseException) -> str:
     """The innermost error's last line: Ray wraps actor and task failures in several layers."""
     while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
@@ -74,12 +68,10 @@ def root_cause(exc: BaseException) -> str:
 
 def check_model(config: PipelineConfig) -> None:
     """The model's config and tokenizer load, and its weights' names and shapes match (safetensors headers)."""
-    path = resolve_model_path(config.model.path, config.model.cache_dir, weights=False, storage=config.storage)
-    info = read_checkpoint_info(path)
-    tokenizer = load_tokenizer(info)
-    if info.layout == "original" and any(path.glob("*.safetensors")):
+    bundle = ModelBundle.load(config.model, config.storage)
+    if bundle.info.layout == "original" and any(bundle.path.glob("*.safetensors")):
         # Names and shapes from the safetensors headers only; for Hub ids the weights arrive with the replicas.
-        verify_weights(info, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"))
+        verify_weights(bundle.info, bundle.prompts.image_context_id)
 
 
 def preflight(config: JobConfig) -> list[ManifestFile]:
@@ -114,9 +106,7 @@ def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_
     for number, (wave, rows) in enumerate(waves, start=1):
         if len(waves) > 1:
             log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
-        dataset = build_dataset(
-            config, wave, rows, scan, done_ref, model_display_name(config.model.path), num_gpus, run_id
-        )
+        dataset = build_dataset(config, wave, rows, scan, done_ref, display_name(config.model.path), num_gpus, run_id)
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 stats.add(batch)
@@ -176,7 +166,7 @@ def run_job(config: JobConfig) -> dict:
     summary = {
         "run_id": run_id,
         "status": "ok",
-        "model": model_display_name(config.model.path),
+        "model": display_name(config.model.path),
         "rows_input": totals.rows,
         "results_expected": totals.keys,
         "rows_already_done": totals.done_keys,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,9 +23,9 @@ from internvl_batch.generation.faults import is_out_of_memory
 from internvl_batch.generation.features import SharedImageFeatures
 from internvl_batch.generation.pixels import normalize_tiles
 from internvl_batch.generation.placement import replica_device_map, resolve_attention, resolve_device, resolve_dtype
-from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info, resolve_model_path
-from internvl_batch.model.loader import load_model, load_tokenizer
-from internvl_batch.prompts import PromptBuilder
+from internvl_batch.model.bundle import ModelBundle
+from internvl_batch.model.checkpoint import CheckpointInfo
+from internvl_batch.model.loader import load_model
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +71,9 @@ class Predictor:
         self.device = resolve_device(model.device, reserved_gpus)
         self.dtype = resolve_dtype(model.dtype, self.device)
         self.attn_implementation = resolve_attention(model.attn_implementation, self.device)
-        path = resolve_model_path(model.path, model.cache_dir, storage=storage)
-        self.info: CheckpointInfo = read_checkpoint_info(path, name=model_name or _display_name(model.path))
-        self.tokenizer = load_tokenizer(self.info)
-        self.prompts = PromptBuilder(self.tokenizer, self.info.system_message, self.info.tokens_per_tile)
+        bundle = ModelBundle.load(model, storage, weights=True, name=model_name)
+        self.info: CheckpointInfo = bundle.info
+        self.tokenizer, self.prompts = bundle.tokenizer, bundle.prompts
         self.device_map = replica_device_map(self.info.num_llm_layers, model.gpus_per_replica, self.device)
         self.model = load_model(
             self.info, self.dtype, self.device, self.attn_implementation, self.prompts.image_context_id, self.device_map
@@ -242,8 +240,3 @@ class Predictor:
             num_output_tokens=len(generated),
             finish_reason=finish,
         )
-
-
-def _display_name(path: str) -> str:
-    local = Path(path).expanduser()
-    return local.name if local.exists() else path

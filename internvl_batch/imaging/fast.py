@@ -35,7 +35,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from internvl_batch.imaging.preprocess import copy_tiles, image_array
+from internvl_batch.imaging.tiles import copy_tiles, image_array
 from internvl_batch.imaging.tiling import TILE_SIZE, TilePlan
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from internvl_batch.errors import BoundError, LimitError, RowError, VideoDecodeError, VideoLimitError  # noqa: F401 - re-exported
-from internvl_batch.imaging.preprocess import cut_tiles
+from internvl_batch.imaging.tiles import cut_tiles
 from internvl_batch.imaging.tiling import plan_tiles
 
 

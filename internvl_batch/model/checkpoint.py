@@ -1,4 +1,5 @@
-"""Find a checkpoint and read what the job needs from its `config.json`, without loading any weights.
+"""Read what the job needs from a checkpoint's `config.json`, without loading any weights (finding the
+checkpoint's directory is `model/locate.py`).
 
 Two layouts are understood:
 - `original`: the published InternVL 2.5 checkpoints (`model_type: internvl_chat`, nested `llm_config` and
@@ -11,7 +12,6 @@ Nothing here imports or runs code shipped with a checkpoint: `auto_map` entries 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,6 @@ from internvl_batch.errors import ModelLoadError, UnsupportedModelError
 DEFAULT_SYSTEM_MESSAGE = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的多模态大语言模型。"
 )
-
-# Files worth fetching from the Hub: configs, tokenizer, weights. Never the checkpoint's *.py files.
-HUB_CONFIG_PATTERNS = ["*.json", "*.txt", "tokenizer.model", "*.tiktoken"]
-HUB_WEIGHT_PATTERNS = ["*.safetensors"]
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2", "InternLM2ForCausalLM": "internlm2"}
 NATIVE_TEXT_TYPES = {"qwen2": "qwen2", "llama": "internlm2"}  # a converted InternLM2 is a Llama
@@ -56,51 +50,6 @@ class CheckpointInfo:
     def tokens_per_tile(self) -> int:
         patches = self.image_size // 14
         return int(patches * patches * self.downsample_ratio * self.downsample_ratio)
-
-
-def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights: bool = True, storage=None) -> Path:
-    """The local directory of a model:
-    - a local directory as it is;
-    - `s3://`, `gs://` or `az://` prefixes: staged once per node under `cache_dir` (`model/staging.py`);
-    - a Hub id (`org/name`): downloaded into the Hugging Face cache (its own file locks make concurrent
-      actors on a node download once);
-    - `tiny` / `tiny:SEED`: the project's tiny checkpoint, written on first use.
-    Configs and tokenizer always; the safetensors weights unless `weights=False` (preprocessing workers);
-    never the checkpoint's code."""
-    text = str(model)
-    if text == "tiny" or text.startswith("tiny:"):
-        from internvl_batch.model.tiny import tiny_checkpoint_path
-
-        seed = text.partition(":")[2] or "0"
-        if not seed.isdigit():
-            raise ModelLoadError(f"model {text!r}: the tiny checkpoint's seed must be a number (tiny:SEED)")
-        return tiny_checkpoint_path(int(seed), Path(cache_dir) if cache_dir else None)
-    if text.startswith(("s3://", "gs://", "gcs://", "az://", "abfs://")):  # object stores: storage.py
-        from internvl_batch.config import StorageConfig
-        from internvl_batch.model.staging import stage_s3_model
-
-        return stage_s3_model(text, storage or StorageConfig(), Path(cache_dir) if cache_dir else None, weights)
-    local = Path(model).expanduser()
-    if local.is_dir():
-        return local.resolve()
-    if local.exists():
-        raise ModelLoadError(f"model path {text!r} is a file; expected a checkpoint directory")
-    if not _HUB_ID.match(text):
-        raise ModelLoadError(f"model {text!r} is neither a local directory nor a Hugging Face Hub id (org/name)")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency of transformers
-        raise ModelLoadError("huggingface_hub is needed to download models: pip install huggingface_hub") from None
-    try:
-        patterns = HUB_CONFIG_PATTERNS + (HUB_WEIGHT_PATTERNS if weights else [])
-        hub_cache = str(Path(cache_dir) / "hub") if cache_dir else None
-        return Path(snapshot_download(text, allow_patterns=patterns, cache_dir=hub_cache))
-    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
-        reason = " ".join(str(exc).split())
-        raise ModelLoadError(
-            f"cannot fetch {text!r} from the Hugging Face Hub ({type(exc).__name__}: {reason}). Without network "
-            f"access, download it elsewhere (`hf download {text}`) and pass the local directory."
-        ) from None
 
 
 def read_checkpoint_info(path: str | Path, name: str | None = None) -> CheckpointInfo:

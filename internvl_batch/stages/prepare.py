@@ -34,9 +34,7 @@ from internvl_batch.errors import (
     TaskError,
     format_row_error,
 )
-from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
-from internvl_batch.model.loader import load_tokenizer
-from internvl_batch.prompts import PromptBuilder
+from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.stages.columns import column
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
 from internvl_batch.storage import KindPolicy, MediaFetcher
@@ -69,9 +67,9 @@ class PrepareStage:
     per actor."""
 
     def __init__(self, config: PipelineConfig) -> None:
-        path = resolve_model_path(config.model.path, config.model.cache_dir, weights=False, storage=config.storage)
-        info = read_checkpoint_info(path)
-        self.prompts = PromptBuilder(load_tokenizer(info), info.system_message, info.tokens_per_tile)
+        bundle = ModelBundle.load(config.model, config.storage)
+        info = bundle.info
+        self.prompts = bundle.prompts
         self.decoder = MediaDecoder(config, info)
         video_policy = KindPolicy(config.video.max_bytes, "video.max_bytes", config.video.in_memory_max_bytes)
         self.fetcher = MediaFetcher(config.storage, config.fetch, {"video": video_policy}, config.video.temp_dir)

@@ -7,7 +7,7 @@ import pytest
 from internvl_batch.config import GenerationConfig, ModelConfig, StorageConfig
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.imaging import ImagePreprocessor
-from internvl_batch.model.checkpoint import resolve_model_path
+from internvl_batch.model.locate import resolve_model_path
 from tests.integration.fault_proxy import FaultProxy, Rule
 from tests.media import encode, make_photo
 

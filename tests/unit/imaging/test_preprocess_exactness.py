@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from internvl_batch.generation.pixels import normalize_tiles
-from internvl_batch.imaging import ImagePreprocessor, preprocess
+from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.imaging import tiles as tile_copying
 from internvl_batch.imaging.tiling import choose_grid
 from tests.media import encode, make_photo
 
@@ -166,7 +167,7 @@ def test_tiles_identical_without_pillows_raw_encoder(monkeypatch):
     def missing(*args, **kwargs):
         raise AttributeError("_getencoder")
 
-    monkeypatch.setattr(preprocess, "_raw_encoder", missing)
+    monkeypatch.setattr(tile_copying, "_raw_encoder", missing)
     assert np.array_equal(ImagePreprocessor()(data).tiles, fast_path)
     assert torch.max(torch.abs(normalize_tiles(fast_path) - reference_pixel_values(data))).item() <= 1e-6
 

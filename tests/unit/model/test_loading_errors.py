@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from internvl_batch.errors import ModelLoadError, UnsupportedModelError
-from internvl_batch.model.checkpoint import read_checkpoint_info, resolve_model_path
+from internvl_batch.model.checkpoint import read_checkpoint_info
 from internvl_batch.model.loader import load_model
+from internvl_batch.model.locate import resolve_model_path
 
 
 @pytest.fixture
