@@ -48,7 +48,8 @@ class RunStats:
             if self.first_file_s is None:
                 self.first_file_s = time.monotonic() - self._started
         now = time.monotonic()
-        if now - self._last_log >= self._every:
+        # Periodic lines only while work remains: the job logs the last line itself, once, with the summary's rate.
+        if now - self._last_log >= self._every and self.results < self.results_to_do:
             self._last_log = now
             self.log_progress()
 
@@ -57,9 +58,14 @@ class RunStats:
         elapsed = time.monotonic() - self._started if elapsed is None else elapsed
         rate = self.rows / elapsed if elapsed else 0.0
         results_rate = self.results / elapsed if elapsed else 0.0
-        left = (self.results_to_do - self.results) / results_rate if results_rate else float("nan")
+        if self.results >= self.results_to_do:
+            left = "done"
+        elif results_rate:
+            left = f"~{(self.results_to_do - self.results) / results_rate:.0f} s left"
+        else:
+            left = "time left unknown"
         log.info(
-            "progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f rows/s, ~%.0f s left",
+            "progress: %d/%d results written (%d rows: %d ok, %d failed), %.2f rows/s, %s",
             self.results,
             self.results_to_do,
             self.rows,

@@ -66,5 +66,17 @@ def test_final_progress_line_has_the_summarys_rate(caplog):
         stats.log_progress(12.0)
     summary = stats.as_dict(12.0)
     assert [r.getMessage() for r in caplog.records] == [
-        f"progress: 3/3 results written (3 rows: 2 ok, 1 failed), {summary['rows_per_s']:.2f} rows/s, ~0 s left"
+        f"progress: 3/3 results written (3 rows: 2 ok, 1 failed), {summary['rows_per_s']:.2f} rows/s, done"
     ]
+
+
+def test_no_periodic_line_once_everything_is_written(caplog):
+    import logging
+
+    from internvl_batch.stages.write import batch_stats
+
+    stats = RunStats(results_to_do=3, progress_every_s=0.0)
+    with caplog.at_level(logging.INFO, logger="internvl_batch.progress"):
+        stats.add(batch_stats(output_rows(["a", "b"], [None, None])))  # work remains: a periodic line
+        stats.add(batch_stats(output_rows(["c"], [None])))  # all written: the job's own final line follows
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["progress: 2/3 results written (2 rows: 2 ok"]
