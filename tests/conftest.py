@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 
 import pytest
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
+
+# Ray reads its authentication settings once, when it is first imported, and a test process (an xdist worker)
+# may import it in any test module: set them before any test module is imported. Token authentication is what
+# `ray start` uses by default; the local clusters of the tests get the same.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,25 @@
-"""Arrow helpers shared by the stages: set or add typed columns without disturbing the others."""
+"""Arrow helpers shared by the stages, and the stages' column contracts.
+
+Each stage declares the columns it reads (`INPUT_COLUMNS`) and checks them on entry with `require_columns`:
+a table without one is a wiring mistake (a bug in the pipeline builder or a caller), never bad input, and
+fails at once naming the column, instead of reading as a column of nulls.
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
+
+
+class ColumnContractError(ValueError):
+    """A stage was handed a table without a column it needs."""
+
+
+def require_columns(table: pa.Table, stage: str, names) -> None:
+    missing = [name for name in names if name not in table.column_names]
+    if missing:
+        raise ColumnContractError(
+            f"{stage} needs the column(s) {', '.join(missing)}; the table has {', '.join(table.column_names)}"
+        )
 
 
 def set_column(table: pa.Table, name: str, values, type_: pa.DataType) -> pa.Table:
@@ -17,5 +34,6 @@ def drop_columns(table: pa.Table, names) -> pa.Table:
     return table.drop_columns(present) if present else table
 
 
-def column(table: pa.Table, name: str, default=None) -> list:
-    return table.column(name).to_pylist() if name in table.column_names else [default] * table.num_rows
+def column(table: pa.Table, name: str) -> list:
+    """A column's values; the column must be there (checked on entry with `require_columns`)."""
+    return table.column(name).to_pylist()

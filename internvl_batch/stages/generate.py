@@ -21,9 +21,12 @@ from internvl_batch.generation.faults import exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
-from internvl_batch.stages.columns import column, set_column
+from internvl_batch.stages.columns import column, require_columns, set_column
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
 from internvl_batch.tasks import PRESETS
+
+# The prepared rows' columns this stage reads (`stages/prepare.py`); the others are carried through.
+INPUT_COLUMNS = ("id", "task", "input_ids", "pixels", "max_new_tokens", "media_sizes", "expression", "error")
 
 
 class GenerateStage:
@@ -54,6 +57,7 @@ class GenerateStage:
             self.json_parser = JsonAnswerParser(config.task.json_schema)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        require_columns(batch, "GenerateStage", INPUT_COLUMNS)
         n = batch.num_rows
         errors = column(batch, "error")
         todo = [i for i, e in enumerate(errors) if e is None]

@@ -35,7 +35,7 @@ from internvl_batch.errors import (
     format_row_error,
 )
 from internvl_batch.model.bundle import ModelBundle
-from internvl_batch.stages.columns import column
+from internvl_batch.stages.columns import column, require_columns
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from internvl_batch.tasks import TaskPrompter, template_fields
@@ -60,6 +60,22 @@ def _one_chunk(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
+# The request rows' columns this stage reads (`stages/read.py` REQUEST_SCHEMA), plus the task template's.
+INPUT_COLUMNS = (
+    "id",
+    "media_kind",
+    "media",
+    "media_data",
+    "question",
+    "task",
+    "tasks",
+    "expression",
+    "bound",
+    "num_segments",
+    "error",
+)
+
+
 class PrepareStage:
     """Callable per block of request rows: prepares `resources.cpu_batch_size` rows at a time and yields
     tables of about YIELD_BYTES, so that the tiles held at once stay bounded while Ray Data's per-call
@@ -75,6 +91,7 @@ class PrepareStage:
         self.fetcher = MediaFetcher(config.storage, config.fetch, {"video": video_policy}, config.video.temp_dir)
         self.tasks = TaskPrompter(config.task, config.generation.max_new_tokens)
         self.row_columns = ["question", "expression", *template_fields(config.task.template)]
+        self.input_columns = list(dict.fromkeys([*INPUT_COLUMNS, *self.row_columns]))
         self.max_images = config.preprocess.max_images_per_row
         self.chunk_rows = config.resources.cpu_batch_size
         limit = config.generation.max_input_tokens
@@ -98,8 +115,9 @@ class PrepareStage:
 
     def prepare(self, batch: pa.Table) -> pa.Table:
         """One chunk of request rows -> its prepared rows."""
+        require_columns(batch, "PrepareStage", self.input_columns)
         errors = column(batch, "error")
-        media, kinds = column(batch, "media", []), column(batch, "media_kind", "image")
+        media, kinds = column(batch, "media"), column(batch, "media_kind")
         bounds, segments, row_tasks = column(batch, "bound"), column(batch, "num_segments"), column(batch, "task")
         assigned = column(batch, "tasks")  # decided on the driver (resume skips the (id, task) pairs done)
         fields = {name: column(batch, name) for name in self.row_columns}

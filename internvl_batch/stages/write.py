@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from internvl_batch.config import StorageConfig
 from internvl_batch.keys import add_checksums, document_ids, key_checksum, key_hashes, page_shares
 from internvl_batch.results import write_result_file
+from internvl_batch.stages.columns import require_columns
 
 STATS_SCHEMA = pa.schema(
     [
@@ -33,6 +34,10 @@ STATS_SCHEMA = pa.schema(
 )
 
 
+# The output columns the counts read (`stages/output.py`); the file gets every column of the batch.
+INPUT_COLUMNS = ("id", "task", "status", "error_stage", "media", "num_tiles", "num_output_tokens", "page", "num_pages")
+
+
 class WriteStage:
     """Callable per batch of output rows; build once per writer actor."""
 
@@ -46,6 +51,7 @@ class WriteStage:
 
 
 def write_batch(batch: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> pa.Table:
+    require_columns(batch, "WriteStage", INPUT_COLUMNS)
     if not batch.num_rows:
         return STATS_SCHEMA.empty_table()
     write_result_file(batch, output_path, storage, run_id)
@@ -79,7 +85,7 @@ def batch_stats(batch: pa.Table) -> pa.Table:
 def written_keys(batch: pa.Table) -> tuple[int, tuple[int, int]]:
     """(results completed, checksum) of a batch of output rows: a row's own key, or a page's share of its document's."""
     ids, tasks = batch.column("id").to_pylist(), batch.column("task").to_pylist()
-    pages = batch.column("page").to_pylist() if "page" in batch.column_names else [None] * batch.num_rows
+    pages = batch.column("page").to_pylist()
     plain = [k for k, p in enumerate(pages) if p is None]
     if len(plain) == batch.num_rows:
         return batch.num_rows, key_checksum(key_hashes(ids, tasks))

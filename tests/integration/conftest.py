@@ -63,10 +63,7 @@ def bucket(s3):
 @pytest.fixture(scope="module")
 def ray_local(aws_env):
     """A local Ray cluster for one test module (token authentication on, as `ray start` does)."""
-    # Ray reads the authentication settings when it is imported: set them first.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    import ray
+    import ray  # its authentication settings are set by tests/conftest.py, before any import of ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield

@@ -186,3 +186,16 @@ def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
     assert out[2]["question"] == "Is there a cat?" and out[2]["error"] is None
     assert out[5]["error"] == "task: TaskError: task custom: the template needs column(s) label, missing in this row"
     assert out[3]["error"] is None  # the other tasks of that row still run
+
+
+def test_a_stage_refuses_a_table_without_a_column_it_needs(config, batch, tmp_path):
+    """A wiring mistake fails at once, naming the column, instead of reading as a column of nulls."""
+    from internvl_batch.config import StorageConfig
+    from internvl_batch.stages.columns import ColumnContractError
+    from internvl_batch.stages.write import write_batch
+
+    with pytest.raises(ColumnContractError, match="PrepareStage needs the column\\(s\\) media_kind; the table has id"):
+        PrepareStage(config).prepare(batch.drop_columns(["media_kind"]))
+    output = pa.table({"id": ["a"], "task": ["caption"]})
+    with pytest.raises(ColumnContractError, match="WriteStage needs the column\\(s\\) status, error_stage, media"):
+        write_batch(output, str(tmp_path), StorageConfig(), "run")
