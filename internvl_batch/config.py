@@ -287,21 +287,16 @@ class TaskConfig(Section):
 
     @model_validator(mode="after")
     def _check(self):
-        from internvl_batch.tasks import PRESETS
+        from internvl_batch.tasks import TASKS
 
         names = [self.name, *(self.tasks or [])]
-        unknown = [n for n in names if n != "auto" and n not in PRESETS]
+        unknown = [n for n in names if n != "auto" and n not in TASKS]
         if unknown or "auto" in (self.tasks or []):
-            raise ValueError(f"unknown task(s) {unknown or ['auto']}; presets: {', '.join(PRESETS)}")
-        uses = set(names)
-        if "custom" in uses and not self.template:
-            raise ValueError("the custom task needs task.template")
-        if "json" in uses:
-            if not self.json_schema:
-                raise ValueError("the json task needs task.json_schema")
-            from internvl_batch.structured import check_schema
-
-            check_schema(self.json_schema)
+            raise ValueError(f"unknown task(s) {unknown or ['auto']}; presets: {', '.join(TASKS)}")
+        for name in dict.fromkeys(n for n in names if n != "auto"):
+            problem = TASKS[name].config_problem(self)
+            if problem:
+                raise ValueError(problem)
         return self
 
 

@@ -29,8 +29,9 @@ class ModelBundle:
         return self.info.name
 
     @classmethod
-    def load(cls, model: ModelConfig, storage: StorageConfig | None = None, weights: bool = False,
-             name: str | None = None) -> ModelBundle:  # fmt: skip
+    def load(
+        cls, model: ModelConfig, storage: StorageConfig | None = None, weights: bool = False, name: str | None = None
+    ) -> ModelBundle:
         """Resolve `model.path` (with the safetensors weights when `weights`), read its config and tokenizer.
         `name` overrides the display name (`locate.display_name`)."""
         path = resolve_model_path(model.path, model.cache_dir, weights=weights, storage=storage)

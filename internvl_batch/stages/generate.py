@@ -23,7 +23,7 @@ from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
 from internvl_batch.stages.columns import column, require_columns, set_column
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
-from internvl_batch.tasks import PRESETS
+from internvl_batch.tasks import TASKS
 
 # The prepared rows' columns this stage reads (`stages/prepare.py`); the others are carried through.
 INPUT_COLUMNS = ("id", "task", "input_ids", "pixels", "max_new_tokens", "media_sizes", "expression", "error")
@@ -100,7 +100,7 @@ class GenerateStage:
         for i, response in enumerate(responses):
             if response is None:
                 continue
-            output = PRESETS[tasks[i]].output if tasks[i] in PRESETS else "text"
+            output = TASKS[tasks[i]].output if tasks[i] in TASKS else "text"
             if output == "boxes" and sizes[i]:
                 result = parse_boxes(response, sizes[i][0]["width"], sizes[i][0]["height"], expressions[i])
                 boxes[i] = result.boxes

@@ -85,13 +85,40 @@ def short_temp_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=f"/tmp/{prefix}-")
 
 
+# Ports that every Ray node would otherwise take at their fixed defaults (52365 for the dashboard agent, ...):
+# two nodes on one machine, or a node and another test process's local cluster, must not share them.
+AGENT_PORTS = (
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+    "--node-manager-port",
+    "--object-manager-port",
+)
+
+
+def own_ports(args: list[str]) -> list[str]:
+    """A free port for each of `AGENT_PORTS` that `args` does not set."""
+    from tests.integration.conftest import free_port
+
+    return [f"{flag}={free_port()}" for flag in AGENT_PORTS if not any(a.startswith(flag) for a in args)]
+
+
 class RayNode:
     """`ray start --block` with the given arguments, its own temp dir and environment."""
 
     def __init__(self, args: list[str], env: dict, name: str) -> None:
         self.temp_dir = short_temp_dir(name)
         self.log_path = Path(self.temp_dir) / "ray-start.log"
-        command = [str(BIN / "ray"), "start", "--block", f"--temp-dir={self.temp_dir}", "--disable-usage-stats", *args]
+        command = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+            *own_ports(args),
+            *args,
+        ]
         self.process = subprocess.Popen(
             command, env=env, start_new_session=True, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT
         )

@@ -162,3 +162,19 @@ def test_json_answers_parsed_and_validated():
     assert value is None and error.startswith("json: does not match the schema at count:")
     assert parser("no json here")[1] == "json: no JSON object in the answer"
     assert parser('{"species": "cat", ')[1].startswith("json: not valid JSON")
+
+
+def test_the_registry_is_the_one_list_of_tasks():
+    """README's task table, the config's description and the registry name the same tasks."""
+    import re
+    from pathlib import Path
+
+    from internvl_batch.config import TaskConfig
+    from internvl_batch.tasks import TASKS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = set(re.findall(r"^\| `(\w+)` \| ", readme.split("### Tasks", 1)[1].split("\n### ", 1)[0], re.M))
+    assert table == set(TASKS)
+    described = TaskConfig.model_fields["name"].description
+    assert all(name in described for name in TASKS)
+    assert all(task.output in ("text", "boxes", "json") for task in TASKS.values())
