@@ -11,8 +11,6 @@ from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.pipeline.prepass import ScanResult
-from internvl_batch.stages.generate import GenerateStage
-from internvl_batch.stages.prepare import PrepareStage
 
 log = logging.getLogger("internvl_batch.pipeline")
 
@@ -116,6 +114,11 @@ def add_model_stages(
 ):
     """Request rows -> output rows: the CPU actor pool, then the model replicas."""
     from ray.data import ActorPoolStrategy
+
+    # Imported here, not with the module: every Ray worker that runs a read or scan task imports this package,
+    # and the stages bring torch (~2 s of CPU per worker process) that only the actors need.
+    from internvl_batch.stages.generate import GenerateStage
+    from internvl_batch.stages.prepare import PrepareStage
 
     res = config.resources
     ds = ds.map_batches(
