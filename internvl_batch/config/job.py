@@ -1,0 +1,217 @@
+"""Config sections of a job: manifests in, results out, tasks, resources, the Ray cluster."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from internvl_batch.config.base import Section, _pair
+
+
+class InputConfig(Section):
+    manifests: list[str] = Field(
+        description="Manifest files: one path, a list, glob patterns or directories; local paths, s3:// or gs:// URIs. Rows have "
+        "`id`, `image` (one URI) or `images` (a list), optional `question` and `task`."
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "webdataset"] = Field(
+        "auto",
+        description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet, .tar = webdataset: "
+        "tar shards of samples, <key>.jpg|png|webp... with optional <key>.json / <key>.txt, one row per sample).",
+    )
+    passthrough_columns: list[str] = Field(
+        default_factory=list, description="Manifest columns copied unchanged into the output."
+    )
+    duplicate_ids: Literal["error", "keep_first"] = Field(
+        "error",
+        description="Rows sharing an id: error = stop before any model work, naming a few; keep_first = "
+        "process the first occurrence in manifest order only. Found by a distributed pass over the ids.",
+    )
+    split_bytes: int = Field(
+        16 * 2**20,
+        ge=1,
+        description="Manifests are read in parallel on the workers in units of about this "
+        "size: JSONL in byte ranges, Parquet in runs of row groups; CSV one file per unit (quoted fields may hold "
+        "newlines).",
+    )
+    image_column: str = Field(
+        "image",
+        min_length=1,
+        description="The manifest column read as `image`: a URI, or the image itself (encoded "
+        "bytes, or a Hugging Face datasets `Image` struct {bytes, path}, as Parquet datasets hold them).",
+    )
+    images_column: str = Field(
+        "images",
+        min_length=1,
+        description="The manifest column read as `images`: a list of URIs or of images (as for image_column).",
+    )
+    id_column: str = Field(
+        "id",
+        min_length=1,
+        description="The manifest column read as `id` (WebDataset: a field of the sample's JSON; "
+        "without one the sample's key is the id).",
+    )
+
+    @field_validator("manifests", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("manifests")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("at least one manifest is needed")
+        return value
+
+
+class OutputConfig(Section):
+    path: str = Field(
+        description="Output directory (local path or s3:// URI); Parquet files and _summary.json go here."
+    )
+    resume: bool = Field(
+        True,
+        description="Process only ids without a result under the output path (incremental runs); false discards earlier results and starts over.",
+    )
+    retry_errors: bool = Field(False, description="When resuming, also reprocess ids whose latest result is an error.")
+    rows_per_file: int = Field(1000, ge=1, description="Rows per result file (each file is written atomically).")
+    max_error_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="If more than this share of the rows processed in a run fail, the job exits non-zero (after writing everything).",
+    )
+
+
+class TaskConfig(Section):
+    """Presets and their prompts are listed in `internvl_batch/tasks.py` and the README."""
+
+    name: str = Field(
+        "auto",
+        description="Task of rows without a `task` column: caption, caption_detailed, caption_one_sentence, "
+        "ocr, vqa, vqa_short, ground, custom, json; auto = vqa for rows with a `question`, caption for the others.",
+    )
+    tasks: list[str] | None = Field(
+        None,
+        description="Run several tasks on every row in one pass (e.g. [caption, ocr]): each image is fetched "
+        "and tiled once; one output row per (id, task). Overrides `name` and the rows' `task` column.",
+    )
+    prompts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Replace a fixed preset prompt, e.g. {caption: 'Describe the photo in one sentence.'}.",
+    )
+    template: str | None = Field(
+        None,
+        description="Prompt template of the `custom` task (and optionally `json`), filled from the row's "
+        "columns: 'Describe the {category} in this photo'. The columns are read from the manifest automatically.",
+    )
+    json_schema: dict | None = Field(
+        None,
+        description="JSON Schema the `json` task's answers must match (e.g. a pydantic model's "
+        "model_json_schema()); it also types the output's `parsed` column.",
+    )
+    json_instruction: str | None = Field(
+        None,
+        description="Instruction appended for the `json` task; {schema} is replaced by the schema. Default: "
+        "'Answer with only a JSON object that follows this JSON Schema:\\n{schema}'.",
+    )
+    max_new_tokens: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-task generation limit, e.g. {ocr: 2048}; otherwise the preset's, capped by generation.max_new_tokens.",
+    )
+
+    @property
+    def json_schema_text(self) -> str:
+        import json
+
+        return json.dumps(self.json_schema, ensure_ascii=False)
+
+    @model_validator(mode="after")
+    def _check(self):
+        from internvl_batch.tasks import TASKS
+
+        names = [self.name, *(self.tasks or [])]
+        unknown = [n for n in names if n != "auto" and n not in TASKS]
+        if unknown or "auto" in (self.tasks or []):
+            raise ValueError(f"unknown task(s) {unknown or ['auto']}; presets: {', '.join(TASKS)}")
+        for name in dict.fromkeys(n for n in names if n != "auto"):
+            problem = TASKS[name].config_problem(self)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+
+class ResourcesConfig(Section):
+    cpu_actors: tuple[int, int] = Field(
+        (1, 4),
+        description="Preprocessing (fetch, decode, tile, tokenise) actors as (min, max); an int means a fixed pool.",
+    )
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each preprocessing actor.")
+    cpu_batch_size: int = Field(8, ge=1, description="Rows per preprocessing call.")
+    gpu_replicas: tuple[int, int] = Field(
+        (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
+    )
+    gpu_batch_size: int = Field(
+        32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches)."
+    )
+    rows_per_block: int = Field(
+        256,
+        ge=1,
+        description="Request rows per block read from the manifests: preprocessing actors take a block "
+        "at a time (in cpu_batch_size pieces), so this bounds per-block overhead for rows that fail or finish "
+        "fast, and the work one actor holds.",
+    )
+    wave_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows still to do are processed in waves of about this many, each a "
+        "separate Ray Data execution (the actor pools, and so the model replicas, start again for each). Ray "
+        "Data keeps a few KB on the driver for every block it has produced until its execution ends, so waves "
+        "bound the driver's memory on long jobs; larger waves restart less often.",
+    )
+    write_actors: int = Field(
+        2,
+        ge=1,
+        description="Most writer actors (they write result files; each reserves no CPU, and a file of "
+        "output.rows_per_file rows takes tens of milliseconds locally, a few hundred on object storage).",
+    )
+    read_tasks: int = Field(
+        4,
+        ge=1,
+        description="Most manifest read tasks running at once in the pipeline (each reads a unit of "
+        "input.split_bytes and reserves no CPU: parsing is fast next to preprocessing).",
+    )
+    cpu_actor_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each preprocessing actor requests, to place "
+        "them on labelled nodes (e.g. {cpu_pool: 1}, with `ray start --resources` on those nodes).",
+    )
+    replica_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each model replica requests, to place replicas "
+        "on labelled nodes (e.g. {h100_node: 1}).",
+    )
+    accelerator: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="gpu = model replicas always request GPUs (an autoscaling cluster starts GPU nodes for "
+        "them); cpu = never; auto = GPUs when the cluster has some when the job starts.",
+    )
+    actor_max_restarts: int = Field(
+        -1, ge=-1, description="Restarts of a dead actor (a lost node, a crash); -1 = unlimited."
+    )
+    actor_max_task_retries: int = Field(-1, ge=-1, description="Retries of a batch whose actor died; -1 = unlimited.")
+
+    _pairs = field_validator("cpu_actors", "gpu_replicas", mode="before")(lambda cls, v: _pair(v))
+
+    @field_validator("cpu_actors", "gpu_replicas")
+    @classmethod
+    def _ordered(cls, value):
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError(f"need 1 <= min <= max, got {list(value)}")
+        return value
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="Ray cluster address; default: RAY_ADDRESS (set by `ray job submit`), else a new local Ray."
+    )
