@@ -65,9 +65,9 @@ def page_shares(
         return documents, this - g(page - 1)  # uint64 arithmetic wraps modulo 2^64
 
 
-def document_ids(row_ids: list[str], pages: list[int]) -> list[str]:
-    """The documents' ids of page rows: `<id>#p<n>` without its suffix."""
-    return [i[: len(i) - len(f"#p{p}")] for i, p in zip(row_ids, pages)]
+def document_ids(row_ids: list[str | None], pages: list[int]) -> list[str | None]:
+    """The documents' ids of page rows: `<id>#p<n>` without its suffix (None stays None: API rows without ids)."""
+    return [None if i is None else i[: len(i) - len(f"#p{p}")] for i, p in zip(row_ids, pages)]
 
 
 def complete_documents(row_hashes: np.ndarray, documents: np.ndarray, shares: np.ndarray) -> np.ndarray:

@@ -34,6 +34,12 @@ def is_pdf(data: bytes) -> bool:
     return PDF_MAGIC in data[:1024]
 
 
+def starts_as_pdf(data: bytes) -> bool:
+    """Whether bytes given as an image are a PDF: the header first (after whitespace). Stricter than `is_pdf`,
+    so that an image whose metadata happens to hold "%PDF-" in its first kilobyte stays an image."""
+    return data[:64].lstrip(b"\x00\t\n\r\f ").startswith(PDF_MAGIC)
+
+
 def render_scale(width_pt: float, height_pt: float, min_num: int, max_num: int) -> float:
     """Pixels per PDF point for a page of `width_pt` x `height_pt` points (the rule in the module docstring)."""
     dpi_scale = PLANNING_DPI / 72

@@ -14,7 +14,7 @@ import numpy as np
 from internvl_batch.config import PipelineConfig
 from internvl_batch.errors import DECODE, FETCH, LIMITS, DocumentError, LimitError, RowFailure, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
-from internvl_batch.imaging.document import PdfRenderer, is_pdf
+from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
 from internvl_batch.imaging.video import SampledVideo, VideoSampler
 from internvl_batch.storage import LocalFile
 
@@ -53,7 +53,7 @@ class MediaDecoder:
         if kind != "image" or len(uris) != 1:
             return False
         data = fetched.get(uris[0])
-        return isinstance(data, (bytes, bytearray, memoryview)) and is_pdf(data)
+        return isinstance(data, (bytes, bytearray, memoryview)) and starts_as_pdf(data)
 
     def document(self, uri: str, fetched) -> tuple[int, list[DecodedPage]]:
         """(number of pages, each page tiled as one image); raises `RowFailure` for the whole document."""
@@ -82,7 +82,7 @@ class MediaDecoder:
         for uri in uris:
             try:
                 source = _source(fetched[uri])
-                if len(uris) > 1 and not isinstance(source, str) and is_pdf(source):
+                if len(uris) > 1 and not isinstance(source, str) and starts_as_pdf(source):
                     raise DocumentError("a PDF cannot be one of several images: give it a row of its own (`document`)")
                 image = self.preprocessor(source, max_num=budget)
             except RowFailure:

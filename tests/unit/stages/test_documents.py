@@ -27,6 +27,8 @@ def media(tmp_path_factory):
     (root / "long.pdf").write_bytes(encode_pdf([scanned_page(n) for n in range(1, 6)]))
     (root / "download").write_bytes(encode_pdf([scanned_page(n) for n in (1, 2)]))  # a PDF without .pdf
     (root / "photo.jpg").write_bytes(encode(make_photo(300, 200), "JPEG"))
+    # an image whose metadata holds "%PDF-" early on (exported from a PDF tool): still an image
+    (root / "exported.jpg").write_bytes(encode(make_photo(300, 200), "JPEG", comment=b"%PDF-1.7 export"))
     return root
 
 
@@ -53,6 +55,7 @@ def prepared(media, config):
         {"id": "sniffed", "image": "download"},
         {"id": "pair", "images": ["photo.jpg", "scan.pdf"]},
         {"id": "photo", "image": "photo.jpg"},
+        {"id": "exported", "image": "exported.jpg"},
     ]
     table = pa.concat_tables(PrepareStage(config)(request_table(raw, str(media / "m.jsonl"), config)))
     return table
@@ -102,15 +105,16 @@ def test_whole_document_failures_are_one_row_per_task(prepared):
     for key in ("locked", "fake", "long", "pair"):
         assert rows[(key, "ocr")]["page"] is None and rows[(key, "ocr")]["pixels"] is None
     assert rows[("photo", "ocr")]["error"] is None and rows[("photo", "ocr")]["page"] is None
-    assert len(rows) == (3 + 2 + 5) * 2  # 3 + 2 pages, 5 other rows, 2 tasks each
+    assert rows[("exported", "ocr")]["error"] is None and rows[("exported", "ocr")]["page"] is None
+    assert len(rows) == (3 + 2 + 6) * 2  # 3 + 2 pages, 6 other rows, 2 tasks each
 
 
 def test_written_keys_count_a_document_once_with_its_manifest_key(prepared):
     out = to_output_table(prepared, "tiny", [], "run-1")
     keys, checksum = written_keys(out)
-    expected_ids = ["scan", "locked", "fake", "long", "sniffed", "pair", "photo"]
+    expected_ids = ["scan", "locked", "fake", "long", "sniffed", "pair", "photo", "exported"]
     expected = key_hashes([i for i in expected_ids for _ in (0, 1)], ["ocr", "caption"] * len(expected_ids))
-    assert keys == 14 and checksum == key_checksum(expected)
+    assert keys == 16 and checksum == key_checksum(expected)
     # A page missing, or a page twice, breaks the checksum (and a missing last page the count).
     pages = out.filter(pa.array([r is not None for r in out.column("page").to_pylist()]))
     others = out.filter(pa.array([r is None for r in out.column("page").to_pylist()]))
