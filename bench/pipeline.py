@@ -47,7 +47,7 @@ def plain_loop(config) -> tuple[float, int]:
 
     t0 = time.perf_counter()
     table, _, _ = read_manifests(config)
-    prepare, generate = PrepareStage(config), GenerateStage(config, "tiny")
+    prepare, generate = PrepareStage.from_config(config), GenerateStage.from_config(config, "tiny")
     ok = 0
     step = config.resources.gpu_batch_size
     for start in range(0, table.num_rows, step):

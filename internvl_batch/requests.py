@@ -34,7 +34,8 @@ class TaskAssigner:
         self.prompter = prompter
         self._known: dict[tuple, tuple[list[str], str | None]] = {}
 
-    def __call__(self, row: ParsedRow) -> list[str]:
+    def __call__(self, row: ParsedRow) -> tuple[ParsedRow, list[str]]:
+        """(the row, with the task error when it has no earlier one; its tasks)."""
         key = (row.task, bool(row.question))
         if key not in self._known:
             try:
@@ -43,8 +44,8 @@ class TaskAssigner:
                 self._known[key] = ([row.task], format_row_error(TASK, exc))
         tasks, error = self._known[key]
         if error and not row.error:
-            row.error = error
-        return tasks
+            row = row._replace(error=error)
+        return row, tasks
 
 
 @dataclass
@@ -84,8 +85,8 @@ def unit_chunks(
 
 
 def _chunk(batch: list[tuple], assigner: TaskAssigner, done_keys: KeySet | None) -> Chunk:
-    positions, numbers, raws, rows = (list(column) for column in zip(*batch))
-    tasks = [assigner(row) for row in rows]
+    positions, numbers, raws, parsed = (list(column) for column in zip(*batch))
+    rows, tasks = (list(column) for column in zip(*map(assigner, parsed)))
     counts = np.fromiter((len(t) for t in tasks), np.int64, len(tasks))
     starts = np.concatenate([[0], np.cumsum(counts)])
     hashes = key_hashes([row.id for row, ts in zip(rows, tasks) for _ in ts], [t for ts in tasks for t in ts])

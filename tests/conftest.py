@@ -36,7 +36,7 @@ def tiny_hf_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_checkpoint):
     from internvl_batch.model.checkpoint import read_checkpoint_info
-    from internvl_batch.model.loader import load_tokenizer
+    from internvl_batch.model.tokenizer import load_tokenizer
 
     return load_tokenizer(read_checkpoint_info(tiny_checkpoint))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.filesystems import MEDIA_SCHEMES, is_local, local_path, scheme_of
@@ -22,16 +22,19 @@ RESERVED = ("id", "image", "images", "video", "document", "bound", "num_segments
 ACCEPTED_SCHEMES = ("",) + MEDIA_SCHEMES
 
 
-@dataclass(slots=True)
-class ParsedRow:
+class ParsedRow(NamedTuple):
+    """A checked manifest row. Immutable: a later stage that finds a problem makes a new row
+    (`row._replace(error=...)`); a tuple, because the scan builds one per manifest row (cheaper than a frozen
+    dataclass)."""
+
     id: str | None
     question: str | None = None
     task: str | None = None
     expression: str | None = None
     media_kind: str = "image"  # image | images | video | document (a PDF: one output row per page)
-    media: list[str] = field(default_factory=list)  # as written in the manifest (stripped); "" or a name if embedded
-    media_data: list[bytes | None] | None = None  # images held in the manifest itself (Parquet bytes), per entry
-    bound: list[float] | None = None  # [start_s, end_s] of a video
+    media: tuple[str, ...] = ()  # as written in the manifest (stripped); "" or a name if embedded
+    media_data: tuple[bytes | None, ...] | None = None  # images held in the manifest itself (Parquet bytes)
+    bound: tuple[float, float] | None = None  # [start_s, end_s] of a video
     num_segments: int | None = None
     error: str | None = None
 
@@ -65,31 +68,33 @@ def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         ):
             uri = image.strip()
             if uri and rid.strip() and (":" not in uri or scheme_of(uri) in ACCEPTED_SCHEMES):
-                return ParsedRow(rid, question, task, expression, "image", [uri])
+                return ParsedRow(rid, question, task, expression, "image", (uri,))
     return checked_row(raw, fallback_id)
 
 
 def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
-    """`parse_row` without its fast path: every check, in order."""
-    row = ParsedRow(fallback_id)
+    """`parse_row` without its fast path: every check, in order. A row that fails one keeps the fields read
+    before it."""
+    fields: dict = {"id": fallback_id}
     try:
         if isinstance(raw, Exception):
             raise raw
-        row.id = _id_of(raw, fallback_id)
-        row.question = _text(raw, "question")
-        row.task = _text(raw, "task")
-        row.expression = _text(raw, "expression")
-        row.media_kind, row.media, row.media_data = _media_of(raw)
-        row.bound, row.num_segments = _video_options(raw, row.media_kind)
-        for k, uri in enumerate(row.media):
-            if (row.media_data is None or row.media_data[k] is None) and scheme_of(uri) not in ACCEPTED_SCHEMES:
+        fields["id"] = _id_of(raw, fallback_id)
+        fields["question"] = _text(raw, "question")
+        fields["task"] = _text(raw, "task")
+        fields["expression"] = _text(raw, "expression")
+        kind, media, data = _media_of(raw)
+        fields.update(media_kind=kind, media=media, media_data=data)
+        fields["bound"], fields["num_segments"] = _video_options(raw, kind)
+        for k, uri in enumerate(media):
+            if (data is None or data[k] is None) and scheme_of(uri) not in ACCEPTED_SCHEMES:
                 raise ManifestError(
                     f"unsupported URI scheme {scheme_of(uri)!r} in {uri!r} "
                     "(supported: s3://, gs://, az://, http(s)://, local paths)"
                 )
     except RowError as exc:
-        row.error = format_row_error(MANIFEST, exc)
-    return row
+        fields["error"] = format_row_error(MANIFEST, exc)
+    return ParsedRow(**fields)
 
 
 class MediaResolver:
@@ -138,7 +143,7 @@ def _text(raw: dict, key: str) -> str | None:
     raise ManifestError(f"`{key}` must be text, got {type(value).__name__}")
 
 
-def _media_of(raw: dict) -> tuple[str, list[str], list[bytes | None] | None]:
+def _media_of(raw: dict) -> tuple[str, tuple[str, ...], tuple[bytes | None, ...] | None]:
     """(kind, URIs or names, the embedded images' bytes per entry or None when every entry is a URI)."""
     given = [(k, raw.get(k)) for k in ("image", "images", "video", "document") if raw.get(k) is not None]
     if len(given) != 1:
@@ -158,8 +163,8 @@ def _media_of(raw: dict) -> tuple[str, list[str], list[bytes | None] | None]:
         if not isinstance(value, str) or not value.strip():
             raise ManifestError("`video` must be one non-empty URI")
         entries = [(value.strip(), None)]
-    data = [d for _, d in entries]
-    return kind, [u for u, _ in entries], data if any(d is not None for d in data) else None
+    data = tuple(d for _, d in entries)
+    return kind, tuple(u for u, _ in entries), data if any(d is not None for d in data) else None
 
 
 def _media_entry(value, column: str) -> tuple[str, bytes | None]:
@@ -179,7 +184,7 @@ def _media_entry(value, column: str) -> tuple[str, bytes | None]:
     raise ManifestError(f"`{column}` must be a non-empty URI or an image (bytes, or a {{bytes, path}} struct)")
 
 
-def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None]:
+def _video_options(raw: dict, kind: str) -> tuple[tuple[float, float] | None, int | None]:
     bound, segments = raw.get("bound"), raw.get("num_segments")
     if kind != "video":
         if bound is not None or segments is not None:
@@ -195,7 +200,7 @@ def _video_options(raw: dict, kind: str) -> tuple[list[float] | None, int | None
         )
         if not ok or not bound[0] < bound[1]:
             raise ManifestError(f"`bound` must be [start_s, end_s] with start < end, got {bound!r}")
-        bound = [float(b) for b in bound]
+        bound = (float(bound[0]), float(bound[1]))
     if segments is not None and (isinstance(segments, bool) or not isinstance(segments, int) or segments < 1):
         raise ManifestError(f"`num_segments` must be a positive integer, got {segments!r}")
     return bound, segments

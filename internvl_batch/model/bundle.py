@@ -12,8 +12,8 @@ from pathlib import Path
 
 from internvl_batch.config import ModelConfig, StorageConfig
 from internvl_batch.model.checkpoint import CheckpointInfo, read_checkpoint_info
-from internvl_batch.model.loader import load_tokenizer
 from internvl_batch.model.locate import display_name, resolve_model_path
+from internvl_batch.model.tokenizer import load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 
 

@@ -1,4 +1,5 @@
-"""Load a checkpoint (either layout) into transformers' native InternVL classes, and its tokenizer.
+"""Load a checkpoint (either layout) into transformers' native InternVL classes (its tokenizer:
+`model/tokenizer.py`, which the CPU stage uses without importing torch).
 
 Never runs code from a checkpoint: no `trust_remote_code`, ever. Missing or unexpected weights are an error,
 never silently random-initialised.
@@ -20,42 +21,8 @@ from internvl_batch.errors import ModelLoadError
 from internvl_batch.model.checkpoint import CheckpointInfo
 from internvl_batch.model.convert import WeightConverter, native_config
 from internvl_batch.model.device_map import EMBEDDINGS_MODULE, device_of
-from internvl_batch.model.spm_tokenizer import SentencePieceChatTokenizer, is_sentencepiece_checkpoint
 
 log = logging.getLogger(__name__)
-
-REQUIRED_TOKENS = ("<img>", "</img>", "<IMG_CONTEXT>", "<|im_end|>")
-
-
-def load_tokenizer(info: CheckpointInfo):
-    """The checkpoint's own tokenizer, through transformers' built-in classes (Qwen2) or our SentencePiece
-    implementation of InternLM2's (never the checkpoint's code)."""
-    if is_sentencepiece_checkpoint(info.path):
-        tokenizer = SentencePieceChatTokenizer(info.path)
-        _check_tokens(info, tokenizer)
-        return tokenizer
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    # AutoTokenizer peeks at config.json and warns that `internvl_chat` is not a transformers model type,
-    # which is expected for original checkpoints and only confuses users.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(info.path), trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - surface any tokenizer failure as one clear load error
-        raise ModelLoadError(f"cannot load the tokenizer of {info.name}: {type(exc).__name__}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    _check_tokens(info, tokenizer)
-    return tokenizer
-
-
-def _check_tokens(info: CheckpointInfo, tokenizer) -> None:
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in REQUIRED_TOKENS if t not in vocab]
-    if missing:
-        raise ModelLoadError(f"the tokenizer of {info.name} lacks the InternVL tokens {missing}")
 
 
 def safetensors_files(path: Path) -> list[Path]:

@@ -313,7 +313,8 @@ def _make_tiny_hf(out_dir: Path, seed: int, llm: str = "qwen2", vision: str = "3
     # A native directory is what save_pretrained writes; produce one from the original layout through the
     # loader, as a user converting a real checkpoint would.
     from internvl_batch.model.checkpoint import read_checkpoint_info
-    from internvl_batch.model.loader import load_model, load_tokenizer
+    from internvl_batch.model.loader import load_model
+    from internvl_batch.model.tokenizer import load_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         original = make_tiny_checkpoint(Path(tmp) / "original", "original", seed, llm=llm, vision=vision)

@@ -117,13 +117,17 @@ def add_model_stages(
 
     # Imported here, not with the module: every Ray worker that runs a read or scan task imports this package,
     # and the stages bring torch (~2 s of CPU per worker process) that only the actors need.
+    from internvl_batch.stages.columns import check_wiring
     from internvl_batch.stages.generate import GenerateStage
     from internvl_batch.stages.prepare import PrepareStage
+    from internvl_batch.stages.read import REQUEST_SCHEMA
+    from internvl_batch.stages.write import WriteStage
 
+    check_wiring(REQUEST_SCHEMA.names, [PrepareStage, GenerateStage, WriteStage])
     res = config.resources
     ds = ds.map_batches(
         PrepareStage,
-        fn_constructor_kwargs={"config": config},
+        fn_constructor_kwargs=PrepareStage.sections(config),
         batch_format="pyarrow",
         batch_size=res.rows_per_block,  # the stage works through a block in cpu_batch_size pieces
         compute=ActorPoolStrategy(min_size=res.cpu_actors[0], max_size=res.cpu_actors[1]),
@@ -134,7 +138,7 @@ def add_model_stages(
     return ds.map_batches(
         GenerateStage,
         fn_constructor_kwargs={
-            "config": config,
+            **GenerateStage.sections(config),
             "model_name": model_name,
             "run_id": run_id,
             "passthrough": passthrough,

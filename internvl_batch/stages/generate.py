@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from internvl_batch.config import PipelineConfig
+from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig, PipelineConfig, StorageConfig
 from internvl_batch.generation.faults import exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.grounding import parse_boxes
@@ -25,39 +25,54 @@ from internvl_batch.stages.columns import column, require_columns, set_column
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
 from internvl_batch.tasks import TASKS
 
-# The prepared rows' columns this stage reads (`stages/prepare.py`); the others are carried through.
-INPUT_COLUMNS = ("id", "task", "input_ids", "pixels", "max_new_tokens", "media_sizes", "expression", "error")
-
 
 class GenerateStage:
+    """Callable per batch of prepared rows; one model replica, built once per actor."""
+
+    # The prepared rows' columns read (`stages/prepare.py`); the output has the output schema's columns only.
+    INPUT_COLUMNS = ("id", "task", "input_ids", "pixels", "max_new_tokens", "media_sizes", "expression", "error")
+    OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.names)  # then `parsed` (json tasks) and the pass-through columns
+    DROPPED_COLUMNS = None  # None: no input column is carried as such
+
     def __init__(
         self,
-        config: PipelineConfig,
+        *,
+        model: ModelConfig,
+        generation: GenerationConfig,
+        batching: BatchingConfig,
+        storage: StorageConfig,
+        json_schema: dict | None,
         model_name: str,
         run_id: str | None = None,
         passthrough: list[str] = (),
         reserved_gpus: float | None = None,
     ) -> None:
-        """`reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU."""
+        """`json_schema`: `task.json_schema` (answers of `json` rows are validated against it);
+        `reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU."""
         self.predictor = Predictor(
-            config.model,
-            config.generation,
-            config.batching,
-            model_name=model_name,
-            storage=config.storage,
-            reserved_gpus=reserved_gpus,
+            model, generation, batching, model_name=model_name, storage=storage, reserved_gpus=reserved_gpus
         )
         self.model_name = model_name
         self.run_id = run_id
         self.passthrough = list(passthrough)  # input columns copied to the output unchanged
         self.json_parser = None
-        if config.task.json_schema:
+        if json_schema:
             from internvl_batch.structured import JsonAnswerParser
 
-            self.json_parser = JsonAnswerParser(config.task.json_schema)
+            self.json_parser = JsonAnswerParser(json_schema)
+
+    @staticmethod
+    def sections(config: PipelineConfig) -> dict:
+        """The parts of the job's config this stage uses (the constructor's other arguments are per run)."""
+        names = ("model", "generation", "batching", "storage")
+        return {name: getattr(config, name) for name in names} | {"json_schema": config.task.json_schema}
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, model_name: str, **kwargs) -> GenerateStage:
+        return cls(**cls.sections(config), model_name=model_name, **kwargs)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        require_columns(batch, "GenerateStage", INPUT_COLUMNS)
+        require_columns(batch, "GenerateStage", self.INPUT_COLUMNS)
         n = batch.num_rows
         errors = column(batch, "error")
         todo = [i for i, e in enumerate(errors) if e is None]

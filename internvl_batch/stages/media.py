@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from internvl_batch.config import PipelineConfig
+from internvl_batch.config import PreprocessConfig, VideoConfig
 from internvl_batch.errors import DECODE, FETCH, LIMITS, DocumentError, LimitError, RowFailure, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
@@ -38,13 +38,16 @@ class DecodedPage:
 
 
 class MediaDecoder:
-    def __init__(self, config: PipelineConfig, checkpoint) -> None:
-        self.preprocessor = ImagePreprocessor.from_options(config.preprocess, checkpoint)
-        self.video = VideoSampler(config.video.max_duration_s, config.video.max_segments)
-        self.default_segments = config.video.num_segments
-        self.multi_image_max_num = config.preprocess.multi_image_max_num
+    """Decoding of one row's media under the `preprocess` and `video` sections (`checkpoint`: the model's
+    `CheckpointInfo`, for its image size and normalisation)."""
+
+    def __init__(self, preprocess: PreprocessConfig, video: VideoConfig, checkpoint) -> None:
+        self.preprocessor = ImagePreprocessor.from_options(preprocess, checkpoint)
+        self.video = VideoSampler(video.max_duration_s, video.max_segments)
+        self.default_segments = video.num_segments
+        self.multi_image_max_num = preprocess.multi_image_max_num
         pre = self.preprocessor
-        self.pdf = PdfRenderer(pre.min_num, pre.max_num, config.preprocess.max_pages)
+        self.pdf = PdfRenderer(pre.min_num, pre.max_num, preprocess.max_pages)
 
     def is_document(self, uris: list[str], kind: str, fetched) -> bool:
         """A `document` row, or a one-image row whose bytes are a PDF (URLs need not end in .pdf)."""

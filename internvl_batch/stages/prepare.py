@@ -22,7 +22,16 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from internvl_batch.config import PipelineConfig
+from internvl_batch.config import (
+    FetchConfig,
+    GenerationConfig,
+    ModelConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    StorageConfig,
+    TaskConfig,
+    VideoConfig,
+)
 from internvl_batch.errors import (
     LIMITS,
     PROMPT,
@@ -60,47 +69,86 @@ def _one_chunk(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
-# The request rows' columns this stage reads (`stages/read.py` REQUEST_SCHEMA), plus the task template's.
-INPUT_COLUMNS = (
-    "id",
-    "media_kind",
-    "media",
-    "media_data",
-    "question",
-    "task",
-    "tasks",
-    "expression",
-    "bound",
-    "num_segments",
-    "error",
-)
-
-
 class PrepareStage:
     """Callable per block of request rows: prepares `resources.cpu_batch_size` rows at a time and yields
     tables of about YIELD_BYTES, so that the tiles held at once stay bounded while Ray Data's per-call
     overhead is paid once per block (rows that fail fast, like missing media, then cost little). Build once
     per actor."""
 
-    def __init__(self, config: PipelineConfig) -> None:
-        bundle = ModelBundle.load(config.model, config.storage)
+    # The request rows' columns read (`stages/read.py` REQUEST_SCHEMA), plus the task template's.
+    INPUT_COLUMNS = (
+        "id",
+        "media_kind",
+        "media",
+        "media_data",
+        "question",
+        "task",
+        "tasks",
+        "expression",
+        "bound",
+        "num_segments",
+        "error",
+    )
+    # Columns written (added or replaced); the other input columns are carried, but for these:
+    OUTPUT_COLUMNS = (
+        "id",
+        "task",
+        "question",
+        "input_ids",
+        "pixels",
+        "num_tiles",
+        "media_sizes",
+        "num_input_tokens",
+        "max_new_tokens",
+        "num_frames",
+        "frame_indices",
+        "frame_timestamps",
+        "page",
+        "num_pages",
+        "error",
+    )
+    DROPPED_COLUMNS = ("media_data",)  # embedded images end here, as tiles
+
+    def __init__(
+        self,
+        *,
+        model: ModelConfig,
+        storage: StorageConfig,
+        fetch: FetchConfig,
+        preprocess: PreprocessConfig,
+        video: VideoConfig,
+        task: TaskConfig,
+        generation: GenerationConfig,
+        cpu_batch_size: int,
+    ) -> None:
+        bundle = ModelBundle.load(model, storage)
         info = bundle.info
         self.prompts = bundle.prompts
-        self.decoder = MediaDecoder(config, info)
-        video_policy = KindPolicy(config.video.max_bytes, "video.max_bytes", config.video.in_memory_max_bytes)
-        self.fetcher = MediaFetcher(config.storage, config.fetch, {"video": video_policy}, config.video.temp_dir)
-        self.tasks = TaskPrompter(config.task, config.generation.max_new_tokens)
-        self.row_columns = ["question", "expression", *template_fields(config.task.template)]
-        self.input_columns = list(dict.fromkeys([*INPUT_COLUMNS, *self.row_columns]))
-        self.max_images = config.preprocess.max_images_per_row
-        self.chunk_rows = config.resources.cpu_batch_size
-        limit = config.generation.max_input_tokens
-        self.max_input_tokens = limit or max(1, info.max_position_embeddings - config.generation.max_new_tokens)
+        self.decoder = MediaDecoder(preprocess, video, info)
+        video_policy = KindPolicy(video.max_bytes, "video.max_bytes", video.in_memory_max_bytes)
+        self.fetcher = MediaFetcher(storage, fetch, {"video": video_policy}, video.temp_dir)
+        self.tasks = TaskPrompter(task, generation.max_new_tokens)
+        self.row_columns = ["question", "expression", *template_fields(task.template)]
+        self.input_columns = list(dict.fromkeys([*self.INPUT_COLUMNS, *self.row_columns]))
+        self.max_images = preprocess.max_images_per_row
+        self.chunk_rows = cpu_batch_size
+        limit = generation.max_input_tokens
+        self.max_input_tokens = limit or max(1, info.max_position_embeddings - generation.max_new_tokens)
         self.max_input_tokens_name = (
             "generation.max_input_tokens"
             if limit
             else (f"the model's context ({info.max_position_embeddings}) minus generation.max_new_tokens")
         )
+
+    @staticmethod
+    def sections(config: PipelineConfig) -> dict:
+        """The constructor's arguments: the parts of the job's config this stage uses, and nothing else."""
+        names = ("model", "storage", "fetch", "preprocess", "video", "task", "generation")
+        return {name: getattr(config, name) for name in names} | {"cpu_batch_size": config.resources.cpu_batch_size}
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> PrepareStage:
+        return cls(**cls.sections(config))
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         pending, size = [], 0
@@ -228,8 +276,8 @@ class PrepareStage:
         )
         return entry
 
-    @staticmethod
-    def _table(batch: pa.Table, out: list[dict]) -> pa.Table:
+    @classmethod
+    def _table(cls, batch: pa.Table, out: list[dict]) -> pa.Table:
         table = batch.take(pa.array([e["source"] for e in out], pa.int64()))
         decoded = [e["decoded"] for e in out]
 
@@ -259,7 +307,7 @@ class PrepareStage:
             ("error", [e["error"] for e in out], pa.string()),
         ]
         # One table built once (not a column at a time): this runs for every small batch, error rows included.
-        replaced = {name for name, _, _ in columns} | {"media_data"}  # embedded images end here, as tiles
+        replaced = {name for name, _, _ in columns} | set(cls.DROPPED_COLUMNS)
         kept = [f for f in table.schema if f.name not in replaced]
         arrays = [table.column(f.name) for f in kept] + [pa.array(values, type_) for _, values, type_ in columns]
         fields = kept + [pa.field(name, type_) for name, _, type_ in columns]

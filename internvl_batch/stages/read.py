@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +47,25 @@ REQUEST_SCHEMA = pa.schema(
 )
 
 
+class RequestRow(NamedTuple):
+    """One request row: REQUEST_SCHEMA's fields in its order, then the pass-through values by name. Built once
+    by `request_row` and never edited (later stages work on the Arrow table)."""
+
+    id: str | None
+    source: str | None
+    media_kind: str
+    media: tuple[str, ...]
+    media_data: tuple[bytes | None, ...] | None
+    question: str | None
+    task: str | None
+    tasks: list[str]
+    expression: str | None
+    bound: tuple[float, float] | None
+    num_segments: int | None
+    error: str | None
+    passthrough: dict
+
+
 class RequestReader:
     """Build once per read task; call with a unit, the done keys and the positions of duplicates to drop."""
 
@@ -59,7 +79,7 @@ class RequestReader:
 
     def __call__(self, unit: ReadUnit, done_keys: KeySet | None, drop: np.ndarray | None) -> Iterator[pa.Table]:
         resolve = MediaResolver(unit.file.uri)
-        pending: list[dict] = []
+        pending: list[RequestRow] = []
         for chunk in unit_chunks(unit, self.storage, self.assigner, done_keys):
             dropped = np.isin(np.asarray(chunk.positions, np.uint64), drop) if drop is not None and len(drop) else None
             for i, row in enumerate(chunk.rows):
@@ -85,36 +105,37 @@ class RequestReader:
             yield requests_table(pending, self.passthrough_types)
 
 
-def request_row(row: ParsedRow, tasks: list[str], raw, source: str, resolve: MediaResolver, passthrough) -> dict:
-    """One request row as a dict of REQUEST_SCHEMA (+ pass-through) values."""
+def request_row(
+    row: ParsedRow, tasks: list[str], raw, source: str | None, resolve: MediaResolver, passthrough
+) -> RequestRow:
+    """One request row: the parsed row with its media resolved to absolute URIs and its tasks to do."""
     media, error, data = row.media, row.error, row.media_data
     if error is None:
         try:
-            media = [
+            media = tuple(
                 resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
                 for k, uri in enumerate(row.media)
-            ]
+            )
         except RowError as exc:
             error = format_row_error(MANIFEST, exc)
     if error is not None:
         data = None  # an error row carries no image
-    out = {
-        "id": row.id,
-        "source": source,
-        "media_kind": row.media_kind,
-        "media": media,
-        "media_data": data,
-        "question": row.question,
-        "task": row.task,
-        "tasks": tasks,
-        "expression": row.expression,
-        "bound": row.bound,
-        "num_segments": row.num_segments,
-        "error": error,
-    }
-    for name in passthrough:
-        out[name] = raw.get(name) if isinstance(raw, dict) else None
-    return out
+    values = {name: raw.get(name) if isinstance(raw, dict) else None for name in passthrough}
+    return RequestRow(
+        row.id,
+        source,
+        row.media_kind,
+        media,
+        data,
+        row.question,
+        row.task,
+        tasks,
+        row.expression,
+        row.bound,
+        row.num_segments,
+        error,
+        values,
+    )
 
 
 def embedded_name(source: str, index: int, name: str) -> str:
@@ -123,14 +144,15 @@ def embedded_name(source: str, index: int, name: str) -> str:
     return f"{source}#{index + 1}" + (f":{name}" if name else "")
 
 
-def requests_table(rows: list[dict], passthrough_types: dict[str, object]) -> pa.Table:
+def requests_table(rows: list[RequestRow], passthrough_types: dict[str, object]) -> pa.Table:
     """Request rows as one Arrow table; pass-through columns typed as the scan decided for the whole job."""
-    columns = [pa.array([r[f.name] for r in rows], f.type) for f in REQUEST_SCHEMA]
+    values = list(zip(*rows)) if rows else [()] * len(RequestRow._fields)
+    columns = [pa.array(column, f.type) for column, f in zip(values, REQUEST_SCHEMA)]
     fields = list(REQUEST_SCHEMA)
     for name, type_ in passthrough_types.items():
         if name in REQUEST_SCHEMA.names:
             continue
-        columns.append(passthrough_array([r.get(name) for r in rows], type_))
+        columns.append(passthrough_array([r.passthrough.get(name) for r in rows], type_))
         fields.append(pa.field(name, columns[-1].type))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 

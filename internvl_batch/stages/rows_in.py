@@ -26,8 +26,8 @@ class RowsStage:
         wanted = [name for name in RESERVED if name in batch.column_names]
         rows = []
         for raw in batch.select(wanted).to_pylist():
-            parsed = parse_row(raw, None)
-            rows.append(request_row(parsed, self.assign(parsed), raw, None, self.resolve, []))
+            parsed, tasks = self.assign(parse_row(raw, None))
+            rows.append(request_row(parsed, tasks, raw, None, self.resolve, []))
         table = requests_table(rows, {})
         for name in batch.column_names:
             if name not in RESERVED and name not in table.column_names:

@@ -33,13 +33,16 @@ STATS_SCHEMA = pa.schema(
     ]
 )
 
-
 # The output columns the counts read (`stages/output.py`); the file gets every column of the batch.
 INPUT_COLUMNS = ("id", "task", "status", "error_stage", "media", "num_tiles", "num_output_tokens", "page", "num_pages")
 
 
 class WriteStage:
     """Callable per batch of output rows; build once per writer actor."""
+
+    INPUT_COLUMNS = INPUT_COLUMNS
+    OUTPUT_COLUMNS = tuple(STATS_SCHEMA.names)
+    DROPPED_COLUMNS = None
 
     def __init__(self, output_path: str, storage: StorageConfig, run_id: str) -> None:
         self.output_path = output_path

@@ -61,8 +61,8 @@ def _stage_and_batch(tiny_checkpoint, media_dir: Path):
     )
     raw = [{"id": f"r{i}", "image": "photo.jpg", "question": f"Question {i}?"} for i in range(3)]
     table = request_table(raw, str(media_dir / "m.jsonl"), config)
-    prepared = next(iter(PrepareStage(config)(table)))
-    return GenerateStage(config, "tiny"), prepared
+    prepared = next(iter(PrepareStage.from_config(config)(table)))
+    return GenerateStage.from_config(config, "tiny"), prepared
 
 
 def test_a_bug_fails_the_batch_instead_of_writing_error_rows(tiny_checkpoint, tmp_path):

@@ -87,8 +87,8 @@ def test_the_model_stage_shares_an_images_features_between_its_tasks(tiny_checkp
         },
     )
     raw = [{"id": "a", "image": "photo.jpg"}, {"id": "b", "image": "small.jpg"}, {"id": "c", "image": "photo.jpg"}]
-    prepared = PrepareStage(config).prepare(request_table(raw, str(tmp_path / "m.jsonl"), config))
-    stage = GenerateStage(config, "tiny")
+    prepared = PrepareStage.from_config(config).prepare(request_table(raw, str(tmp_path / "m.jsonl"), config))
+    stage = GenerateStage.from_config(config, "tiny")
     tower = VisionTower(stage.predictor.model)
     out = stage(prepared)
     assert out.num_rows == 9 and set(out.column("status").to_pylist()) == {"ok"}

@@ -21,13 +21,13 @@ def photo(seed: int, size=(640, 480)) -> bytes:
 
 def test_rows_with_images_inside():
     row = parse_row({"id": "a", "image": photo(1)}, "m:1")
-    assert (row.error, row.media, row.media_data) == (None, [""], [photo(1)])
+    assert (row.error, row.media, row.media_data) == (None, ("",), (photo(1),))
     row = parse_row({"id": "b", "image": {"bytes": photo(2), "path": "cat.jpg"}}, "m:2")
-    assert (row.media, row.media_data) == (["cat.jpg"], [photo(2)])
+    assert (row.media, row.media_data) == (("cat.jpg",), (photo(2),))
     row = parse_row({"id": "c", "image": {"bytes": None, "path": "s3://b/c.jpg"}}, "m:3")  # datasets' path-only form
-    assert (row.media, row.media_data) == (["s3://b/c.jpg"], None)
+    assert (row.media, row.media_data) == (("s3://b/c.jpg",), None)
     row = parse_row({"id": "d", "images": [photo(3), "s3://b/d.jpg"]}, "m:4")
-    assert (row.media_kind, row.media, row.media_data) == ("images", ["", "s3://b/d.jpg"], [photo(3), None])
+    assert (row.media_kind, row.media, row.media_data) == ("images", ("", "s3://b/d.jpg"), (photo(3), None))
     assert parse_row({"id": "e", "image": {"bytes": None, "path": None}}, "m:5").error == (
         "manifest: ManifestError: `image` holds an image struct with neither bytes nor a path"
     )
@@ -66,7 +66,7 @@ def test_a_parquet_dataset_directory_is_a_manifest(dataset, tiny_checkpoint, tmp
     assert totals.rows == 6 and table.column("error").to_pylist() == [None] * 6
     media = table.column("media").to_pylist()
     assert media[0] == [f"{dataset}/train-00000-of-00002.parquet:1#1:img0.jpg"]
-    prepared = PrepareStage(config).prepare(table)
+    prepared = PrepareStage.from_config(config).prepare(table)
     assert "media_data" not in prepared.column_names  # the bytes end in the CPU stage, as tiles
     assert not any(pa.types.is_binary(f.type) for f in prepared.schema if f.name != "pixels")
     errors = dict(zip(prepared.column("id").to_pylist(), prepared.column("error").to_pylist()))
@@ -95,7 +95,7 @@ def test_rows_without_ids_keep_their_own_embedded_images(tiny_checkpoint, tmp_pa
     rows = pa.table({"image": pa.array(images, pa.binary())})
     requests = RowsStage(config.task, config.generation.max_new_tokens)(rows)
     assert requests.column("media").to_pylist() == [["None#1"], ["None#1"]]
-    prepared = PrepareStage(config).prepare(requests)
+    prepared = PrepareStage.from_config(config).prepare(requests)
     for row, data in zip(prepared.to_pylist(), images):
         expected = ImagePreprocessor()(data).tiles
         assert row["error"] is None and row["pixels"] == expected.tobytes()

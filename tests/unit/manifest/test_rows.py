@@ -59,9 +59,9 @@ def test_relative_paths_need_a_base():
 
 def test_document_rows():
     row = parse_row({"id": "d", "document": " s3://b/scans/d.pdf "}, "m.jsonl:1")
-    assert (row.media_kind, row.media, row.media_data, row.error) == ("document", ["s3://b/scans/d.pdf"], None, None)
+    assert (row.media_kind, row.media, row.media_data, row.error) == ("document", ("s3://b/scans/d.pdf",), None, None)
     embedded = parse_row({"id": "d", "document": {"bytes": b"%PDF-1.7 ...", "path": "d.pdf"}}, "m.jsonl:1")
-    assert (embedded.media_kind, embedded.media, embedded.media_data) == ("document", ["d.pdf"], [b"%PDF-1.7 ..."])
+    assert (embedded.media_kind, embedded.media, embedded.media_data) == ("document", ("d.pdf",), (b"%PDF-1.7 ...",))
     both = parse_row({"id": "d", "document": "d.pdf", "image": "x.jpg"}, "m.jsonl:1")
     assert both.error == "manifest: ManifestError: row has `image` and `document`; use one"
     assert parse_row({"id": "d", "document": "d.pdf", "bound": [1, 2]}, "m.jsonl:1").error.endswith(

@@ -91,7 +91,7 @@ def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
     broken = rows["00001.tar:2"]["error"]  # ...then one row says where reading stopped
     assert broken.startswith("manifest: ManifestError: shard 00001.tar is truncated or corrupt after member '1000")
     assert "the samples after it cannot be read" in broken
-    prepared = {r["id"]: r for r in PrepareStage(config).prepare(table).to_pylist()}
+    prepared = {r["id"]: r for r in PrepareStage.from_config(config).prepare(table).to_pylist()}
     assert prepared["00004"]["error"].startswith("decode: ImageDecodeError: ")
     assert prepared["00000"]["error"] is None and prepared["00006"]["error"] is None
     assert "media_data" not in prepared["00000"]

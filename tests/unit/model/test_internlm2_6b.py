@@ -11,9 +11,10 @@ from internvl_batch.generation.pixels import normalize_tiles
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.model.checkpoint import read_checkpoint_info
-from internvl_batch.model.loader import load_model, load_tokenizer
+from internvl_batch.model.loader import load_model
 from internvl_batch.model.spm_tokenizer import SentencePieceChatTokenizer
 from internvl_batch.model.tiny import make_tiny_checkpoint
+from internvl_batch.model.tokenizer import load_tokenizer
 from internvl_batch.prompts import PromptBuilder
 from tests.media import encode, make_photo
 from tests.reference_impl import image_features, internlm2_logits, original_weights

@@ -9,8 +9,9 @@ import torch
 from safetensors import safe_open
 
 from internvl_batch.model.checkpoint import read_checkpoint_info
-from internvl_batch.model.loader import load_model, load_tokenizer, safetensors_files
+from internvl_batch.model.loader import load_model, safetensors_files
 from internvl_batch.model.tiny import make_tiny_checkpoint
+from internvl_batch.model.tokenizer import load_tokenizer
 
 # Weight names of the published InternVL 2.5 checkpoints (Qwen2 LLM, InternViT-300M), as patterns.
 PUBLISHED_NAMES = [

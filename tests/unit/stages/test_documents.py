@@ -57,7 +57,7 @@ def prepared(media, config):
         {"id": "photo", "image": "photo.jpg"},
         {"id": "exported", "image": "exported.jpg"},
     ]
-    table = pa.concat_tables(PrepareStage(config)(request_table(raw, str(media / "m.jsonl"), config)))
+    table = pa.concat_tables(PrepareStage.from_config(config)(request_table(raw, str(media / "m.jsonl"), config)))
     return table
 
 

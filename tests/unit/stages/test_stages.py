@@ -24,10 +24,8 @@ def request_table(raw_rows, manifest, config):
     assign = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
     rows = []
     for number, raw in enumerate(raw_rows, start=1):
-        parsed = parse_row(raw, f"m.jsonl:{number}")
-        rows.append(
-            request_row(parsed, assign(parsed), raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"])
-        )
+        parsed, tasks = assign(parse_row(raw, f"m.jsonl:{number}"))
+        rows.append(request_row(parsed, tasks, raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"]))
     return requests_table(rows, {"label": pa.string()})
 
 
@@ -76,7 +74,7 @@ def batch(media, config):
 
 @pytest.fixture(scope="module")
 def prepared(config, batch):
-    chunks = list(PrepareStage(config)(batch))
+    chunks = list(PrepareStage.from_config(config)(batch))
     assert all(c.column("id").num_chunks == 1 for c in chunks)  # contiguous tables: cheap for Ray to serialise
     return pa.concat_tables(chunks)
 
@@ -130,7 +128,7 @@ def test_limits_are_error_rows_naming_the_limit(prepared):
 
 
 def test_generate_produces_output_schema(config, prepared):
-    out = GenerateStage(config, "tiny-test", passthrough=["label"])(prepared)
+    out = GenerateStage.from_config(config, "tiny-test", passthrough=["label"])(prepared)
     assert out.schema.names == OUTPUT_SCHEMA.names + ["label"]
     assert out.schema.remove(out.schema.get_field_index("label")) == OUTPUT_SCHEMA
     rows = {r["id"]: r for r in out.to_pylist()}
@@ -150,7 +148,7 @@ def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_chec
 
     (media / "phone.jpg").write_bytes(encode(make_photo(640, 480), "JPEG", exif_orientation=6))
     raw = [{"id": "phone", "image": "phone.jpg", "task": "ground", "expression": "the sky"}]
-    prepared = PrepareStage(config).prepare(request_table(raw, str(media / "m.jsonl"), config))
+    prepared = PrepareStage.from_config(config).prepare(request_table(raw, str(media / "m.jsonl"), config))
     row = prepared.to_pylist()[0]
     assert row["media_sizes"] == [{"width": 480, "height": 640}] and row["task"] == "ground"
     assert row["question"].endswith("<ref>the sky</ref>") and row["max_new_tokens"] == 4
@@ -173,7 +171,7 @@ def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
         },
     )
     raw = [{"id": "a", "image": "photo.jpg", "label": "cat"}, {"id": "b", "image": "wide.png"}]
-    out = PrepareStage(cfg).prepare(request_table(raw, str(media / "m.jsonl"), cfg)).to_pylist()
+    out = PrepareStage.from_config(cfg).prepare(request_table(raw, str(media / "m.jsonl"), cfg)).to_pylist()
     assert [(r["id"], r["task"]) for r in out] == [
         ("a", "caption"),
         ("a", "ocr"),
@@ -195,7 +193,74 @@ def test_a_stage_refuses_a_table_without_a_column_it_needs(config, batch, tmp_pa
     from internvl_batch.stages.write import write_batch
 
     with pytest.raises(ColumnContractError, match="PrepareStage needs the column\\(s\\) media_kind; the table has id"):
-        PrepareStage(config).prepare(batch.drop_columns(["media_kind"]))
+        PrepareStage.from_config(config).prepare(batch.drop_columns(["media_kind"]))
     output = pa.table({"id": ["a"], "task": ["caption"]})
     with pytest.raises(ColumnContractError, match="WriteStage needs the column\\(s\\) status, error_stage, media"):
         write_batch(output, str(tmp_path), StorageConfig(), "run")
+
+
+def test_declared_columns_are_the_columns_made(batch, prepared):
+    """What the stages declare (and the pipeline builder checks with `check_wiring`) is what they make."""
+    from internvl_batch.stages.read import REQUEST_SCHEMA, RequestRow
+
+    assert RequestRow._fields[:-1] == tuple(REQUEST_SCHEMA.names)
+    assert batch.schema.names[: len(REQUEST_SCHEMA)] == REQUEST_SCHEMA.names
+    carried = [n for n in batch.column_names if n not in PrepareStage.OUTPUT_COLUMNS + PrepareStage.DROPPED_COLUMNS]
+    assert prepared.column_names == carried + list(PrepareStage.OUTPUT_COLUMNS)
+
+
+def test_wiring_check_names_a_column_no_stage_gives():
+    from internvl_batch.stages.columns import ColumnContractError, check_wiring
+    from internvl_batch.stages.read import REQUEST_SCHEMA
+    from internvl_batch.stages.write import WriteStage
+
+    check_wiring(REQUEST_SCHEMA.names, [PrepareStage, GenerateStage, WriteStage])
+    with pytest.raises(ColumnContractError, match="GenerateStage needs the column\\(s\\) input_ids, pixels"):
+        check_wiring(REQUEST_SCHEMA.names, [GenerateStage])
+
+    class NeedsMediaData:  # media_data is dropped by the CPU stage: no later stage can read it
+        INPUT_COLUMNS, OUTPUT_COLUMNS, DROPPED_COLUMNS = ("media_data",), (), None
+
+    with pytest.raises(ColumnContractError, match="NeedsMediaData needs the column\\(s\\) media_data"):
+        check_wiring(REQUEST_SCHEMA.names, [PrepareStage, NeedsMediaData])
+
+
+def test_stages_take_only_their_config_sections(config):
+    """Each stage is built from the parts of the config it uses: not the whole job config."""
+    assert set(PrepareStage.sections(config)) == {
+        "model",
+        "storage",
+        "fetch",
+        "preprocess",
+        "video",
+        "task",
+        "generation",
+        "cpu_batch_size",
+    }
+    assert set(GenerateStage.sections(config)) == {"model", "generation", "batching", "storage", "json_schema"}
+    with pytest.raises(TypeError):
+        PrepareStage(config)  # the whole config is refused
+
+
+def test_the_cpu_stage_never_imports_torch(config, batch, tmp_path):
+    """Preprocessing actors start without torch (~2 s of CPU and a few hundred MB each): the tokenizer is loaded
+    without transformers' auto classes, and nothing on the CPU path needs torch. Checked in a fresh process."""
+    import subprocess
+    import sys
+
+    (tmp_path / "config.json").write_text(config.model_dump_json())
+    with pa.ipc.new_file(str(tmp_path / "batch.arrow"), batch.schema) as writer:
+        writer.write_table(batch)
+    script = f"""
+import sys, pyarrow as pa
+from internvl_batch.config import JobConfig
+from internvl_batch.stages.prepare import PrepareStage
+config = JobConfig.model_validate_json(open({str(tmp_path / "config.json")!r}).read())
+batch = pa.ipc.open_file({str(tmp_path / "batch.arrow")!r}).read_all()
+out = pa.concat_tables(PrepareStage.from_config(config)(batch))
+assert out.num_rows == batch.num_rows and out.column("error").null_count > 0
+print("torch" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
