@@ -1,36 +1,50 @@
 """k8s/ manifests and the Dockerfile: KubeRay's fields and their types, lifecycle, authentication, no inline
 credentials, and consistency with the configs, entrypoint and image they run.
 
-Nothing here talks to Kubernetes (there is no cluster in this environment). KubeRay's CRD OpenAPI schemas
-are not shipped by any package on PyPI or npm (they are published only through KubeRay's GitHub and Helm
-repositories), so instead of validating against the CRDs this checks a focused JSON Schema written from
-KubeRay's ray.io/v1 API reference (v1.6-v1.7) for the fields these manifests use. Objects list their known
-fields with `additionalProperties: false`: unless the client asks for strict field validation, the API server
-silently prunes unknown fields of a custom resource, and a misspelt `shutdownAfterJobFinishes` would leave GPU
-clusters running.
+Nothing here talks to Kubernetes (there is no cluster in this environment). Structure is checked against
+published schemas, strictly (an unknown field is an error, as with `kubectl --validate=strict`: without it
+the API server silently prunes unknown fields, and a misspelt `shutdownAfterJobFinishes` would leave GPU
+clusters running):
+- KubeRay's own CRD schemas (`k8s_schemas/`, taken from KubeRay's repository by `k8s_schemas/update.py`, the
+  only place KubeRay publishes them), for the Ray objects;
+- the Kubernetes API's schemas (kubernetes-validate) for the core objects: each Ray pod template and the
+  ServiceAccount.
+Quantities are parsed by the Kubernetes client (`kubernetes.utils.parse_quantity`), the entrypoint by
+`shlex`, .dockerignore by Docker's own matcher (docker-py) and the Dockerfile by dockerfile-parse. The rest
+are this project's rules: what a batch job must state, and consistency with the configs and the image.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import shlex
+from functools import cache
 from pathlib import Path
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
+from docker.utils.build import PatternMatcher
+from dockerfile_parse import DockerfileParser
+from kubernetes.utils import parse_quantity
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import build_parser, overrides_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
+SCHEMAS = Path(__file__).resolve().parent / "k8s_schemas"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 JOB_ENTRYPOINT = "jobs/caption.py"
 GPU_RESOURCE = "nvidia.com/gpu"
 CONFIG_ANNOTATION = "internvl-batch/config"  # RayClusters name the config they are sized for
 MIN_RAY_FOR_TOKEN_AUTH = (2, 52, 0)
+K8S_VERSION = "1.33"  # the oldest Kubernetes the manifests are checked against (KubeRay 1.7 supports it)
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DAY_S = 24 * 3600
 
 
@@ -111,296 +125,72 @@ def mappings(node):
             yield from mappings(value)
 
 
-# --- quantities -----------------------------------------------------------------------------------------------
-
-_SUFFIX = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-}
-
-
 def quantity(value) -> float:
-    """A Kubernetes resource quantity as a number (bytes, cores, devices); `m` is milli."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"([0-9.]+)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?", str(value))
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    number, suffix = float(match.group(1)), match.group(2) or ""
-    return number / 1000 if suffix == "m" else number * _SUFFIX[suffix]
+    """A Kubernetes resource quantity as a number (bytes, cores, devices)."""
+    return float(parse_quantity(value))
 
 
-def test_quantity_parser():
-    assert quantity("8") == 8 and quantity("500m") == 0.5 and quantity(1) == 1
-    assert quantity("64Gi") == 64 * 2**30 and quantity("100000000000") == 1e11 and quantity("2G") == 2e9
-    for bad in ("8 cores", True, "", "1Gb"):
-        with pytest.raises(ValueError):
-            quantity(bad)
+# --- schemas ----------------------------------------------------------------------------------------------------
 
 
-# --- the focused KubeRay schema ---------------------------------------------------------------------------------
-
-_QUANTITY = {
-    "anyOf": [
-        {"type": "integer", "minimum": 0},
-        {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^[0-9.]+(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"},
-    ]
-}
-_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-_DNS_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-_RESOURCES = {
-    "type": "object",
-    "properties": {
-        "limits": {"type": "object", "additionalProperties": _QUANTITY},
-        "requests": {"type": "object", "additionalProperties": _QUANTITY},
-    },
-    "additionalProperties": False,
-}
-_ENV_VAR = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "value": {"type": "string"},
-        "valueFrom": {"type": "object"},
-    },
-    "additionalProperties": False,
-}
-_ENV_FROM = {
-    "type": "object",
-    "properties": {
-        "prefix": {"type": "string"},
-        "secretRef": {"type": "object", "required": ["name"]},
-        "configMapRef": {"type": "object", "required": ["name"]},
-    },
-    "additionalProperties": False,
-}
-_CONTAINER = {
-    "type": "object",
-    "required": ["name", "image", "resources"],
-    "properties": {
-        "name": _DNS_NAME,
-        "image": {"type": "string", "minLength": 1},
-        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-        "workingDir": {"type": "string"},
-        "command": {"type": "array", "items": {"type": "string"}},
-        "args": {"type": "array", "items": {"type": "string"}},
-        "env": {"type": "array", "items": _ENV_VAR},
-        "envFrom": {"type": "array", "items": _ENV_FROM},
-        "ports": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["containerPort"],
-                "properties": {"containerPort": {"type": "integer"}},
-            },
-        },
-        "resources": _RESOURCES,
-        "volumeMounts": {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}},
-        "securityContext": {"type": "object"},
-        "lifecycle": {"type": "object"},
-        "readinessProbe": {"type": "object"},
-        "livenessProbe": {"type": "object"},
-    },
-    "additionalProperties": False,
-}
-_POD_TEMPLATE = {
-    "type": "object",
-    "required": ["spec"],
-    "properties": {
-        "metadata": {"type": "object", "properties": {"labels": _STRING_MAP, "annotations": _STRING_MAP}},
-        "spec": {
-            "type": "object",
-            "required": ["containers"],
-            "properties": {
-                "containers": {"type": "array", "minItems": 1, "items": _CONTAINER},
-                "initContainers": {"type": "array", "items": _CONTAINER},
-                "volumes": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-                "serviceAccountName": _DNS_NAME,
-                "nodeSelector": _STRING_MAP,
-                "tolerations": {"type": "array", "items": {"type": "object"}},
-                "affinity": {"type": "object"},
-                "priorityClassName": {"type": "string"},
-                "securityContext": {"type": "object"},
-                "imagePullSecrets": {"type": "array"},
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-_INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
-_HEAD_GROUP = {
-    "type": "object",
-    "required": ["template", "rayStartParams"],
-    "properties": {
-        "template": _POD_TEMPLATE,
-        "headService": {"type": "object"},
-        "enableIngress": {"type": "boolean"},
-        "ingressOptions": {"type": "object"},
-        "resources": _STRING_MAP,
-        "labels": _STRING_MAP,
-        "rayStartParams": _STRING_MAP,
-        "serviceType": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-    },
-    "additionalProperties": False,
-}
-_WORKER_GROUP = {
-    "type": "object",
-    # KubeRay defaults min/max; these manifests state them, since they are the autoscaling bounds.
-    "required": ["groupName", "template", "rayStartParams", "replicas", "minReplicas", "maxReplicas"],
-    "properties": {
-        "suspend": {"type": "boolean"},
-        "groupName": _DNS_NAME,
-        "replicas": _INT32,
-        "minReplicas": _INT32,
-        "maxReplicas": _INT32,
-        "idleTimeoutSeconds": _INT32,
-        "priority": {"type": "integer"},
-        "resources": _STRING_MAP,
-        "labels": _STRING_MAP,
-        "rayStartParams": _STRING_MAP,
-        "template": _POD_TEMPLATE,
-        "scaleStrategy": {"type": "object"},
-        "numOfHosts": {"type": "integer", "minimum": 1},
-    },
-    "additionalProperties": False,
-}
-_CLUSTER_SPEC = {
-    "type": "object",
-    "required": ["rayVersion", "headGroupSpec", "workerGroupSpecs", "authOptions", "enableInTreeAutoscaling"],
-    "properties": {
-        "upgradeStrategy": {"type": "object"},
-        "authOptions": {
-            "type": "object",
-            "properties": {
-                "mode": {"enum": ["disabled", "token"]},
-                "secretName": _DNS_NAME,
-                "enableK8sTokenAuth": {"type": "boolean"},
-            },
-            "additionalProperties": False,
-        },
-        "suspend": {"type": "boolean"},
-        "managedBy": {"type": "string"},
-        "autoscalerOptions": {
-            "type": "object",
-            "properties": {
-                "resources": _RESOURCES,
-                "image": {"type": "string"},
-                "imagePullPolicy": {"type": "string"},
-                "securityContext": {"type": "object"},
-                "idleTimeoutSeconds": _INT32,
-                "upscalingMode": {"enum": ["Default", "Aggressive", "Conservative"]},
-                "version": {"enum": ["v1", "v2"]},
-                "env": {"type": "array", "items": _ENV_VAR},
-                "envFrom": {"type": "array", "items": _ENV_FROM},
-                "volumeMounts": {"type": "array"},
-                "command": {"type": "array", "items": {"type": "string"}},
-                "args": {"type": "array", "items": {"type": "string"}},
-            },
-            "additionalProperties": False,
-        },
-        "headServiceAnnotations": _STRING_MAP,
-        "enableInTreeAutoscaling": {"type": "boolean"},
-        "gcsFaultToleranceOptions": {"type": "object"},
-        "historyServerOptions": {"type": "object"},
-        "networkPolicy": {"type": "object"},
-        "tlsOptions": {"type": "object"},
-        "headGroupSpec": _HEAD_GROUP,
-        "rayVersion": {"type": "string", "pattern": r"^\d+\.\d+\.\d+$"},
-        "workerGroupSpecs": {"type": "array", "minItems": 1, "items": _WORKER_GROUP},
-    },
-    "additionalProperties": False,
-}
-_JOB_SPEC = {
-    "type": "object",
-    # The lifecycle fields are optional in KubeRay; a batch job here must state every one of them.
-    "required": [
-        "entrypoint",
-        "rayClusterSpec",
-        "shutdownAfterJobFinishes",
-        "ttlSecondsAfterFinished",
-        "activeDeadlineSeconds",
-        "backoffLimit",
-    ],
-    "properties": {
-        "activeDeadlineSeconds": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-        "backoffLimit": _INT32,
-        "rayClusterSpec": _CLUSTER_SPEC,
-        "submitterPodTemplate": {"type": "object"},
-        "metadata": _STRING_MAP,
-        "clusterSelector": _STRING_MAP,
-        "submitterConfig": {"type": "object", "properties": {"backoffLimit": _INT32}, "additionalProperties": False},
-        "managedBy": {"enum": ["ray.io/kuberay-operator", "kueue.x-k8s.io/multikueue"]},
-        "deletionStrategy": {"type": "object"},
-        "entrypoint": {"type": "string", "minLength": 1},
-        "runtimeEnvYAML": {"type": "string"},
-        "jobId": {"type": "string"},
-        "submissionMode": {"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
-        "entrypointResources": {"type": "string"},
-        "entrypointNumCpus": {"type": "number", "minimum": 0},
-        "entrypointNumGpus": {"type": "number", "minimum": 0},
-        "ttlSecondsAfterFinished": _INT32,
-        # Without it the Ray cluster (GPU pods included) outlives the job.
-        "shutdownAfterJobFinishes": {"const": True},
-        "suspend": {"type": "boolean"},
-    },
-    "additionalProperties": False,
-}
-_METADATA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {"name": _DNS_NAME, "namespace": _DNS_NAME, "labels": _STRING_MAP, "annotations": _STRING_MAP},
-    "additionalProperties": False,
-}
-_CRON = r"^\S+( \S+){4}$"
-SCHEMAS = {
-    "RayJob": {"spec": _JOB_SPEC},
-    "RayCluster": {"spec": _CLUSTER_SPEC},
-    "RayCronJob": {
-        "spec": {
-            "type": "object",
-            "required": ["schedule", "jobTemplate"],
-            "properties": {
-                "schedule": {"type": "string", "pattern": _CRON},
-                "jobTemplate": _JOB_SPEC,
-                "suspend": {"type": "boolean"},
-            },
-            "additionalProperties": False,
-        }
-    },
-}
+def strict(schema):
+    """The schema with unknown fields refused wherever it lists an object's fields (what strict field
+    validation does on the API server); objects that keep unknown fields (`x-kubernetes-preserve-unknown-
+    fields`, maps) stay open."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
 
 
-def document_schema(kind: str) -> dict:
-    return {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "ray.io/v1"},
-            "kind": {"const": kind},
-            "metadata": _METADATA,
-            **SCHEMAS[kind],
-        },
-        "additionalProperties": False,
-    }
+@cache
+def crd_validator(kind: str) -> jsonschema.Validator:
+    schema = strict(json.loads((SCHEMAS / f"{kind}.json").read_text()))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def pod_templates(node, path="$"):
+    """(path, template) for every pod template in a Ray object (the fields the trimmed CRD leaves open)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("template", "submitterPodTemplate") and isinstance(value, dict) and "spec" in value:
+                yield f"{path}.{key}", value
+            else:
+                yield from pod_templates(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from pod_templates(value, f"{path}[{i}]")
+
+
+def core_errors(doc: dict) -> list[str]:
+    """A core Kubernetes object checked against the Kubernetes API's schema (the first error, if any)."""
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{'.'.join(map(str, exc.absolute_path)) or '$'}: {exc.message}"]
+    return []
 
 
 def schema_errors(doc: dict) -> list[str]:
-    validator = jsonschema.Draft202012Validator(document_schema(doc["kind"]))
-    return [f"{'.'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in validator.iter_errors(doc)]
+    """KubeRay's schema for a Ray object, the Kubernetes schema for each of its pod templates."""
+    if doc["kind"] not in RAY_KINDS:
+        return core_errors(doc)
+    errors = [
+        f"{'.'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+        for e in crd_validator(doc["kind"]).iter_errors(doc)
+    ]
+    for path, template in pod_templates(doc.get("spec", {}), "spec"):
+        podtemplate = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        errors += [f"{path}: {e}" for e in core_errors(podtemplate)]
+    return errors
 
 
 # --- which manifests exist --------------------------------------------------------------------------------------
@@ -423,7 +213,7 @@ def test_every_document_is_a_known_kind_with_a_name(item):
         ("ray.io/v1", "RayCluster"),
         ("v1", "ServiceAccount"),
     }, f"{name}: unexpected {doc.get('apiVersion')}/{doc.get('kind')}"
-    assert re.fullmatch(_DNS_NAME["pattern"], str((doc.get("metadata") or {}).get("name", ""))), name
+    assert DNS_LABEL.fullmatch(str((doc.get("metadata") or {}).get("name", ""))), name
 
 
 def test_names_are_unique_per_kind():
@@ -434,20 +224,43 @@ def test_names_are_unique_per_kind():
 # --- KubeRay structure --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("item", RAY_DOCS, ids=doc_id)
-def test_kuberay_fields_and_types(item):
+@pytest.mark.parametrize("item", DOCS, ids=doc_id)
+def test_fields_and_types_follow_the_published_schemas(item):
     assert schema_errors(item[1]) == []
 
 
-def test_schema_rejects_what_kuberay_would_mangle():
+def test_schema_check_refuses_what_kubernetes_would_mangle():
     _, good = next((f, d) for f, d in RAY_DOCS if d["kind"] == "RayJob")
-    broken = yaml.safe_load(yaml.safe_dump(good))
+    broken = copy.deepcopy(good)
     spec = broken["spec"]
     spec["shutdownAfterJobFinish"] = spec.pop("shutdownAfterJobFinishes")  # a typo KubeRay would prune
     spec["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"] = "1"  # a string where KubeRay wants int32
-    del spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    container = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    container["volumeMount"] = container.pop("volumeMounts")  # a pod field typo: the volumes would not be mounted
     errors = "\n".join(schema_errors(broken))
-    assert "shutdownAfterJobFinish" in errors and "minReplicas" in errors and "'image' is a required property" in errors
+    assert "'shutdownAfterJobFinish' was unexpected" in errors and "minReplicas" in errors
+    assert "headGroupSpec.template" in errors and "'volumeMount' was unexpected" in errors
+
+
+# What a batch job here must state, although KubeRay has defaults for it.
+JOB_MUST_STATE = ("shutdownAfterJobFinishes", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit")
+CLUSTER_MUST_STATE = ("rayVersion", "authOptions", "enableInTreeAutoscaling")
+WORKER_GROUP_MUST_STATE = ("replicas", "minReplicas", "maxReplicas")  # the autoscaling bounds
+
+
+@pytest.mark.parametrize("item", RAY_DOCS, ids=doc_id)
+def test_lifecycle_and_bounds_are_stated(item):
+    spec = job_spec(item[1])
+    if spec is not None:
+        assert [k for k in JOB_MUST_STATE if k not in spec] == []
+        # Without it the Ray cluster (GPU pods included) outlives the job.
+        assert spec["shutdownAfterJobFinishes"] is True
+    cluster = cluster_spec(item[1])
+    assert [k for k in CLUSTER_MUST_STATE if k not in cluster] == []
+    for group in cluster["workerGroupSpecs"]:
+        assert [k for k in WORKER_GROUP_MUST_STATE if k not in group] == [], group["groupName"]
+    for group, pod, _ in pod_specs(cluster):
+        assert ray_container(pod).get("image"), f"{group}: the Ray container needs an image"
 
 
 @pytest.mark.parametrize("item", RAY_DOCS, ids=doc_id)
@@ -616,55 +429,28 @@ def test_scheduled_runs_never_overlap_and_match_a_rayjob(item):
 
 # --- consistency with the entrypoint, the config and the image ----------------------------------------------------
 
-_UNQUOTED_SPECIAL = set(";&|<>()`$*?[]{}~\n\\#")
-
-
-def unquoted_specials(command: str) -> list[str]:
-    """Shell characters outside quotes: KubeRay pastes the entrypoint into the submitter's bash script."""
-    found, quote = [], None
-    for char in command:
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in _UNQUOTED_SPECIAL:
-            found.append(char)
-    return found
-
-
-def test_unquoted_specials():
-    assert unquoted_specials("python a.py --set 'x=s3://b/*.jsonl' --set \"y=[1, 2]\"") == []
-    assert unquoted_specials("cd /x && python a.py --set x=s3://b/*.jsonl > out") == ["&", "&", "*", ">"]
-
 
 def parse_entrypoint(entrypoint: str):
-    assert unquoted_specials(entrypoint) == [], f"unquoted shell characters in entrypoint: {entrypoint!r}"
+    # KubeRay pastes the entrypoint into the submitter's bash script: it must be written exactly as
+    # shlex.join writes its arguments (specials quoted, nothing else), so the shell sees those arguments.
     argv = shlex.split(entrypoint)
+    assert entrypoint == shlex.join(argv), f"entrypoint not quoted as `shlex.join` would: {entrypoint!r}"
     assert argv[:2] == ["python", JOB_ENTRYPOINT], f"entrypoint must run `python {JOB_ENTRYPOINT}`: {argv}"
     # The job's own parser: an unknown flag here would fail the job with exit 2 after the cluster came up.
     return build_parser().parse_args(argv[2:])
 
 
+def test_an_unquoted_glob_or_operator_is_refused():
+    parse_entrypoint("python jobs/caption.py --config c.yaml --set 'input.manifests=s3://b/*.jsonl'")
+    for bad in ("python jobs/caption.py --set input.manifests=s3://b/*.jsonl", "python jobs/caption.py > out"):
+        with pytest.raises(AssertionError, match="not quoted"):
+            parse_entrypoint(bad)
+
+
 def dockerignored(path: str) -> bool:
-    """Docker's .dockerignore rules (last match wins, `!` re-includes, a directory takes its contents)."""
+    """Docker's own .dockerignore matcher (docker-py's, as `docker build` applies the file)."""
     patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
-    parts = path.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").strip("/")
-        tokens = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-        regex = "".join(tokens.get(tok) or re.escape(tok) for tok in re.findall(r"\*\*/|\*\*|\*|\?|[^*?]+", pattern))
-        if any(re.fullmatch(regex, c) for c in candidates):
-            excluded = not negate
-    return excluded
-
-
-def test_dockerignore_matcher():
-    assert dockerignored(".venv/lib/x.py") and dockerignored("internvl_batch/__pycache__/a.pyc")
-    assert dockerignored("__pycache__/a.pyc") and dockerignored("internvl_batch/model/x.pyc")
-    assert not dockerignored("configs/internvl2_5-4b.yaml") and not dockerignored(JOB_ENTRYPOINT)
+    return PatternMatcher(patterns).matches(path)
 
 
 def referenced_config(doc: dict):
@@ -727,37 +513,28 @@ def test_gpu_workers_fit_the_config(item):
     assert cpus >= cpu_actors * cpus_per_actor + max_replicas, f"{cpus} worker CPUs at most, too few for the actors"
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    lines, current = [], ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        stripped = raw.strip()
-        if stripped.startswith("#") or not stripped:
-            continue  # comments may sit inside a continued instruction
-        current += " " + stripped[:-1] if stripped.endswith("\\") else " " + stripped
-        if not stripped.endswith("\\"):
-            lines.append(current.strip())
-            current = ""
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
-
-
 def dockerfile_facts() -> dict:
-    args, base, workdir, copy_root, installs_gpu_extra = {}, None, None, None, False
-    for instruction, rest in dockerfile_instructions():
-        if instruction == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            args.setdefault(name.strip(), value.strip().strip('"'))
-        elif instruction == "FROM":
-            base = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), rest.split()[0])
-        elif instruction == "WORKDIR":
-            workdir = rest if rest.startswith("/") else f"{workdir}/{rest}"
+    parser = DockerfileParser(path=str(DOCKERFILE))
+    workdir, copy_root, installs_gpu_extra = None, None, False
+    for step in parser.structure:
+        instruction, value = step["instruction"], step["value"]
+        if instruction == "WORKDIR":
+            workdir = value if value.startswith("/") else f"{workdir}/{value}"
         elif instruction == "COPY":
-            words = [w for w in rest.split() if not w.startswith("--")]
+            words = [w for w in value.split() if not w.startswith("--")]
             if words[:-1] == ["."]:
                 dest = words[-1]
                 copy_root = dest if dest.startswith("/") else f"{workdir}/{dest}".replace("/./", "/").rstrip("/.")
-        elif instruction == "RUN" and "pip install" in rest and "[gpu]" in rest and copy_root:
+        elif instruction == "RUN" and "pip install" in value and "[gpu]" in value and copy_root:
             installs_gpu_extra = True
-    return {"args": args, "base": base, "workdir": workdir, "copy_root": copy_root, "gpu_extra": installs_gpu_extra}
+    # The ARG defaults before FROM, as the base image sees them (dockerfile-parse substitutes them).
+    return {
+        "args": parser.args,
+        "base": parser.baseimage,
+        "workdir": workdir,
+        "copy_root": copy_root,
+        "gpu_extra": installs_gpu_extra,
+    }
 
 
 def test_dockerfile_builds_on_ray_gpu_image_with_the_repository_as_working_directory():
