@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 
 import pytest
 
@@ -15,6 +16,23 @@ logging.getLogger("transformers").setLevel(logging.ERROR)
 # `ray start` uses by default; the local clusters of the tests get the same.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+
+
+_ray_local_modules: set[str] = set()
+
+
+def pytest_collection_modifyitems(items):
+    # The modules that use the shared local Ray cluster (`ray_local`) run first and one after another, so
+    # that they start it once (~10 s each time); otherwise the order is unchanged.
+    _ray_local_modules.update(item.module.__name__ for item in items if "ray_local" in item.fixturenames)
+    items.sort(key=lambda item: item.module.__name__ not in _ray_local_modules)
+
+
+def pytest_runtest_setup(item):
+    # The shared local Ray cluster of the integration tests (`ray_local`) stays up from one module that uses it
+    # to the next, and is shut down before a module that does not: its processes would only take CPU from it.
+    if item.module.__name__ not in _ray_local_modules and "tests.integration.conftest" in sys.modules:
+        sys.modules["tests.integration.conftest"].stop_shared_ray()
 
 
 @pytest.fixture(scope="session")

@@ -60,11 +60,34 @@ def bucket(s3):
     return name
 
 
+RAY_LOCAL_ARGS = {"address": "local", "num_cpus": 4, "include_dashboard": False, "log_to_driver": False}
+_shared = {"up": False}  # whether this process's Ray is the shared cluster of `ray_local`
+
+
+@pytest.fixture(scope="session")
+def _ray_session():
+    """Stops the shared local Ray cluster, if one is up, when the session ends."""
+    yield
+    stop_shared_ray()
+
+
 @pytest.fixture(scope="module")
-def ray_local(aws_env):
-    """A local Ray cluster for one test module (token authentication on, as `ray start` does)."""
+def ray_local(aws_env, _ray_session):
+    """A local Ray cluster in this process (token authentication on, as `ray start` does), shared by the
+    modules that use it: starting one costs ~10 s. Each job is its own Ray Data execution, so the modules do not
+    see each other's work; a module that needs a cluster of its own calls `stop_shared_ray()` first."""
     import ray  # its authentication settings are set by tests/conftest.py, before any import of ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(**RAY_LOCAL_ARGS)
+        _shared["up"] = True
     yield
-    ray.shutdown()
+
+
+def stop_shared_ray() -> None:
+    """Shut the shared cluster down (a no-op when it is not up; never touches a module's own cluster)."""
+    if _shared["up"]:
+        import ray
+
+        ray.shutdown()
+        _shared["up"] = False

@@ -22,7 +22,7 @@ from internvl_batch.errors import FetchError
 from internvl_batch.filesystems import azure_filesystem
 from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
-from tests.integration.conftest import free_port
+from tests.integration.conftest import RAY_LOCAL_ARGS, free_port, stop_shared_ray
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -90,7 +90,8 @@ def azure(tmp_path_factory):
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
         import ray
 
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+        stop_shared_ray()  # workers take the environment they start with: a cluster of its own, started after
+        ray.init(**RAY_LOCAL_ARGS)
         try:
             fs = azure_filesystem(StorageConfig())
             fs.mkdir("media")

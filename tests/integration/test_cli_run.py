@@ -43,14 +43,26 @@ def run(args, tmp_path, **kwargs):
         ),
     ],
 )
-def test_config_errors_are_one_clear_line(tmp_path, yaml_text, override, message):
+def test_config_errors_are_one_clear_line(tmp_path, yaml_text, override, message, capsys, monkeypatch):
+    from internvl_batch.cli import main
+
     config = tmp_path / "c.yaml"
     config.write_text(yaml_text.replace("OUT", str(tmp_path / "out")))
     args = ["run", str(config)] + (["--set", override] if override else [])
-    proc = run(args, tmp_path, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr and len([line for line in proc.stderr.splitlines() if "error" in line]) == 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTERNVL_BATCH_CACHE", str(tmp_path / "cache"))
+    assert main(args) == 2  # in this process: each case costs a CLI start otherwise
+    stderr = capsys.readouterr().err
+    assert message in stderr
+    assert "Traceback" not in stderr and len([line for line in stderr.splitlines() if "error" in line]) == 1
+
+
+def test_a_config_error_exits_2_with_one_line_from_the_command_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("input: {manifests: m.jsonl}\noutput: {path: o}\nmodel: {path: tiny}\nmodle: {}\n")
+    proc = run(["run", str(tmp_path / "c.yaml")], tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    expected = f"internvl-batch: error: {tmp_path / 'c.yaml'}: invalid configuration: modle: unknown key"
+    assert proc.stderr.strip().splitlines() == [expected]
 
 
 @pytest.mark.integration

@@ -28,6 +28,10 @@ def read_output(s3, prefix):
 
 
 def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint, aws_env):
+    """One job over two manifests on S3: images (relative and absolute URIs, several per row, broken, missing),
+    a malformed line, and video rows (sampled frames, a clip, an audio-only file, a clip outside the video)."""
+    from tests.media import encode_audio_only, encode_video
+
     put(s3, f"{bucket}/images/photo.jpg", encode(make_photo(800, 600), "JPEG", exif_orientation=6))
     put(s3, f"{bucket}/images/wide.png", encode(make_photo(1000, 250, seed=1), "PNG"))
     put(s3, f"{bucket}/images/small.png", encode(make_photo(300, 300, seed=2), "PNG"))
@@ -40,6 +44,19 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
         {"id": "broken", "image": "../images/broken.jpg"},
     ]
     put(s3, f"{bucket}/manifests/m.jsonl", "\n".join(json.dumps(r) for r in manifest).encode() + b"\n{bad json\n")
+    put(s3, f"{bucket}/v/clip30.mp4", encode_video(90, 30.0, gop=30))
+    put(s3, f"{bucket}/v/clip25.mp4", encode_video(250, 25.0, gop=12))
+    put(s3, f"{bucket}/v/audio.mp4", encode_audio_only())
+    for name, size in {"a.jpg": (640, 480), "b.png": (1200, 300), "c.jpg": (300, 300)}.items():
+        put(s3, f"{bucket}/i/{name}", encode(make_photo(*size), "JPEG" if name.endswith("jpg") else "PNG"))
+    videos = [
+        {"id": "v30", "video": "../v/clip30.mp4", "question": "What happens?"},
+        {"id": "v25-bound", "video": "../v/clip25.mp4", "bound": [2.0, 6.0], "num_segments": 4},
+        {"id": "v-audio", "video": "../v/audio.mp4"},
+        {"id": "v-outside", "video": "../v/clip30.mp4", "bound": [10, 20]},
+        {"id": "three", "images": ["../i/a.jpg", "../i/b.png", "../i/c.jpg"], "question": "Compare them."},
+    ]
+    put(s3, f"{bucket}/manifests/v.jsonl", "\n".join(json.dumps(r) for r in videos).encode())
 
     config = load_config(
         None,
@@ -55,7 +72,7 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     summary = run_job(config)
 
     rows = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
-    assert sorted(rows) == sorted(["rel", "abs", "multi", "gone", "broken", "m.jsonl:6"])
+    assert sorted(rows) == sorted(["rel", "abs", "multi", "gone", "broken", "m.jsonl:6"] + [r["id"] for r in videos])
     for key in ("rel", "abs", "multi"):
         assert rows[key]["status"] == "ok" and rows[key]["response"] and rows[key]["num_output_tokens"] == 6
     assert rows["rel"]["num_tiles"] == [13] and rows["rel"]["media"] == [f"s3://{bucket}/images/photo.jpg"]
@@ -65,12 +82,25 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     assert rows["broken"]["error"].startswith("decode: ImageDecodeError:")
     assert rows["m.jsonl:6"]["error"].startswith("manifest: ManifestError: line 6 is not valid JSON")
 
-    assert summary["rows_ok"] == 3 and summary["rows_failed"] == 3 and summary["one_row_per_input"]
-    assert summary["images"] == 4 and summary["output_tokens"] == 18
+    v30 = rows["v30"]
+    assert v30["status"] == "ok" and v30["response"] is not None and v30["num_frames"] == 8
+    assert v30["frame_indices"] == [5, 16, 27, 38, 49, 61, 72, 83] and v30["num_tiles"] == [1] * 8
+    assert rows["v25-bound"]["frame_indices"] == [62, 87, 112, 137]
+    assert rows["v25-bound"]["frame_timestamps"] == [2.48, 3.48, 4.48, 5.48]
+    assert rows["v-audio"]["error"] == "decode: VideoDecodeError: no video stream (audio-only or not a video container)"
+    assert rows["v-outside"]["error"].startswith("decode: BoundError:")
+    # Three images share max_num 12: a budget of 4 tiles each. 640x480 ties (1,1) with (2,2) and is too small
+    # for the larger grid; 1200x300 is (4,1) + thumbnail; 300x300 is one tile.
+    assert rows["three"]["status"] == "ok" and rows["three"]["num_tiles"] == [1, 5, 1]
+    assert rows["three"]["num_frames"] is None and rows["rel"]["num_frames"] is None
+
+    assert summary["rows_ok"] == 6 and summary["rows_failed"] == 5 and summary["one_row_per_input"]
+    assert summary["images"] == 9  # 4 images, 3 of one row and 2 videos
+    assert summary["output_tokens"] == sum(r["num_output_tokens"] or 0 for r in rows.values())
     with s3.open(f"{bucket}/out/_summary.json") as f:
         text = f.read().decode()
     stored = json.loads(text)
-    assert stored["rows_ok"] == 3 and stored["config"]["storage"]["endpoint_url"] == s3_endpoint
+    assert stored["rows_ok"] == 6 and stored["config"]["storage"]["endpoint_url"] == s3_endpoint
     assert "versions" in stored and stored["versions"]["ray"]
     for secret in aws_env.values():
         if "secret" in secret or secret.startswith("AKIA"):
@@ -109,50 +139,6 @@ def config_storage(endpoint):
     from internvl_batch.config import StorageConfig
 
     return StorageConfig(endpoint_url=endpoint)
-
-
-def test_video_and_multi_image_rows(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
-    from tests.media import encode_audio_only, encode_video
-
-    put(s3, f"{bucket}/v/clip30.mp4", encode_video(90, 30.0, gop=30))
-    put(s3, f"{bucket}/v/clip25.mp4", encode_video(250, 25.0, gop=12))
-    put(s3, f"{bucket}/v/audio.mp4", encode_audio_only())
-    for name, size in {"a.jpg": (640, 480), "b.png": (1200, 300), "c.jpg": (300, 300)}.items():
-        put(s3, f"{bucket}/i/{name}", encode(make_photo(*size), "JPEG" if name.endswith("jpg") else "PNG"))
-    manifest = [
-        {"id": "v30", "video": "v/clip30.mp4", "question": "What happens?"},
-        {"id": "v25-bound", "video": "v/clip25.mp4", "bound": [2.0, 6.0], "num_segments": 4},
-        {"id": "v-audio", "video": "v/audio.mp4"},
-        {"id": "v-outside", "video": "v/clip30.mp4", "bound": [10, 20]},
-        {"id": "three", "images": ["i/a.jpg", "i/b.png", "i/c.jpg"], "question": "Compare them."},
-    ]
-    put(s3, f"{bucket}/m.jsonl", "\n".join(json.dumps(r) for r in manifest).encode())
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": f"s3://{bucket}/m.jsonl"},
-            "output": {"path": f"s3://{bucket}/out", "max_error_fraction": 1.0},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3},
-            "storage": {"endpoint_url": s3_endpoint},
-            "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-        },
-    )
-    summary = run_job(config)
-    rows = {r["id"]: r for r in read_output(s3, f"{bucket}/out")}
-    assert sorted(rows) == sorted(r["id"] for r in manifest)
-    v30 = rows["v30"]
-    assert v30["status"] == "ok" and v30["response"] is not None and v30["num_frames"] == 8
-    assert v30["frame_indices"] == [5, 16, 27, 38, 49, 61, 72, 83] and v30["num_tiles"] == [1] * 8
-    assert rows["v25-bound"]["frame_indices"] == [62, 87, 112, 137]
-    assert rows["v25-bound"]["frame_timestamps"] == [2.48, 3.48, 4.48, 5.48]
-    assert rows["v-audio"]["error"] == "decode: VideoDecodeError: no video stream (audio-only or not a video container)"
-    assert rows["v-outside"]["error"].startswith("decode: BoundError:")
-    # Three images share max_num 12: a budget of 4 tiles each. 640x480 ties (1,1) with (2,2) and is too small
-    # for the larger grid; 1200x300 is (4,1) + thumbnail; 300x300 is one tile.
-    assert rows["three"]["status"] == "ok" and rows["three"]["num_tiles"] == [1, 5, 1]
-    assert rows["three"]["num_frames"] is None
-    assert summary["rows_ok"] == 3 and summary["images"] == 5
 
 
 def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):

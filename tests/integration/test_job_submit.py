@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head(aws_env):
-    """`ray start --head` on localhost with its own ports and temp dir, stopped by its own processes."""
+    """`ray start --head` on localhost with its own ports and temp dir, stopped by its own processes; one head
+    for the module's jobs (each is its own submission)."""
     env = {**os.environ, **aws_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
     dashboard, port = free_port(), free_port()

@@ -13,6 +13,7 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
 from internvl_batch.results import read_results
+from tests.integration.conftest import stop_shared_ray
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,6 +27,7 @@ def probe(tmp_path_factory):
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
     import ray
 
+    stop_shared_ray()  # this module's cluster declares GPUs and sets up its workers: its own
     directory = tmp_path_factory.mktemp("probe")
     ray.init(
         address="local",

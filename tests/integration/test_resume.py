@@ -1,14 +1,12 @@
 """Resume: a run whose driver is killed partway, then rerun: every id exactly once; a third run does nothing.
 
-The job runs as users run it (`internvl-batch run`, its own local Ray); the test kills the driver's whole
-process group with SIGKILL, as a lost node would, then the Ray processes that run left (found by their own temp
-dir, never with `ray stop`).
+The job runs as users run it (`internvl-batch run`), its driver connected to a running Ray cluster (the tests'
+shared one, through RAY_ADDRESS, as `ray job submit` does); the test kills the driver with SIGKILL, as when the
+pod running it is lost, and the cluster ends that job's actors.
 """
 
 import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,12 +16,11 @@ import pytest
 import yaml
 
 from internvl_batch.results import read_results
-from tests.integration.ray_nodes import kill_processes_under, short_temp_dir
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROWS = 30
+ROWS = 18
 
 
 def run_cli(args, env, **kwargs):
@@ -38,7 +35,7 @@ def run_cli(args, env, **kwargs):
     )
 
 
-def test_killed_run_resumes(tmp_path, tiny_checkpoint):
+def test_killed_run_resumes(ray_local, tmp_path, tiny_checkpoint):
     sizes = [(448, 448), (640, 480), (500, 500)]
     rows = []
     for i in range(ROWS):
@@ -64,14 +61,11 @@ def test_killed_run_resumes(tmp_path, tiny_checkpoint):
             }
         )
     )
-    ray_root = short_temp_dir("rr")  # every Ray process of these runs has paths under it: stopped by it
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_TMPDIR": ray_root}
-    env.pop("RAY_ADDRESS", None)
-    try:
-        run_three_times(config, env, out, rows)
-    finally:
-        kill_processes_under(ray_root)
-        shutil.rmtree(ray_root, ignore_errors=True)
+    import ray
+
+    # The cluster's address and its token (tests/conftest.py put it in this process's environment).
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    run_three_times(config, env, out, rows)
 
 
 def run_three_times(config, env, out, rows):
@@ -83,7 +77,6 @@ def run_three_times(config, env, out, rows):
     assert first.poll() is None, "the first run ended before it could be killed:\n" + first.stdout.read()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    kill_processes_under(env["RAY_TMPDIR"])  # what the killed driver's local Ray left behind
     partial = read_results(str(out))
     assert 0 < partial.num_rows < ROWS
 
