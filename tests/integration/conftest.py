@@ -79,9 +79,17 @@ def ray_local(aws_env, _ray_session):
     import ray  # its authentication settings are set by tests/conftest.py, before any import of ray
 
     if not ray.is_initialized():
-        ray.init(**RAY_LOCAL_ARGS)
-        _shared["up"] = True
+        start_shared_ray()
     yield
+
+
+def start_shared_ray() -> None:
+    """(Re)start the shared cluster, e.g. after setting environment variables its workers need."""
+    import ray
+
+    stop_shared_ray()
+    ray.init(**RAY_LOCAL_ARGS)
+    _shared["up"] = True
 
 
 def stop_shared_ray() -> None:

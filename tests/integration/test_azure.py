@@ -5,7 +5,6 @@ comes from the environment (AZURE_STORAGE_CONNECTION_STRING), as on a real clust
 import io
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -22,7 +21,7 @@ from internvl_batch.errors import FetchError
 from internvl_batch.filesystems import azure_filesystem
 from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
-from tests.integration.conftest import RAY_LOCAL_ARGS, free_port, stop_shared_ray
+from tests.integration.conftest import free_port, start_shared_ray
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,8 +50,8 @@ def azurite_blob() -> Path:
 
 @pytest.fixture(scope="module")
 def azure(tmp_path_factory):
-    """Azurite on 127.0.0.1, its connection string in the environment, and a local Ray cluster started after it
-    (Ray's workers take the environment they start with)."""
+    """Azurite on 127.0.0.1, its connection string in the environment, and the shared local Ray cluster started
+    after it (Ray's workers take the environment they start with)."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -71,7 +70,6 @@ def azure(tmp_path_factory):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    # Ray's token settings are read once, when ray is first imported, and stay for the session (as in ray_local).
     saved = {k: os.environ.get(k) for k in ("AZURE_STORAGE_CONNECTION_STRING",)}
     try:
         deadline = time.monotonic() + 60
@@ -86,18 +84,12 @@ def azure(tmp_path_factory):
             f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
         )
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-        import ray
-
-        stop_shared_ray()  # workers take the environment they start with: a cluster of its own, started after
-        ray.init(**RAY_LOCAL_ARGS)
-        try:
-            fs = azure_filesystem(StorageConfig())
-            fs.mkdir("media")
-            yield fs
-        finally:
-            ray.shutdown()
+        # Ray's workers take the environment they start with: the shared cluster is started (again, if it is up)
+        # now that the connection string is set, and the modules after this one keep using it.
+        start_shared_ray()
+        fs = azure_filesystem(StorageConfig())
+        fs.mkdir("media")
+        yield fs
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -108,7 +100,7 @@ def azure(tmp_path_factory):
                 os.environ[key] = value
 
 
-def test_job_on_azure(azure, tiny_checkpoint):
+def test_job_on_azure(azure, ray_local, tiny_checkpoint):
     fs = azure
     for name in ("a.jpg", "b.jpg"):
         fs.pipe(f"media/job/img/{name}", encode(make_photo(400, 300, seed=len(name) + 3), "JPEG"))
