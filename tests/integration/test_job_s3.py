@@ -29,7 +29,9 @@ def read_output(s3, prefix):
 
 def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint, aws_env):
     """One job over two manifests on S3: images (relative and absolute URIs, several per row, broken, missing),
-    a malformed line, and video rows (sampled frames, a clip, an audio-only file, a clip outside the video)."""
+    a malformed line, and video rows (sampled frames, a clip, an audio-only file, a clip outside the video);
+    then rerun: resume, retry_errors, and resume=false."""
+    from internvl_batch.results import read_results
     from tests.media import encode_audio_only, encode_video
 
     put(s3, f"{bucket}/images/photo.jpg", encode(make_photo(800, 600), "JPEG", exif_orientation=6))
@@ -106,39 +108,21 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
         if "secret" in secret or secret.startswith("AKIA"):
             assert secret not in text
 
-
-def test_rerun_resumes_and_no_resume_starts_over(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
-    from internvl_batch.results import read_results
-
-    put(s3, f"{bucket}/x.png", encode(make_photo(64, 64), "PNG"))
-    put(s3, f"{bucket}/m.jsonl", b'{"id": "x", "image": "x.png"}\n{"id": "gone", "image": "absent.png"}\n')
-    base = {
-        "input": {"manifests": f"s3://{bucket}/m.jsonl"},
-        "output": {"path": f"s3://{bucket}/o", "max_error_fraction": 1.0},
-        "model": {"path": str(tiny_checkpoint)},
-        "generation": {"max_new_tokens": 2},
-        "storage": {"endpoint_url": s3_endpoint},
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    }
-    first = run_job(load_config(None, base=base))
-    assert (first["rows_processed"], first["rows_already_done"]) == (2, 0)
-    again = run_job(load_config(None, base=base))
-    assert (again["rows_processed"], again["rows_already_done"]) == (0, 2)
-    put(s3, f"{bucket}/absent.png", encode(make_photo(32, 32), "PNG"))  # the missing object arrives
-    retried = run_job(load_config(None, ["output.retry_errors=true"], base=base))
-    assert (retried["rows_processed"], retried["rows_ok"]) == (1, 1)
-    current = {r["id"]: r for r in read_results(f"s3://{bucket}/o", config_storage(s3_endpoint)).to_pylist()}
-    assert current["gone"]["status"] == "ok" and current["x"]["run_id"] == first["run_id"]
-    fresh = run_job(load_config(None, ["output.resume=false"], base=base))
-    assert fresh["rows_processed"] == 2
-    assert len([f for f in s3.find(f"{bucket}/o") if f.endswith(".parquet")]) == 1  # earlier results discarded
-    assert len(s3.ls(f"{bucket}/o/_runs")) == 4  # one summary per run
-
-
-def config_storage(endpoint):
-    from internvl_batch.config import StorageConfig
-
-    return StorageConfig(endpoint_url=endpoint)
+    # Reruns: nothing left to do; then the missing object arrives and only the error rows are redone (the ok rows
+    # keep their first run's result); then --no-resume discards everything and starts over.
+    again = run_job(config)
+    assert (again["rows_processed"], again["rows_already_done"]) == (0, 11)
+    put(s3, f"{bucket}/images/absent.jpg", encode(make_photo(32, 32), "PNG"))
+    retried = run_job(config.model_copy(update={"output": config.output.model_copy(update={"retry_errors": True})}))
+    assert (retried["rows_processed"], retried["rows_ok"], retried["rows_already_done"]) == (5, 1, 6)
+    current = {r["id"]: r for r in read_results(f"s3://{bucket}/out", config.storage).to_pylist()}
+    assert current["gone"]["status"] == "ok" and current["rel"]["run_id"] == summary["run_id"]
+    assert current["broken"]["run_id"] == retried["run_id"] and current["broken"]["status"] == "error"
+    fresh = run_job(config.model_copy(update={"output": config.output.model_copy(update={"resume": False})}))
+    assert fresh["rows_processed"] == 11 and fresh["rows_ok"] == 7
+    s3.invalidate_cache()  # listings of the output made above are cached by s3fs
+    assert len([f for f in s3.find(f"{bucket}/out") if f.endswith(".parquet")]) == 1  # earlier results discarded
+    assert len(s3.ls(f"{bucket}/out/_runs")) == 4  # one summary per run
 
 
 def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):
