@@ -92,6 +92,14 @@ class BoundError(RowError):
     """The requested `bound` does not select any part of the video."""
 
 
+class DecoderCrashed(RowError):
+    """The decoder process died on this row twice (a crash in a native decoder: the signal is named)."""
+
+
+class DecodeTimeout(RowError):
+    """Decoding took longer than `preprocess.decode_timeout_s`; the decoder process was stopped."""
+
+
 class DocumentError(RowError):
     """The bytes are not a readable PDF document (not a PDF, password-protected, corrupt, or without pages)."""
 
@@ -111,6 +119,17 @@ class RowFailure(RowError):
         super().__init__(format_row_error(stage, cause))
         self.stage = stage
         self.cause = cause
+
+    def __reduce__(self):
+        # Pickled (from the decoder process) as its stage and text: the cause may not pickle.
+        return (_restore_row_failure, (self.stage, str(self)))
+
+
+def _restore_row_failure(stage: str, text: str) -> RowFailure:
+    failure = RowFailure.__new__(RowFailure)
+    RowError.__init__(failure, text)
+    failure.stage, failure.cause = stage, None
+    return failure
 
 
 def format_row_error(stage: str, exc: BaseException) -> str:

@@ -51,6 +51,25 @@ class PreprocessConfig(Section):
         le=64,
         description="Tile budget per image in multi-image rows; default: max(1, max_num // images), the reference's rule.",
     )
+    isolate_decoding: bool = Field(
+        True,
+        description="Decode media (images, video frames, PDF pages) in a child process of each CPU actor, so "
+        "that a decoder crash or hang on a hostile file costs that row (`DecoderCrashed`, `DecodeTimeout`) "
+        "instead of the actor; false decodes in the actor itself.",
+    )
+    decode_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A row whose media are not decoded within this time becomes `decode: DecodeTimeout` and its "
+        "decoder process is replaced (with isolate_decoding). Generous: a long video or a 50-page PDF "
+        "takes seconds.",
+    )
+    decoder_memory_mb: int = Field(
+        8192,
+        ge=0,
+        description="Virtual-memory limit of the decoder process in MiB (0: none); an allocation beyond it fails "
+        "that row instead of exhausting the node.",
+    )
 
     @model_validator(mode="after")
     def _order(self):

@@ -26,6 +26,7 @@ class DecodedMedia:
     sizes: list[tuple[int, int]]  # (width, height) per image after EXIF orientation; per video, its frame size
     kind: str  # "image", "images" or "video" (a document's page is an "image")
     video: SampledVideo | None = None
+    pixels: bytes | None = None  # the tiles' bytes when they arrived as bytes (`isolated_decoder.py`)
 
 
 @dataclass
@@ -35,6 +36,16 @@ class DecodedPage:
     number: int  # 1-based
     media: DecodedMedia | None
     error: str | None = None
+
+
+def is_document(uris: list[str], kind: str, fetched) -> bool:
+    """A `document` row, or a one-image row whose bytes are a PDF (URLs need not end in .pdf)."""
+    if kind == "document":
+        return True
+    if kind != "image" or len(uris) != 1:
+        return False
+    data = fetched.get(uris[0])
+    return isinstance(data, (bytes, bytearray, memoryview)) and starts_as_pdf(data)
 
 
 class MediaDecoder:
@@ -50,13 +61,7 @@ class MediaDecoder:
         self.pdf = PdfRenderer(pre.min_num, pre.max_num, preprocess.max_pages)
 
     def is_document(self, uris: list[str], kind: str, fetched) -> bool:
-        """A `document` row, or a one-image row whose bytes are a PDF (URLs need not end in .pdf)."""
-        if kind == "document":
-            return True
-        if kind != "image" or len(uris) != 1:
-            return False
-        data = fetched.get(uris[0])
-        return isinstance(data, (bytes, bytearray, memoryview)) and starts_as_pdf(data)
+        return is_document(uris, kind, fetched)
 
     def document(self, uri: str, fetched) -> tuple[int, list[DecodedPage]]:
         """(number of pages, each page tiled as one image); raises `RowFailure` for the whole document."""

@@ -45,6 +45,7 @@ from internvl_batch.errors import (
 )
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.stages.columns import column, require_columns
+from internvl_batch.stages.isolated_decoder import IsolatedDecoder
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from internvl_batch.tasks import TaskPrompter, template_fields
@@ -57,11 +58,12 @@ YIELD_BYTES = 128 * 2**20  # Ray Data's own target block size
 
 
 def _release_tiles(decoded: DecodedMedia | None) -> bytes | None:
-    """The tiles as bytes (one copy, shared by the row's tasks); the array is dropped so that a document's pages
-    are not held twice."""
+    """The tiles as bytes (one copy, shared by the row's tasks, or the bytes they arrived in from the decoder
+    process); the array is dropped so that a document's pages are not held twice."""
     if decoded is None:
         return None
-    pixels, decoded.tiles = decoded.tiles.tobytes(), None
+    pixels = decoded.pixels if decoded.pixels is not None else decoded.tiles.tobytes()
+    decoded.tiles = decoded.pixels = None
     return pixels
 
 
@@ -124,7 +126,12 @@ class PrepareStage:
         bundle = ModelBundle.load(model, storage)
         info = bundle.info
         self.prompts = bundle.prompts
-        self.decoder = MediaDecoder(preprocess, video, info)
+        if preprocess.isolate_decoding:
+            self.decoder = IsolatedDecoder(
+                preprocess, video, info, preprocess.decode_timeout_s, preprocess.decoder_memory_mb
+            )
+        else:
+            self.decoder = MediaDecoder(preprocess, video, info)
         video_policy = KindPolicy(video.max_bytes, "video.max_bytes", video.in_memory_max_bytes)
         self.fetcher = MediaFetcher(storage, fetch, {"video": video_policy}, video.temp_dir)
         self.tasks = TaskPrompter(task, generation.max_new_tokens)
