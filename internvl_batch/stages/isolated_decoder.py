@@ -2,15 +2,16 @@
 file costs that row, never the preprocessing actor.
 
 Pillow (libjpeg, libpng, libwebp), decord (FFmpeg) and PDFium run on untrusted bytes. `IsolatedDecoder` has the
-`MediaDecoder` interface and runs it in one long-lived child process per CPU actor (started with `spawn`, never
-`fork`: the actor has threads), under a virtual-memory limit (`preprocess.decoder_memory_mb`):
+`MediaDecoder` interface and runs it in one long-lived child process per CPU actor (a fresh interpreter running
+this module, never a `fork` of the actor, which has threads; nor multiprocessing's `spawn`, which would run the
+actor's main script again in the child), under a virtual-memory limit (`preprocess.decoder_memory_mb`):
 - a row whose decode kills the child (a signal, an abort) is decoded once more in a fresh child; a second death
   on the same row makes it `decode: DecoderCrashed: ...` naming the signal;
 - a row with no result after `preprocess.decode_timeout_s` gets `decode: DecodeTimeout: ...`; the child is
   killed and the next row starts a new one.
 Rows are decoded one at a time, so a crash never touches another row's result.
 
-Pixels come back through the pipe as one bytes object per image set (`Connection.send_bytes`), which becomes
+Pixels come back over the socket as one bytes object per image set (`Connection.send_bytes`), which becomes
 the row's `pixels` value as it is: one copy more than decoding in the actor (which also copies the tiles into
 bytes once).
 
@@ -22,10 +23,13 @@ directory), `TEST-DECODER-HANG` make it sleep. Nothing else reads that variable.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -69,7 +73,7 @@ class IsolatedDecoder:
     def close(self) -> None:
         if self._process is not None:
             self._process.kill()
-            self._process.join(10)
+            self._process.wait(10)
             self._conn.close()
             self._process = self._conn = None
 
@@ -111,26 +115,36 @@ class IsolatedDecoder:
         raise AssertionError("unreachable")
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        process = context.Process(target=serve, args=(theirs, *self._child_args), name="decoder", daemon=True)
-        process.start()
+        ours, theirs = socket.socketpair()
+        # The child imports what this process can: the same sys.path (Ray's working_dir, an editable install).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         theirs.close()
-        self._process, self._conn = process, ours
-        if not ours.poll(START_TIMEOUT_S) or ours.recv() != "ready":
+        self._process, self._conn = process, Connection(ours.detach())
+        try:
+            self._conn.send(self._child_args)
+            if not self._conn.poll(START_TIMEOUT_S) or self._conn.recv() != "ready":
+                raise EOFError
+        except (EOFError, OSError):
             death = self._reap()
-            raise RuntimeError(f"the decoder process did not start ({death})")
+            raise RuntimeError(f"the decoder process did not start ({death})") from None
 
     def _reap(self) -> str:
         """Wait for a dead child; how it ended, in words."""
         process, self._process = self._process, None
         self._conn.close()
         self._conn = None
-        process.join(10)
-        if process.exitcode is None:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
             process.kill()
-            process.join(10)
-        return _describe_exit(process.exitcode)
+            process.wait(10)
+        return _describe_exit(process.returncode)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -174,9 +188,12 @@ def _meta(decoded: DecodedMedia) -> dict:
 # --- the child -----------------------------------------------------------------------------------------------
 
 
-def serve(conn, preprocess: dict, video: dict, checkpoint, memory_mb: int) -> None:
-    """The child's loop: one request, one answer, until the actor closes the pipe."""
+def serve(conn: Connection) -> None:
+    """The child's loop: its settings, then one request and one answer at a time until the actor closes the
+    connection."""
     from internvl_batch.stages.media import MediaDecoder
+
+    preprocess, video, checkpoint, memory_mb = conn.recv()
 
     decoder = MediaDecoder(PreprocessConfig(**preprocess), VideoConfig(**video), checkpoint)
     if memory_mb:
@@ -210,7 +227,7 @@ def serve(conn, preprocess: dict, video: dict, checkpoint, memory_mb: int) -> No
         kind, header, arrays = answer
         conn.send((kind, header, len(arrays)))
         for array in arrays:
-            conn.send_bytes(np.ascontiguousarray(array).reshape(-1).data)  # flat: the pipe counts items
+            conn.send_bytes(np.ascontiguousarray(array).reshape(-1).data)  # flat: send_bytes counts items
 
 
 def _test_fault(directory: str, sources: dict) -> None:
@@ -222,3 +239,7 @@ def _test_fault(directory: str, sources: dict) -> None:
             os.kill(os.getpid(), signal.SIGSEGV)
         if isinstance(source, bytes) and source.startswith(b"TEST-DECODER-HANG"):
             time.sleep(3600)
+
+
+if __name__ == "__main__":  # the child: `python -m internvl_batch.stages.isolated_decoder <socket fd>`
+    serve(Connection(int(sys.argv[1])))
