@@ -78,7 +78,10 @@ class IsolatedDecoder:
             self._process = self._conn = None
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - at interpreter exit the modules close() needs may be gone already
+            pass
 
     # --- the child's lifecycle --------------------------------------------------------------------------------
 
