@@ -14,19 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def best_of(runs: int, work) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from bench.timing import best_of  # noqa: E402 - after the path is set
 
 
 def main() -> None:
@@ -48,7 +40,7 @@ def main() -> None:
         info = read_checkpoint_info(make_tiny_checkpoint(Path(tmp) / "ck"))
         pre, video = PreprocessConfig(), VideoConfig()
         in_actor = MediaDecoder(pre, video, info)
-        isolated = IsolatedDecoder(pre, video, info, pre.decode_timeout_s, pre.decoder_memory_mb)
+        isolated = IsolatedDecoder(pre, video, info)
         workloads = {
             "photo 1280x960 (13 tiles)": [
                 ("image", encode(make_photo(1280, 960, seed=i), "JPEG")) for i in range(args.rows)

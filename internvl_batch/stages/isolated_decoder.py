@@ -47,11 +47,9 @@ START_TIMEOUT_S = 120.0  # a new child imports the decoders; this is not the row
 class IsolatedDecoder:
     """`MediaDecoder`'s interface (`is_document`, `decode`, `document`), decoding in a child process."""
 
-    def __init__(
-        self, preprocess: PreprocessConfig, video: VideoConfig, checkpoint, timeout_s: float, memory_mb: int
-    ) -> None:
-        self._child_args = (preprocess.model_dump(), video.model_dump(), checkpoint, memory_mb)
-        self.timeout_s = timeout_s
+    def __init__(self, preprocess: PreprocessConfig, video: VideoConfig, checkpoint) -> None:
+        self._child_args = (preprocess.model_dump(), video.model_dump(), checkpoint, preprocess.decoder_memory_mb)
+        self.timeout_s = preprocess.decode_timeout_s
         self._process = None
         self._conn = None
 
@@ -224,6 +222,9 @@ def serve(conn: Connection) -> None:
                 described = [(p.number, None if p.media is None else _meta(p.media), p.error) for p in pages]
                 answer = ("document", {"count": count, "pages": described}, [p.media.tiles for p in pages if p.media])
         except RowFailure as failure:
+            if isinstance(failure.cause, MemoryError):  # its message is empty: say which limit it hit
+                limit = MemoryError(f"the decoder needed more than preprocess.decoder_memory_mb={memory_mb}")
+                failure = RowFailure(failure.stage, limit)
             answer = ("failure", failure, [])
         except Exception as exc:  # noqa: BLE001 - our bug, not the row's: the actor raises it
             answer = ("bug", f"{type(exc).__name__}: {exc}", [])

@@ -127,9 +127,7 @@ class PrepareStage:
         info = bundle.info
         self.prompts = bundle.prompts
         if preprocess.isolate_decoding:
-            self.decoder = IsolatedDecoder(
-                preprocess, video, info, preprocess.decode_timeout_s, preprocess.decoder_memory_mb
-            )
+            self.decoder = IsolatedDecoder(preprocess, video, info)
         else:
             self.decoder = MediaDecoder(preprocess, video, info)
         video_policy = KindPolicy(video.max_bytes, "video.max_bytes", video.in_memory_max_bytes)

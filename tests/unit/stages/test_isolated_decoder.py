@@ -92,3 +92,25 @@ def test_a_crash_and_a_hang_cost_only_their_rows(tiny_checkpoint, media, tmp_pat
     again = request_table(rows[:1], str(media / "m.jsonl"), config)
     assert pa.concat_tables(prepare(again)).equals(pa.concat_tables(in_actor(again)))
     prepare.decoder.close()
+
+
+def test_a_runaway_allocation_costs_only_its_row(tiny_checkpoint, media, tmp_path):
+    """A 10000 x 10000 PNG (under max_pixels) needs ~300 MB to decode: over a 400 MiB limit for the decoder
+    process (which starts at ~170 MiB of address space), a MemoryError for that row; the next row decodes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (10000, 10000), (200, 100, 50)).save(buffer, "PNG")
+    (tmp_path / "big.png").write_bytes(buffer.getvalue())
+    (tmp_path / "photo.jpg").write_bytes((media / "photo.jpg").read_bytes())
+    config, prepare = stage(tiny_checkpoint, tmp_path, decoder_memory_mb=400)
+    rows = [{"id": "big", "image": "big.png"}, {"id": "photo", "image": "photo.jpg"}]
+    out = {
+        r["id"]: r
+        for r in pa.concat_tables(prepare(request_table(rows, str(tmp_path / "m.jsonl"), config))).to_pylist()
+    }
+    assert out["big"]["error"] == ("decode: MemoryError: the decoder needed more than preprocess.decoder_memory_mb=400")
+    assert out["photo"]["error"] is None and out["photo"]["num_tiles"] == [13]
+    prepare.decoder.close()
