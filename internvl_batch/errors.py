@@ -17,7 +17,7 @@ LIMITS = "limits"  # the row asks for more than a configured limit allows
 FETCH = "fetch"  # the media could not be read
 DECODE = "decode"  # the media could not be decoded (image, video, PDF)
 PROMPT = "prompt"  # the prompt cannot be built (too long for the context)
-GENERATE = "generate"  # the model could not answer the row (it does not fit in memory even alone)
+GENERATE = "generate"  # the model could not answer the row (it does not fit in memory alone, it kills replicas)
 STAGES = (MANIFEST, TASK, LIMITS, FETCH, DECODE, PROMPT, GENERATE)
 
 
@@ -110,6 +110,10 @@ class PromptError(RowError):
 
 class OutOfMemoryError(RowError):
     """The row does not fit in the accelerator's memory even alone (the model stage splits batches first)."""
+
+
+class ReplicaCrashed(RowError):
+    """Model replicas' processes died while generating this row, `resources.max_crashes_per_row` times."""
 
 
 class RowFailure(RowError):

@@ -3,7 +3,8 @@
 Entry points: `jobs/caption.py` (for `ray job submit`), `internvl-batch run CONFIG`, `internvl-batch demo`.
 Exit codes: 0 success; 1 the job ran but failed (pipeline failure, error fraction above
 `output.max_error_fraction`, an input id without a result); 2 invalid configuration, unreadable model or
-manifest, unwritable output.
+manifest, unwritable output; 3 (`output.crashed_rows_exit_code`) it finished, but model replicas kept dying on
+some rows, which are error rows.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ PACKAGES = (
     "decord",
     "pydantic",
 )
+
+
+# `_summary.json` status of a run that finished with rows on which model replicas kept dying (exit code:
+# `output.crashed_rows_exit_code`); the other statuses are "ok" and "failed".
+CRASHED_ROWS = "ok_with_crashed_rows"
 
 
 class JobFailed(InternVLBatchError):
@@ -100,19 +106,25 @@ def init_ray(config: JobConfig) -> float:
 def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats) -> None:
     """The rows to do, in waves (`resources.wave_rows`): each wave is one Ray Data execution."""
     from internvl_batch.pipeline import build_dataset
+    from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
     from internvl_batch.scan import plan_waves
 
+    ledger = RemoteCrashLedger.start()  # the run's record of rows in flight on the model replicas
     waves = plan_waves(units, scan.totals, config.resources.wave_rows)
-    for number, (wave, rows) in enumerate(waves, start=1):
-        if len(waves) > 1:
-            log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
-        dataset = build_dataset(config, wave, rows, scan, done_ref, display_name(config.model.path), num_gpus, run_id)
-        try:
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                stats.add(batch)
-        except Exception as exc:  # a pipeline failure ends the job with its cause
-            log.exception("the pipeline failed")
-            raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+    try:
+        for number, (wave, rows) in enumerate(waves, start=1):
+            if len(waves) > 1:
+                log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
+            name = display_name(config.model.path)
+            dataset = build_dataset(config, wave, rows, scan, done_ref, name, num_gpus, run_id, ledger)
+            try:
+                for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                    stats.add(batch)
+            except Exception as exc:  # a pipeline failure ends the job with its cause
+                log.exception("the pipeline failed")
+                raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+    finally:
+        stats.replica_crashes = ledger.stats().get("replica_crashes", 0)
 
 
 def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str]:
@@ -190,6 +202,8 @@ def run_job(config: JobConfig) -> dict:
     if problems:
         summary["status"] = "failed"
         summary["problems"] = problems
+    elif summary["rows_crashed"]:
+        summary["status"] = CRASHED_ROWS
     where = write_summary(config.output.path, config.storage, summary)
     print_summary(summary, where)
     if problems:
@@ -197,11 +211,24 @@ def run_job(config: JobConfig) -> dict:
     return summary
 
 
+def exit_code(summary: dict, config: JobConfig) -> int:
+    """0, or `output.crashed_rows_exit_code` for a run whose only trouble is rows that kill model replicas."""
+    return config.output.crashed_rows_exit_code if summary["status"] == CRASHED_ROWS else 0
+
+
 def print_summary(summary: dict, where: str) -> None:
     lines = [
         f"rows: {summary['rows_ok']} ok, {summary['rows_failed']} failed this run; "
         f"{summary['rows_already_done']} already done; {summary['rows_input']} in manifest(s)",
         f"errors by stage: {summary['errors_by_stage'] or 'none'}",
+        *(
+            [
+                f"model replicas died {summary['replica_crashes']} times; {summary['rows_crashed']} rows on which "
+                "they kept dying are errors (generate: ReplicaCrashed)"
+            ]
+            if summary["replica_crashes"]
+            else []
+        ),
         f"images: {summary['images']} ({summary['images_per_s']:.2f}/s), output tokens: {summary['output_tokens']} "
         f"({summary['output_tokens_per_s']:.1f}/s), wall time {summary['wall_time_s']:.1f} s",
         f"status: {summary['status']}; summary written to {where}",
@@ -247,8 +274,14 @@ def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
         if config is None:
             args = build_parser().parse_args(argv)
             config = load_config(args.config, overrides_from_args(args))
-        run_job(config)
-        return 0
+        summary = run_job(config)
+        if summary["status"] == CRASHED_ROWS:
+            print(
+                f"internvl-batch: finished, but {summary['rows_crashed']} rows kept crashing model replicas: they "
+                "are error rows (generate: ReplicaCrashed)",
+                file=sys.stderr,
+            )
+        return exit_code(summary, config)
     except JobFailed as exc:
         print(f"internvl-batch: job failed: {exc}", file=sys.stderr)
         return 1

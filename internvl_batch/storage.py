@@ -137,13 +137,34 @@ class MediaFetcher:
         if scheme_of(uri) in HTTP_SCHEMES:
             return self._read_http(uri, policy)
         fs, path = fsspec_filesystem(uri, self.storage, self.fetch_config)
-        with fs.open(path, "rb") as f:  # open() learns the size with one HEAD request
+        if getattr(fs, "async_impl", False):
+            return self._read_object(fs, path, uri, policy)
+        with fs.open(path, "rb") as f:  # a synchronous filesystem: no deadline (open() learns the size)
             size = getattr(f, "size", None)
             if size is not None:
                 _check_size(uri, size, policy)
             if policy.spill_bytes is None or (size is not None and size <= policy.spill_bytes):
                 return f.read()
             return self._spill(f, uri, policy)
+
+    def _read_object(self, fs, path: str, uri: str, policy: KindPolicy) -> bytes | LocalFile:
+        """An object-store read (s3fs, gcsfs, adlfs are asynchronous) under `fetch.deadline_s` in all.
+
+        The clients' timeouts bound each socket read only, so an endpoint that trickles a byte at a time never
+        times out; here every request is a coroutine on the filesystem's event loop that is cancelled (its
+        connection closed) when the read's deadline passes."""
+        deadline = Deadline(self.fetch_config.deadline_s)
+        info = deadline.run(fs, fs._info, path)
+        if info.get("type") == "directory":
+            raise IsADirectoryError(f"{uri} is a directory")
+        size = info.get("size")
+        if size is not None:
+            _check_size(uri, size, policy)
+        if policy.spill_bytes is None or (size is not None and size <= policy.spill_bytes):
+            data = deadline.run(fs, fs._cat_file, path)
+            _check_size(uri, len(data), policy)  # the object may have changed since its size was read
+            return data
+        return self._spill(_RangeReader(fs, path, size, deadline), uri, policy)
 
     def _read_http(self, uri: str, policy: KindPolicy) -> bytes | LocalFile:
         if self._http is None:
@@ -178,6 +199,60 @@ class MediaFetcher:
             os.unlink(handle.name)
             raise
         return LocalFile(handle.name, temporary=True)
+
+
+class DeadlineExceeded(Exception):
+    """A read that took longer than `fetch.deadline_s` in all (retried like a timeout). Not a TimeoutError:
+    fsspec replaces those with a message-less FSTimeoutError."""
+
+
+class Deadline:
+    """The time left to one read; `run` calls an async filesystem's method within it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.ends = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise self.exceeded()
+        return left
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"the read took longer than fetch.deadline_s={self.seconds:g}")
+
+    def run(self, fs, method, *args, **kwargs):
+        """`method(*args, **kwargs)` (a coroutine function of `fs`) on `fs`'s event loop, cancelled (its
+        connection closed) if it is still running when the deadline passes."""
+        from fsspec.asyn import sync
+
+        return sync(fs.loop, self._bounded, method, args, kwargs, self.left())
+
+    async def _bounded(self, method, args, kwargs, left: float):
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(method(*args, **kwargs), left)
+        except asyncio.TimeoutError:
+            if time.monotonic() < self.ends:  # a client's own timeout (aiohttp's are asyncio.TimeoutErrors)
+                raise
+            raise self.exceeded() from None
+
+
+class _RangeReader:
+    """`read(n)` over an object in ranged requests, each within the read's deadline (for `_spill`)."""
+
+    def __init__(self, fs, path: str, size: int | None, deadline: Deadline) -> None:
+        self.fs, self.path, self.size, self.deadline, self.offset = fs, path, size, deadline, 0
+
+    def read(self, n: int) -> bytes:
+        end = self.offset + n if self.size is None else min(self.offset + n, self.size)
+        if end <= self.offset:
+            return b""
+        chunk = self.deadline.run(self.fs, self.fs._cat_file, self.path, start=self.offset, end=end)
+        self.offset += len(chunk)
+        return chunk
 
 
 def _check_size(uri: str, size: int, policy: KindPolicy) -> None:

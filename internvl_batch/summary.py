@@ -14,6 +14,8 @@ from internvl_batch.keys import add_checksums
 
 log = logging.getLogger("internvl_batch.progress")
 
+CRASHED_ROW_ERROR = "generate: ReplicaCrashed"  # rows on which model replicas kept dying (generation/crashes.py)
+
 
 class RunStats:
     def __init__(self, results_to_do: int, progress_every_s: float = 30.0, started: float | None = None) -> None:
@@ -23,6 +25,8 @@ class RunStats:
         self.rows = 0  # output rows (a PDF has one per page)
         self.ok = 0
         self.errors_by_stage: Counter = Counter()
+        self.errors_by_type: Counter = Counter()  # "<stage>: <ErrorType>" -> rows
+        self.replica_crashes = 0  # model replica deaths found by the crash ledger (set by the job)
         self.images = 0
         self.tiles = 0
         self.output_tokens = 0
@@ -40,6 +44,7 @@ class RunStats:
             self.results += row["keys"]
             self.ok += row["ok"]
             self.errors_by_stage.update(json.loads(row["errors_by_stage"]))
+            self.errors_by_type.update(json.loads(row["errors_by_type"]))
             self.images += row["images"]
             self.tiles += row["tiles"]
             self.output_tokens += row["output_tokens"]
@@ -88,6 +93,9 @@ class RunStats:
             "rows_failed": self.failed,
             "error_fraction": round(self.failed / self.rows, 6) if self.rows else 0.0,
             "errors_by_stage": dict(self.errors_by_stage),
+            "errors_by_type": dict(self.errors_by_type),
+            "replica_crashes": self.replica_crashes,
+            "rows_crashed": self.errors_by_type.get(CRASHED_ROW_ERROR, 0),
             "images": self.images,
             "tiles": self.tiles,
             "output_tokens": self.output_tokens,

@@ -81,6 +81,13 @@ class OutputConfig(Section):
         le=1,
         description="If more than this share of the rows processed in a run fail, the job exits non-zero (after writing everything).",
     )
+    crashed_rows_exit_code: int = Field(
+        3,
+        ge=0,
+        le=255,
+        description="Exit code of a run that otherwise succeeded but has rows on which model replicas kept "
+        "dying (`generate: ReplicaCrashed`, see resources.max_crashes_per_row); 0 treats them as any failed row.",
+    )
 
 
 class TaskConfig(Section):
@@ -200,6 +207,14 @@ class ResourcesConfig(Section):
         -1, ge=-1, description="Restarts of a dead actor (a lost node, a crash); -1 = unlimited."
     )
     actor_max_task_retries: int = Field(-1, ge=-1, description="Retries of a batch whose actor died; -1 = unlimited.")
+    max_crashes_per_row: int = Field(
+        2,
+        ge=2,
+        le=10,
+        description="A model replica that dies (a crash, an accelerator fault) is restarted and its batch "
+        "retried, the rows it was generating one at a time; a row on which replicas died this many times "
+        "becomes a `generate: ReplicaCrashed` error row instead of being tried again.",
+    )
 
     _pairs = field_validator("cpu_actors", "gpu_replicas", mode="before")(lambda cls, v: _pair(v))
 

@@ -116,8 +116,9 @@ class FetchConfig(Section):
     deadline_s: float = Field(
         300.0,
         gt=0,
-        description="Most seconds one HTTP(S) request may take in all, however slowly its bytes arrive "
-        "(a timed-out request is retried like a timeout).",
+        description="Most seconds one read (an HTTP(S) request, or an object-store read: its size, then its "
+        "bytes) may take in all, however slowly its bytes arrive (a read that runs out of time is retried like a "
+        "timeout).",
     )
     max_redirects: int = Field(5, ge=0, le=30, description="HTTP(S) redirects followed per URL (each hop is checked).")
     max_retry_after_s: float = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,8 +111,11 @@ class Predictor:
         )
         return BatchLimits(b.max_batch_rows, tokens, b.max_batch_tiles, b.max_padding_fraction)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Answers in the order of `requests`, computed in length-sorted micro-batches."""
+    def generate(self, requests: list[GenerationRequest], watch=None) -> list[GenerationResult]:
+        """Answers in the order of `requests`, computed in length-sorted micro-batches.
+
+        `watch(positions)`, if given, is entered as a context manager around each micro-batch, with the
+        positions in `requests` of its rows (the model stage records them as in flight: `crashes.py`)."""
         lengths = [len(r.input_ids) for r in requests]
         tiles = [0 if r.tiles is None else int(r.tiles.shape[0]) for r in requests]
         results: list[GenerationResult | None] = [None] * len(requests)
@@ -130,7 +134,9 @@ class Predictor:
                 done: set[int] = set()
                 for batch in planned:
                     rows = [pending[j] for j in batch]
-                    for i, result in zip(rows, self._generate_fitting([requests[i] for i in rows], new_tokens)):
+                    with watch(rows) if watch is not None else nullcontext():
+                        answers = self._generate_fitting([requests[i] for i in rows], new_tokens)
+                    for i, result in zip(rows, answers):
                         results[i] = result
                     self.shared_features.finished([requests[i] for i in rows])
                     done.update(rows)

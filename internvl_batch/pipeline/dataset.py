@@ -110,9 +110,16 @@ def fault_tolerance(config: PipelineConfig) -> dict:
 
 
 def add_model_stages(
-    ds, config: PipelineConfig, model_name: str, num_gpus: float, run_id: str | None, passthrough: list[str]
+    ds,
+    config: PipelineConfig,
+    model_name: str,
+    num_gpus: float,
+    run_id: str | None,
+    passthrough: list[str],
+    crash_ledger=None,
 ):
-    """Request rows -> output rows: the CPU actor pool, then the model replicas."""
+    """Request rows -> output rows: the CPU actor pool, then the model replicas. `crash_ledger`: the run's
+    (`crash_ledger.RemoteCrashLedger`); one is started if none is given."""
     from ray.data import ActorPoolStrategy
 
     # Imported here, not with the module: every Ray worker that runs a read or scan task imports this package,
@@ -124,6 +131,10 @@ def add_model_stages(
     from internvl_batch.stages.write import WriteStage
 
     check_wiring(REQUEST_SCHEMA.names, [PrepareStage, GenerateStage, WriteStage])
+    if crash_ledger is None:
+        from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
+
+        crash_ledger = RemoteCrashLedger.start()
     res = config.resources
     ds = ds.map_batches(
         PrepareStage,
@@ -143,6 +154,7 @@ def add_model_stages(
             "run_id": run_id,
             "passthrough": passthrough,
             "reserved_gpus": num_gpus,
+            "crash_ledger": crash_ledger,
         },
         batch_format="pyarrow",
         batch_size=res.gpu_batch_size,
@@ -164,9 +176,10 @@ def build_dataset(
     model_name: str,
     num_gpus: float,
     run_id: str,
+    crash_ledger=None,
 ):
     """The lazy Ray dataset of the job over some read units (`todo_rows` rows to do in them): writes result
-    files as it runs and yields one row of counts per file."""
+    files as it runs and yields one row of counts per file. `crash_ledger`: the run's, shared by its waves."""
     import ray.data
     from ray.data import ActorPoolStrategy
 
@@ -184,7 +197,8 @@ def build_dataset(
         concurrency=min(config.resources.read_tasks, len(units)),
         override_num_blocks=blocks,
     )
-    ds = add_model_stages(ds, config, model_name, num_gpus, run_id, list(config.input.passthrough_columns))
+    passthrough = list(config.input.passthrough_columns)
+    ds = add_model_stages(ds, config, model_name, num_gpus, run_id, passthrough, crash_ledger)
     # A small pool of writer actors: writing a file is short and mostly I/O, so writers reserve no CPU (on a
     # small cluster the CPUs are all held by the other actors), and, being actors, they are not worker
     # processes started afresh for every file, as zero-CPU tasks beyond a node's CPU count would be.

@@ -8,17 +8,25 @@ Columns out: the output schema (`stages/output.py`): `response`, `num_output_tok
 Failures (`generation/faults.py`): a micro-batch that runs out of memory is split and retried by the
 predictor, and a row that does not fit alone gets `error` = "generate: OutOfMemoryError: ..."; an accelerator
 fault ends the replica's process (Ray restarts it and retries the batch); any other exception is raised, and
-fails the job, rather than marking every row of the batch as failed.
+fails the job, rather than marking every row of the batch as failed. With a crash ledger (`generation/crashes.py`)
+the rows of each micro-batch are recorded as in flight: rows that were in flight when a replica died are
+generated one at a time, and a row on which `max_crashes_per_row` replicas died gets
+`error` = "generate: ReplicaCrashed: ...".
 """
 
 from __future__ import annotations
+
+import functools
+import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig, PipelineConfig, StorageConfig
+from internvl_batch.generation.crashes import row_keys, triage
 from internvl_batch.generation.faults import exit_replica, is_replica_fault
-from internvl_batch.generation.predictor import GenerationRequest, Predictor
+from internvl_batch.generation.predictor import GenerationRequest, GenerationResult, Predictor
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
 from internvl_batch.stages.columns import column, require_columns, set_column
@@ -46,15 +54,21 @@ class GenerateStage:
         run_id: str | None = None,
         passthrough: list[str] = (),
         reserved_gpus: float | None = None,
+        max_crashes_per_row: int = 2,
+        crash_ledger=None,
     ) -> None:
         """`json_schema`: `task.json_schema` (answers of `json` rows are validated against it);
-        `reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU."""
+        `reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU;
+        `crash_ledger`: a `CrashLedger` (or its Ray actor's client) shared by the run's replicas; None: rows
+        that kill replicas are not tracked."""
         self.predictor = Predictor(
             model, generation, batching, model_name=model_name, storage=storage, reserved_gpus=reserved_gpus
         )
         self.model_name = model_name
         self.run_id = run_id
         self.passthrough = list(passthrough)  # input columns copied to the output unchanged
+        self.max_crashes_per_row = max_crashes_per_row
+        self.crash_ledger = crash_ledger
         self.json_parser = None
         if json_schema:
             from internvl_batch.structured import JsonAnswerParser
@@ -65,7 +79,10 @@ class GenerateStage:
     def sections(config: PipelineConfig) -> dict:
         """The parts of the job's config this stage uses (the constructor's other arguments are per run)."""
         names = ("model", "generation", "batching", "storage")
-        return {name: getattr(config, name) for name in names} | {"json_schema": config.task.json_schema}
+        return {name: getattr(config, name) for name in names} | {
+            "json_schema": config.task.json_schema,
+            "max_crashes_per_row": config.resources.max_crashes_per_row,
+        }
 
     @classmethod
     def from_config(cls, config: PipelineConfig, model_name: str, **kwargs) -> GenerateStage:
@@ -80,16 +97,10 @@ class GenerateStage:
         if todo:
             ids, pixels, limits = column(batch, "input_ids"), column(batch, "pixels"), column(batch, "max_new_tokens")
             keys = _image_keys(column(batch, "id"), pixels, todo)
-            requests = [
-                GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i], keys[i]) for i in todo
-            ]
-            try:
-                results = self.predictor.generate(requests)
-            except Exception as exc:
-                if is_replica_fault(exc):
-                    exit_replica(exc)  # never returns
-                raise
-            for i, result in zip(todo, results):
+            requests = {
+                i: GenerationRequest(np.asarray(ids[i], np.int64), _tiles(pixels[i]), limits[i], keys[i]) for i in todo
+            }
+            for i, result in self._generate(requests, batch).items():
                 if result.error:
                     errors[i] = result.error
                     continue
@@ -106,6 +117,45 @@ class GenerateStage:
             out = set_column(out, "parsed", parsed, parsed_type)
         out = set_column(out, "error", errors, pa.string())
         return to_output_table(out, self.model_name, self.passthrough, self.run_id, parsed_type)
+
+    def _generate(self, requests: dict, batch: pa.Table) -> dict:
+        """Results by position: rows without crashes in micro-batches, rows with crashes one at a time, rows at
+        the crash limit not at all (an error result)."""
+        positions = list(requests)
+        if self.crash_ledger is None:
+            return dict(zip(positions, self._predict([requests[i] for i in positions])))
+        row_ids, tasks = column(batch, "id"), column(batch, "task")
+        keys = dict(zip(positions, row_keys([row_ids[i] for i in positions], [tasks[i] for i in positions])))
+        crashes = self.crash_ledger.crashes(list(keys.values()))
+        plan = triage(positions, list(keys.values()), crashes, self.max_crashes_per_row)
+        results = {i: GenerationResult(None, [], 0, 0, None, error=text) for i, text in plan.given_up.items()}
+        for group in filter(None, [plan.batched] + [[i] for i in plan.alone]):
+            watch = functools.partial(self._in_flight, [keys[i] for i in group])
+            results.update(zip(group, self._predict([requests[i] for i in group], watch)))
+        return results
+
+    def _predict(self, requests: list, watch=None) -> list:
+        try:
+            return self.predictor.generate(requests, watch)
+        except Exception as exc:
+            if is_replica_fault(exc):
+                exit_replica(exc)  # never returns
+            raise
+
+    @contextmanager
+    def _in_flight(self, keys: list[str], rows: list[int]):
+        """Record `rows` (positions in `keys`) as in flight while they are generated (`crashes.py`). If this
+        process dies meanwhile, no `finally` runs: the record stays, and the retried batch finds it."""
+        attempt = uuid.uuid4().hex
+        self.crash_ledger.begin(attempt, [keys[r] for r in rows])
+        try:
+            yield
+        except Exception as exc:
+            if is_replica_fault(exc):
+                exit_replica(exc)  # never returns, so the record stays, as for any other death
+            raise
+        finally:
+            self.crash_ledger.end(attempt)
 
     def _read_answers(self, batch: pa.Table, responses: list):
         """Boxes for `ground` rows, validated JSON for `json` rows; what cannot be read is a parse_error."""

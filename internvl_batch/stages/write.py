@@ -1,7 +1,7 @@
 """Write stage: each batch of output rows becomes one result file, atomically (`results.write_result_file`).
 
 Columns in: the output schema. Out (to the driver): one row of counts per file written (`STATS_SCHEMA`), never
-per-row data, so the driver's work does not grow with the rows: rows, ok, errors by stage, images, tiles,
+per-row data, so the driver's work does not grow with the rows: rows, ok, errors by stage and by type, images, tiles,
 output tokens, the number of (id, task) results completed and their checksum (`keys.key_checksum`), which the
 job compares with the scan's count and checksum of the keys it expected. A PDF's page rows add their shares of
 the document's key (`keys.page_shares`), and only its last page counts the result as completed.
@@ -24,6 +24,7 @@ STATS_SCHEMA = pa.schema(
         ("rows", pa.int64()),
         ("ok", pa.int64()),
         ("errors_by_stage", pa.string()),
+        ("errors_by_type", pa.string()),  # JSON {"<stage>: <ErrorType>": rows}
         ("images", pa.int64()),
         ("tiles", pa.int64()),
         ("output_tokens", pa.int64()),
@@ -34,7 +35,18 @@ STATS_SCHEMA = pa.schema(
 )
 
 # The output columns the counts read (`stages/output.py`); the file gets every column of the batch.
-INPUT_COLUMNS = ("id", "task", "status", "error_stage", "media", "num_tiles", "num_output_tokens", "page", "num_pages")
+INPUT_COLUMNS = (
+    "id",
+    "task",
+    "status",
+    "error_stage",
+    "error_type",
+    "media",
+    "num_tiles",
+    "num_output_tokens",
+    "page",
+    "num_pages",
+)
 
 
 class WriteStage:
@@ -68,12 +80,15 @@ def batch_stats(batch: pa.Table) -> pa.Table:
     failed = batch.filter(pc.invert(ok_mask))
     stages = failed.column("error_stage").fill_null("unknown")
     by_stage = {v["values"]: v["counts"] for v in pc.value_counts(stages).to_pylist()} if failed.num_rows else {}
+    types = pc.binary_join_element_wise(stages, failed.column("error_type").fill_null("unknown"), ": ")
+    by_type = {v["values"]: v["counts"] for v in pc.value_counts(types).to_pylist()} if failed.num_rows else {}
     keys, (high, low) = written_keys(batch)
     return pa.table(
         [
             [batch.num_rows],
             [ok_rows.num_rows],
             [json.dumps(by_stage, sort_keys=True)],
+            [json.dumps(by_type, sort_keys=True)],
             [_sum(pc.list_value_length(ok_rows.column("media")))],
             [_sum(pc.list_flatten(ok_rows.column("num_tiles")))],
             [_sum(ok_rows.column("num_output_tokens"))],

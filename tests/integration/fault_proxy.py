@@ -4,7 +4,8 @@ Rules match a substring of the request path and act on the first `times` matchin
   - status: answer with an S3-style error (503 SlowDown, 500 InternalError, 403 AccessDenied) instead of
     forwarding;
   - reset: close the connection without answering (a connection reset);
-  - delay: wait before forwarding (longer than the client's timeout makes a timeout).
+  - delay: wait before forwarding (longer than the client's timeout makes a timeout);
+  - trickle: forward, then send the body one byte every `seconds` (each read is quick; the whole never ends).
 Everything else is forwarded unchanged. `hits` counts the requests per path.
 """
 
@@ -25,7 +26,7 @@ S3_CODES = {503: "SlowDown", 500: "InternalError", 403: "AccessDenied"}
 @dataclass
 class Rule:
     path_contains: str
-    action: str  # "status" | "reset" | "delay"
+    action: str  # "status" | "reset" | "delay" | "trickle"
     times: int | None = None  # None: every matching request
     status: int = 503
     seconds: float = 0.0
@@ -69,9 +70,9 @@ class FaultProxy:
                     if self.command != "HEAD":
                         self.wfile.write(payload)
                     return
-                self._forward(body)
+                self._forward(body, trickle=rule.seconds if rule and rule.action == "trickle" else None)
 
-            def _forward(self, body: bytes):
+            def _forward(self, body: bytes, trickle: float | None = None):
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -86,9 +87,19 @@ class FaultProxy:
                     str(len(payload) if self.command != "HEAD" else response.getheader("Content-Length") or 0),
                 )
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(payload)
                 conn.close()
+                if self.command == "HEAD":
+                    return
+                if trickle is None:
+                    self.wfile.write(payload)
+                    return
+                try:
+                    for i in range(len(payload)):
+                        self.wfile.write(payload[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                except OSError:  # the client gave up and closed the connection
+                    self.close_connection = True
 
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
 

@@ -5,13 +5,17 @@ Driven by environment variables of the test's Ray cluster:
 - REPLICA_PROBE_DIR: each Predictor built writes `replica-<pid>.json` there (its device, what Ray reserved,
   CUDA_VISIBLE_DEVICES and the allocator settings of its process);
 - `<REPLICA_PROBE_DIR>/inject-faults` (a number, written by the test): that many micro-batches, over the whole
-  cluster, raise torch.AcceleratorError as an illegal memory access would; `fault-<n>` files count them.
+  cluster, raise torch.AcceleratorError as an illegal memory access would; `fault-<n>` files count them;
+- `<REPLICA_PROBE_DIR>/poison` (lines `<text> segv|accelerator`, written by the test): a micro-batch with a row
+  whose prompt contains <text> kills its replica's process every time, with a real SIGSEGV or an
+  AcceleratorError (which the stage answers by exiting the process); `crash-<text>-<pid>` files record each.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 
@@ -37,6 +41,15 @@ def install() -> None:
 
     def faulty_generate(self, requests, new_tokens):
         import torch
+
+        poison = directory / "poison"
+        for line in poison.read_text().splitlines() if poison.exists() else []:
+            text, how = line.rsplit(" ", 1)
+            if any(text in self.tokenizer.decode(r.input_ids.tolist()) for r in requests):
+                (directory / f"crash-{text}-{os.getpid()}").write_text(str(len(requests)))
+                if how == "segv":
+                    os.kill(os.getpid(), signal.SIGSEGV)
+                raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
 
         wanted = directory / "inject-faults"
         for n in range(int(wanted.read_text()) if wanted.exists() else 0):

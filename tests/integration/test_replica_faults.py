@@ -48,12 +48,13 @@ def probe(tmp_path_factory):
     ray.shutdown()
 
 
-def _job(tmp_path: Path, accelerator: str, rows: int = 6):
+def _job(tmp_path: Path, accelerator: str, rows: int = 6, questions: dict | None = None):
     for i in range(rows):
         (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
-    (tmp_path / "m.jsonl").write_text(
-        "\n".join(json.dumps({"id": f"img{i}", "image": f"{i}.jpg"}) for i in range(rows))
-    )
+    manifest = [{"id": f"img{i}", "image": f"{i}.jpg"} for i in range(rows)]
+    for i, question in (questions or {}).items():
+        manifest[i]["question"] = question
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(row) for row in manifest))
     return load_config(
         None,
         base={
@@ -98,3 +99,38 @@ def test_an_accelerator_fault_restarts_the_replica_and_retries_its_batch(probe, 
     # CUDA_VISIBLE_DEVICES unset for such actors: they would see (and could allocate on) both.
     assert all(r["reserved_gpus"] == 0 and r["CUDA_VISIBLE_DEVICES"] == "" and r["device"] == "cpu" for r in replicas)
     assert all(r["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" for r in replicas)
+
+
+def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so(probe, tmp_path):
+    """Two rows kill the replica that generates them, every time: one with a real SIGSEGV, one with a
+    deterministic accelerator fault. Each is tried in its micro-batch, then once alone, then given up; the
+    rows batched with them are answered; the job finishes with exit code 3 and says why."""
+    from internvl_batch.job import main
+
+    (probe / "poison").write_text("POISONSEGV segv\nPOISONACCEL accelerator\n")
+    questions = {2: "POISONSEGV what is this?", 4: "POISONACCEL what is this?", 3: "What is this?"}
+    config = _job(tmp_path, "cpu", questions=questions)
+    config = config.model_copy(update={"output": config.output.model_copy(update={"max_error_fraction": 0.5})})
+    try:
+        code = main(config=config)
+    finally:
+        (probe / "poison").unlink()
+    crashes = sorted(p.name.rsplit("-", 1)[0] for p in probe.glob("crash-*"))
+    assert (
+        crashes == ["crash-POISONACCEL"] * 2 + ["crash-POISONSEGV"] * 2
+    )  # in a micro-batch, then alone: not a third time
+    results = read_results(str(tmp_path / "out"))
+    rows = dict(zip(results.column("id").to_pylist(), results.to_pylist()))
+    assert sorted(rows) == [f"img{i}" for i in range(6)]
+    assert {i: r["status"] for i, r in rows.items() if r["status"] != "ok"} == {"img2": "error", "img4": "error"}
+    for bad in ("img2", "img4"):
+        assert rows[bad]["error"].startswith(
+            "generate: ReplicaCrashed: a model replica's process died while generating this row, 2 times"
+        )
+    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    assert code == 3 and summary["status"] == "ok_with_crashed_rows"
+    assert (summary["replica_crashes"], summary["rows_crashed"]) == (len(crashes), 2)
+    assert summary["errors_by_type"] == {"generate: ReplicaCrashed": 2}
+    _replicas(probe)
+    for crash in probe.glob("crash-*"):
+        crash.unlink()

@@ -60,3 +60,43 @@ def test_persistent_transient_errors_give_up_after_the_retries(proxied):
     fetcher, proxy, base = proxied
     proxy.add(Rule("/f/broken.jpg", "status", status=503))
     assert error_of(fetcher, f"{base}/broken.jpg").startswith(f"{base}/broken.jpg: gave up after 3 attempts: ")
+
+
+@pytest.mark.parametrize("spill", [False, True], ids=["in-memory", "to-a-file"])
+def test_an_endpoint_that_trickles_bytes_is_bounded_by_the_deadline(s3, bucket, s3_endpoint, tmp_path, spill):
+    """One byte every 50 ms: no socket read ever waits 0.5 s (the client timeout), so only the read's total
+    deadline (`fetch.deadline_s`) ends it; each attempt is cancelled at 1 s, and the third gives up."""
+    import time
+
+    from internvl_batch.storage import KindPolicy
+
+    body = b"\\x00" * 400  # 20 s at this rate
+    with s3.open(f"{bucket}/t/slow.mp4", "wb") as f:
+        f.write(body)
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.add(Rule("/t/slow.mp4", "trickle", seconds=0.05))
+        fetcher = MediaFetcher(
+            StorageConfig(endpoint_url=proxy.url),
+            FetchConfig(retries=2, backoff_s=0.01, timeout_s=0.5, deadline_s=1),
+            policies={"video": KindPolicy(2**20, "video.max_bytes", spill_bytes=100 if spill else None)},
+            temp_dir=str(tmp_path),
+        )
+        start = time.monotonic()
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch(f"s3://{bucket}/t/slow.mp4", "video")
+        elapsed = time.monotonic() - start
+        assert str(info.value) == (
+            f"s3://{bucket}/t/slow.mp4: gave up after 3 attempts: DeadlineExceeded: the read took longer than "
+            "fetch.deadline_s=1"
+        )
+        assert 3 <= elapsed < 8, elapsed  # three attempts of ~1 s each, not 3 x 20 s
+        assert proxy.requests_for("/t/slow.mp4") >= 6  # a HEAD and a GET per attempt
+        assert list(tmp_path.iterdir()) == []  # no partial temporary file left
+
+        proxy.rules.clear()  # the same endpoint serving normally: the same fetcher reads the object
+        fetched = fetcher.fetch(f"s3://{bucket}/t/slow.mp4", "video")
+        if spill:
+            assert open(fetched.path, "rb").read() == body
+            fetched.cleanup()
+        else:
+            assert fetched == body

@@ -195,7 +195,9 @@ def test_a_stage_refuses_a_table_without_a_column_it_needs(config, batch, tmp_pa
     with pytest.raises(ColumnContractError, match="PrepareStage needs the column\\(s\\) media_kind; the table has id"):
         PrepareStage.from_config(config).prepare(batch.drop_columns(["media_kind"]))
     output = pa.table({"id": ["a"], "task": ["caption"]})
-    with pytest.raises(ColumnContractError, match="WriteStage needs the column\\(s\\) status, error_stage, media"):
+    with pytest.raises(
+        ColumnContractError, match="WriteStage needs the column\\(s\\) status, error_stage, error_type, media"
+    ):
         write_batch(output, str(tmp_path), StorageConfig(), "run")
 
 
@@ -237,7 +239,14 @@ def test_stages_take_only_their_config_sections(config):
         "generation",
         "cpu_batch_size",
     }
-    assert set(GenerateStage.sections(config)) == {"model", "generation", "batching", "storage", "json_schema"}
+    assert set(GenerateStage.sections(config)) == {
+        "model",
+        "generation",
+        "batching",
+        "storage",
+        "json_schema",
+        "max_crashes_per_row",
+    }
     with pytest.raises(TypeError):
         PrepareStage(config)  # the whole config is refused
 

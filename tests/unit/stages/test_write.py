@@ -32,6 +32,7 @@ def test_one_row_of_counts_per_file(tmp_path):
     row = stats.to_pylist()[0]
     assert (row["rows"], row["ok"], row["images"], row["tiles"], row["output_tokens"]) == (4, 2, 4, 36, 14)
     assert row["errors_by_stage"] == '{"decode": 1, "fetch": 1}'
+    assert row["errors_by_type"] == '{"decode: ImageDecodeError": 1, "fetch: FetchError": 1}'
     assert (row["keys_high"], row["keys_low"]) == key_checksum(key_hashes(["a", "b", "c", "d"], ["caption"] * 4))
     assert read_results(str(tmp_path)).num_rows == 4
     assert write_batch(batch.slice(0, 0), output_path=str(tmp_path), storage=StorageConfig(), run_id="r").num_rows == 0
@@ -40,14 +41,16 @@ def test_one_row_of_counts_per_file(tmp_path):
 def test_run_stats_add_up_files():
     stats = RunStats(results_to_do=6)
     first = output_rows(["a", "b", "c"], [None, None, "fetch: FetchError: x"])
-    second = output_rows(["d", "e", "f"], ["fetch: FetchError: y", None, "prompt: PromptError: z"])
+    second = output_rows(["d", "e", "f"], ["fetch: FetchError: y", None, "generate: ReplicaCrashed: z"])
     from internvl_batch.stages.write import batch_stats
 
     stats.add(batch_stats(first))
     stats.add(batch_stats(second))
     summary = stats.as_dict(1.0)
     assert (summary["rows_processed"], summary["rows_ok"], summary["rows_failed"]) == (6, 3, 3)
-    assert summary["errors_by_stage"] == {"fetch": 2, "prompt": 1} and summary["result_files"] == 2
+    assert summary["errors_by_stage"] == {"fetch": 2, "generate": 1} and summary["result_files"] == 2
+    assert summary["errors_by_type"] == {"fetch: FetchError": 2, "generate: ReplicaCrashed": 1}
+    assert summary["rows_crashed"] == 1  # rows on which model replicas kept dying
     expected = add_checksums(
         key_checksum(key_hashes(list("abc"), ["caption"] * 3)), key_checksum(key_hashes(list("def"), ["caption"] * 3))
     )
