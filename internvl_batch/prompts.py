@@ -11,10 +11,17 @@
 Token ids are made by tokenising the prompt with one `<IMG_CONTEXT>` per image and repeating that id: added
 tokens are matched before BPE runs, so this equals tokenising the fully expanded string (tested), without
 pushing thousands of placeholder tokens through the tokenizer for every row.
+
+Chat tokens written in a question (`<|im_end|>`, `<|im_start|>system ...`) are tokens, as in the reference: they
+can end the user turn and rewrite the prompt. `build(..., escape=True)` (`prompt.escape_special_tokens`) makes
+them plain text instead: the prompt is tokenised in pieces, each such token in the question by the tokenizer's
+plain-text path (`plain_token_ids`), so its characters reach the model as ordinary tokens. A question without
+such text gets the same ids either way. `<image>` markers are not tokens and keep their meaning.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,18 +93,29 @@ class PromptBuilder:
         self.stop_token_id = vocab[STOP_TOKEN]
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else vocab.get(PAD_FALLBACK, self.stop_token_id)
+        self._token_pattern = None  # no-split tokens, made on the first escaped question
 
     def text(self, question: str, num_tiles: list[int], kind: str = "image") -> str:
         """The full prompt string the reference would tokenise (for tests and debugging)."""
         body = with_image_markers(question, len(num_tiles), kind)
         return expand_image_markers(chat_prompt(self.system_message, body), num_tiles, self.tokens_per_tile)
 
-    def build(self, question: str, num_tiles: list[int] | tuple[int, ...], kind: str = "image") -> Prompt:
+    def build(
+        self, question: str, num_tiles: list[int] | tuple[int, ...], kind: str = "image", escape: bool = False
+    ) -> Prompt:
+        """Token ids of the prompt; `escape`: tokens written in the question are plain text (module docstring)."""
         if any(n < 1 for n in num_tiles):
             raise PromptError(f"every image needs at least one tile, got {list(num_tiles)}")
+        found = self._tokens_in(question) if escape else []
+        marker = _unused_character(question + self.system_message) if found else ""
+        if found:  # each token in the question becomes marker + index + marker until it is tokenised
+            question = self._token_pattern.sub(lambda m: f"{marker}{found.index(m.group(0))}{marker}", question)
         body = with_image_markers(question, len(num_tiles), kind)
         compact = chat_prompt(self.system_message, body).replace(IMAGE_PLACEHOLDER, IMG_START + IMG_CONTEXT + IMG_END)
-        ids = np.asarray(self.tokenizer(compact, add_special_tokens=True)["input_ids"], dtype=np.int64)
+        if found:
+            ids = np.asarray(self._tokenize_escaped(compact, marker, found), dtype=np.int64)
+        else:
+            ids = np.asarray(self.tokenizer(compact, add_special_tokens=True)["input_ids"], dtype=np.int64)
         slots = np.flatnonzero(ids == self.image_context_id)
         if len(slots) != len(num_tiles):
             raise PromptError(
@@ -108,9 +126,49 @@ class PromptBuilder:
         repeats[slots] = np.asarray(num_tiles, dtype=np.int64) * self.tokens_per_tile
         return Prompt(np.repeat(ids, repeats), tuple(int(n) for n in num_tiles))
 
+    def _tokens_in(self, question: str) -> list[str]:
+        """The distinct no-split tokens spelt in the question, in order of appearance."""
+        if self._token_pattern is None:
+            tokens = no_split_tokens(self.tokenizer)
+            self._token_pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+        return list(dict.fromkeys(self._token_pattern.findall(question)))
+
+    def _tokenize_escaped(self, compact: str, marker: str, found: list[str]) -> list[int]:
+        # Odd pieces are the indices of tokens of the question: plain text; the rest is tokenised as usual.
+        ids = []
+        for k, piece in enumerate(compact.split(marker)):
+            if k % 2:
+                ids += plain_token_ids(self.tokenizer, found[int(piece)])
+            elif piece or k == 0:
+                ids += self.tokenizer(piece, add_special_tokens=k == 0)["input_ids"]
+        return ids
+
     def decode(self, token_ids) -> str:
         """Response text: cut at the first stop token, special tokens dropped, stripped (as the reference)."""
         ids = list(token_ids)
         if self.stop_token_id in ids:
             ids = ids[: ids.index(self.stop_token_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def no_split_tokens(tokenizer) -> set[str]:
+    """The texts a tokenizer turns into one token wherever they appear: added and special tokens."""
+    if hasattr(tokenizer, "no_split"):  # spm_tokenizer.SentencePieceChatTokenizer
+        return set(tokenizer.no_split)
+    return set(tokenizer.added_tokens_encoder) | set(tokenizer.all_special_tokens)
+
+
+def plain_token_ids(tokenizer, text: str) -> list[int]:
+    """Ids of `text` as ordinary text, never a no-split token's id."""
+    if hasattr(tokenizer, "encode_plain"):
+        return tokenizer.encode_plain(text)
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def _unused_character(text: str) -> str:
+    """A private-use character that `text` (the question and the system message) does not contain: the
+    question's tokens are marked with it."""
+    for code in range(0xE000, 0xF900):
+        if chr(code) not in text:
+            return chr(code)
+    raise PromptError("the question uses every private-use character")  # needs 6400 distinct ones

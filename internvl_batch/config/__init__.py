@@ -1,7 +1,7 @@
 """The job's typed configuration. Every field is described; YAML files in `configs/` only load into this.
 
 Sections: `input` (manifests), `output`, `model`, `preprocess` (tiling), `generation` (decoding), `batching`
-(GPU micro-batches), `task` (default prompt), `resources` (actors and batch sizes), `fetch` (media reads),
+(GPU micro-batches), `task` (default prompt), `prompt` (escaping), `resources` (actors and batch sizes), `fetch` (media reads),
 `storage` (object store), `ray`. Unknown keys are errors everywhere (`extra="forbid"`), so a typo never
 silently does nothing. Credentials are never part of the config: they come from the environment or the
 standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles, instance/pod roles).
@@ -14,7 +14,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from internvl_batch.config.base import Section
-from internvl_batch.config.job import InputConfig, OutputConfig, RayConfig, ResourcesConfig, TaskConfig
+from internvl_batch.config.job import (
+    InputConfig,
+    OutputConfig,
+    PromptConfig,
+    RayConfig,
+    ResourcesConfig,
+    TaskConfig,
+)
 from internvl_batch.config.media import FetchConfig, PreprocessConfig, StorageConfig, VideoConfig
 from internvl_batch.config.model import BatchingConfig, GenerationConfig, ModelConfig
 
@@ -28,6 +35,7 @@ __all__ = [
     "OutputConfig",
     "PipelineConfig",
     "PreprocessConfig",
+    "PromptConfig",
     "RayConfig",
     "ResourcesConfig",
     "Section",
@@ -46,6 +54,7 @@ class PipelineConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="GPU micro-batches.")
     task: TaskConfig = Field(default_factory=TaskConfig, description="Default task and prompt.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="How questions enter the prompt.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="Actors, GPUs and batch sizes.")
     fetch: FetchConfig = Field(default_factory=FetchConfig, description="Reading media.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Object store settings (no credentials).")

@@ -90,6 +90,16 @@ class OutputConfig(Section):
     )
 
 
+class PromptConfig(Section):
+    escape_special_tokens: bool = Field(
+        False,
+        description="Tokenize chat and control tokens written in a row's question or template fields "
+        "(`<|im_end|>`, `<|im_start|>`, `<s>`, `<img>`, ...) as plain text, so that untrusted text cannot end the "
+        "user turn or rewrite the prompt. Off by default: the reference tokenizes them as tokens, and so does the "
+        "job then (rows without such text get the same ids either way).",
+    )
+
+
 class TaskConfig(Section):
     """Presets and their prompts are listed in `internvl_batch/tasks.py` and the README."""
 

@@ -28,6 +28,7 @@ from internvl_batch.config import (
     ModelConfig,
     PipelineConfig,
     PreprocessConfig,
+    PromptConfig,
     StorageConfig,
     TaskConfig,
     VideoConfig,
@@ -121,11 +122,13 @@ class PrepareStage:
         video: VideoConfig,
         task: TaskConfig,
         generation: GenerationConfig,
+        prompt: PromptConfig,
         cpu_batch_size: int,
     ) -> None:
         bundle = ModelBundle.load(model, storage)
         info = bundle.info
         self.prompts = bundle.prompts
+        self.escape_special_tokens = prompt.escape_special_tokens
         if preprocess.isolate_decoding:
             self.decoder = IsolatedDecoder(preprocess, video, info)
         else:
@@ -148,7 +151,7 @@ class PrepareStage:
     @staticmethod
     def sections(config: PipelineConfig) -> dict:
         """The constructor's arguments: the parts of the job's config this stage uses, and nothing else."""
-        names = ("model", "storage", "fetch", "preprocess", "video", "task", "generation")
+        names = ("model", "storage", "fetch", "preprocess", "video", "task", "generation", "prompt")
         return {name: getattr(config, name) for name in names} | {"cpu_batch_size": config.resources.cpu_batch_size}
 
     @classmethod
@@ -263,7 +266,7 @@ class PrepareStage:
             entry["error"] = format_row_error(TASK, exc)
             return entry
         try:
-            prompt = self.prompts.build(question, decoded.num_tiles, kind=decoded.kind)
+            prompt = self.prompts.build(question, decoded.num_tiles, decoded.kind, self.escape_special_tokens)
             if prompt.num_tokens > self.max_input_tokens:
                 raise PromptError(
                     f"prompt of {prompt.num_tokens} tokens ({sum(decoded.num_tiles)} tiles) exceeds "
