@@ -107,8 +107,20 @@ def cmd_demo(args) -> int:
         for row in rows:
             answer = row["response"] if row["status"] == "ok" else row["error"]
             print(f"  {str(row['id']):<{width}} {row['task']:<17} {str(answer)[:60]!r}")
+        if config.output.report:
+            print(f"\nopen {config.output.path.rstrip('/')}/report.html in a browser to see them with their pictures")
         print(TINY_NOTE)
     return code
+
+
+def cmd_report(args) -> int:
+    from internvl_batch.config import StorageConfig
+    from internvl_batch.report import write_report
+
+    storage = StorageConfig(endpoint_url=args.endpoint_url, anonymous=args.anonymous)
+    where = write_report(args.output, storage, args.out, args.sample, args.max_files)
+    print(f"report written to {where}")
+    return 0
 
 
 def _version() -> str:
@@ -179,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config (see configs/)")
     add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report of a job's output (samples, failures, plots)")
+    p.add_argument("output", help="the job's output path (local, s3://, gs://, az://)")
+    p.add_argument("--out", help="where to write the page (default OUTPUT/report.html)")
+    p.add_argument("--sample", type=int, default=12, help="ok rows per task in the gallery (default 12)")
+    p.add_argument(
+        "--max-files", type=int, default=200, help="result files read at most; more are sampled evenly (default 200)"
+    )
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint of the output and media (default AWS)")
+    p.add_argument("--anonymous", action="store_true", help="unsigned requests (public buckets)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
     p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")

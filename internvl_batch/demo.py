@@ -20,7 +20,7 @@ def demo_config(output: str = "outputs/demo", max_new_tokens: int = 16) -> dict:
     """The embedded default (configs/demo.yaml says the same, with paths relative to the repository)."""
     return {
         "input": {"manifests": [str(SAMPLES / "manifest.jsonl")]},
-        "output": {"path": output, "resume": False},
+        "output": {"path": output, "resume": False, "report": True},
         "model": {"path": "tiny"},
         "generation": {"max_new_tokens": max_new_tokens},
         "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},

@@ -206,6 +206,8 @@ def run_job(config: JobConfig) -> dict:
         summary["status"] = CRASHED_ROWS
     where = write_summary(config.output.path, config.storage, summary)
     print_summary(summary, where)
+    if config.output.report:
+        write_run_report(config)
     if problems:
         raise JobFailed("; ".join(problems))
     return summary
@@ -214,6 +216,17 @@ def run_job(config: JobConfig) -> dict:
 def exit_code(summary: dict, config: JobConfig) -> int:
     """0, or `output.crashed_rows_exit_code` for a run whose only trouble is rows that kill model replicas."""
     return config.output.crashed_rows_exit_code if summary["status"] == CRASHED_ROWS else 0
+
+
+def write_run_report(config: JobConfig) -> None:
+    """`output.report`: the HTML report of the output; a report that cannot be made never fails the job."""
+    from internvl_batch.report import write_report
+
+    try:
+        where = write_report(config.output.path, config.storage, fetch=config.fetch)
+        print(f"report: {where}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the results are written; the report is a view of them
+        log.warning("the report could not be written: %s: %s", type(exc).__name__, exc)
 
 
 def print_summary(summary: dict, where: str) -> None:

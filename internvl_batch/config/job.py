@@ -81,6 +81,11 @@ class OutputConfig(Section):
         le=1,
         description="If more than this share of the rows processed in a run fail, the job exits non-zero (after writing everything).",
     )
+    report: bool = Field(
+        False,
+        description="Write `<output>/report.html` at the end of a run: a self-contained page with a sample of "
+        "answers beside their pictures, failures by stage and type, and plots (also `internvl-batch report OUTPUT`).",
+    )
     crashed_rows_exit_code: int = Field(
         3,
         ge=0,

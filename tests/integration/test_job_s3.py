@@ -118,6 +118,15 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     current = {r["id"]: r for r in read_results(f"s3://{bucket}/out", config.storage).to_pylist()}
     assert current["gone"]["status"] == "ok" and current["rel"]["run_id"] == summary["run_id"]
     assert current["broken"]["run_id"] == retried["run_id"] and current["broken"]["status"] == "error"
+    # The report of this output, made from S3 (results and media) and written there: a resumed run's.
+    from internvl_batch.report import write_report
+
+    assert write_report(f"s3://{bucket}/out", config.storage, fetch=config.fetch) == f"s3://{bucket}/out/report.html"
+    s3.invalidate_cache()
+    with s3.open(f"{bucket}/out/report.html", "rb") as f:
+        page = f.read().decode()
+    assert "resumed: 6 results were already done" in page and "data:image/jpeg;base64," in page
+    assert page.count("<figure class='row'") == 7 and "data-stage='decode'" in page
     fresh = run_job(config.model_copy(update={"output": config.output.model_copy(update={"resume": False})}))
     assert fresh["rows_processed"] == 11 and fresh["rows_ok"] == 7
     s3.invalidate_cache()  # listings of the output made above are cached by s3fs

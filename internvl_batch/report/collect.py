@@ -1,0 +1,171 @@
+"""What a report shows, read from a job's output path in bounded memory.
+
+- Run summaries: `_summary.json` (the latest run) and `_runs/*.json` (every run: one small file each).
+- Rows: the result files are read whole (a few light columns) up to `max_files` of them; beyond that, that
+  many files spread evenly over the output stand for the rest, and the report says so. Among the rows read,
+  the latest run's row of each (id, task) is the current one (as `read_results`).
+- From those rows: counts, per-row values for the plots (tiles, input and output tokens, finish reasons),
+  failures grouped by stage and error type with a few examples each, and a random sample of ok rows per task
+  (read again whole, for the gallery).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from internvl_batch.config import StorageConfig
+from internvl_batch.filesystems import fsspec_filesystem
+from internvl_batch.results import RUNS_DIR, SUMMARY_FILE, result_files
+
+LIGHT_COLUMNS = (
+    "id",
+    "task",
+    "status",
+    "run_id",
+    "page",
+    "media",
+    "num_tiles",
+    "num_input_tokens",
+    "num_output_tokens",
+    "finish_reason",
+    "error",
+    "error_stage",
+    "error_type",
+    "parse_error",
+)
+EXAMPLES_PER_ERROR = 3
+
+
+@dataclass
+class ReportData:
+    output_path: str
+    summary: dict | None  # the latest run's _summary.json
+    runs: list[dict]  # every run's summary, oldest first (without config and versions)
+    files_total: int
+    files_read: int
+    rows: int = 0
+    ok: int = 0
+    by_task: Counter = field(default_factory=Counter)  # rows per task
+    ok_by_task: Counter = field(default_factory=Counter)
+    parse_errors: int = 0
+    tiles: list[int] = field(default_factory=list)
+    input_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
+    finish_reasons: Counter = field(default_factory=Counter)
+    error_groups: dict[tuple[str, str], dict] = field(default_factory=dict)  # (stage, type) -> count, examples
+    gallery: dict[str, list[dict]] = field(default_factory=dict)  # task -> sampled ok rows, whole
+
+    @property
+    def sampled(self) -> bool:
+        return self.files_read < self.files_total
+
+
+def collect(
+    output_path: str, storage: StorageConfig, sample: int = 12, max_files: int = 200, seed: int = 0
+) -> ReportData:
+    """Read what the report needs; `sample`: ok rows per task in the gallery."""
+    fs, path = fsspec_filesystem(output_path, storage)
+    files = result_files(output_path, storage)
+    chosen = files if len(files) <= max_files else [files[i * len(files) // max_files] for i in range(max_files)]
+    data = ReportData(
+        output_path, _read_json(fs, f"{path.rstrip('/')}/{SUMMARY_FILE}"), _runs(fs, path), len(files), len(chosen)
+    )
+    tables = []
+    for number, file in enumerate(chosen):
+        with fs.open(file, "rb") as f:
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(f)
+            names = parquet.schema_arrow.names
+            table = parquet.read(columns=[c for c in LIGHT_COLUMNS if c in names])
+        for name in LIGHT_COLUMNS:
+            if name not in table.column_names:
+                table = table.append_column(
+                    name, pa.nulls(table.num_rows, pa.int32() if name == "page" else pa.string())
+                )
+        table = table.append_column("_file", pa.array([number] * table.num_rows, pa.int32()))
+        tables.append(table.append_column("_row", pa.array(range(table.num_rows), pa.int32())))
+    if not tables:
+        return data
+    table = pa.concat_tables(tables, promote_options="default")
+    table = _current(table)
+    _count(data, table)
+    _sample_gallery(data, fs, chosen, table, sample, random.Random(seed))
+    return data
+
+
+def _current(table: pa.Table) -> pa.Table:
+    """The latest run's row of each (id, task) among the rows read."""
+    table = table.sort_by(
+        [("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")]
+    )
+    keys = list(zip(table.column("id").to_pylist(), table.column("task").to_pylist()))
+    keep = [k == 0 or keys[k] != keys[k - 1] for k in range(len(keys))]
+    return table.filter(pa.array(keep))
+
+
+def _count(data: ReportData, table: pa.Table) -> None:
+    rows = table.to_pylist()
+    data.rows = len(rows)
+    for row in rows:
+        data.by_task[row["task"]] += 1
+        if row["status"] == "ok":
+            data.ok += 1
+            data.ok_by_task[row["task"]] += 1
+            data.tiles.append(sum(row["num_tiles"] or []))
+            data.input_tokens.append(row["num_input_tokens"] or 0)
+            data.output_tokens.append(row["num_output_tokens"] or 0)
+            data.finish_reasons[row["finish_reason"] or "unknown"] += 1
+            data.parse_errors += row["parse_error"] is not None
+            continue
+        group = data.error_groups.setdefault(
+            (row["error_stage"] or "unknown", row["error_type"] or "unknown"), {"count": 0, "examples": []}
+        )
+        group["count"] += 1
+        if len(group["examples"]) < EXAMPLES_PER_ERROR:
+            group["examples"].append({"id": row["id"], "media": row["media"] or [], "error": row["error"]})
+
+
+def _sample_gallery(data: ReportData, fs, files: list[str], table: pa.Table, sample: int, rng: random.Random) -> None:
+    """Up to `sample` ok rows per task, read whole from their files."""
+    ok = table.filter(pc.equal(table.column("status"), "ok"))
+    wanted: dict[int, list[int]] = {}
+    for task in sorted(set(ok.column("task").to_pylist())):
+        rows = ok.filter(pc.equal(ok.column("task"), task))
+        positions = list(zip(rows.column("_file").to_pylist(), rows.column("_row").to_pylist()))
+        for file_number, row in sorted(rng.sample(positions, min(sample, len(positions)))):
+            wanted.setdefault(file_number, []).append(row)
+    import pyarrow.parquet as pq
+
+    for file_number, rows in sorted(wanted.items()):
+        with fs.open(files[file_number], "rb") as f:
+            whole = pq.read_table(f).take(rows)
+        for row in whole.to_pylist():
+            data.gallery.setdefault(row["task"], []).append(row)
+    for rows in data.gallery.values():
+        rows.sort(key=lambda r: (str(r["id"]), r.get("page") or 0))
+
+
+def _runs(fs, path: str) -> list[dict]:
+    runs = []
+    directory = f"{path.rstrip('/')}/{RUNS_DIR}"
+    if fs.isdir(directory):
+        for name in sorted(fs.ls(directory, detail=False)):
+            summary = _read_json(fs, name)
+            if summary:
+                runs.append({k: v for k, v in summary.items() if k not in ("config", "versions", "manifest")})
+    return runs
+
+
+def _read_json(fs, file: str) -> dict | None:
+    try:
+        with fs.open(file, "r") as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
