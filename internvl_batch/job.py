@@ -26,7 +26,7 @@ from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
 from internvl_batch.results import new_run_id, prepare_output, write_summary
 from internvl_batch.scan import manifest_report
-from internvl_batch.summary import RunStats
+from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
 from internvl_batch.tasks import template_fields
 
 log = logging.getLogger("internvl_batch.job")
@@ -43,11 +43,6 @@ PACKAGES = (
     "decord",
     "pydantic",
 )
-
-
-# `_summary.json` status of a run that finished with rows on which model replicas kept dying (exit code:
-# `output.crashed_rows_exit_code`); the other statuses are "ok" and "failed".
-CRASHED_ROWS = "ok_with_crashed_rows"
 
 
 class JobFailed(InternVLBatchError):
@@ -227,26 +222,6 @@ def write_run_report(config: JobConfig) -> None:
         print(f"report: {where}", flush=True)
     except Exception as exc:  # noqa: BLE001 - the results are written; the report is a view of them
         log.warning("the report could not be written: %s: %s", type(exc).__name__, exc)
-
-
-def print_summary(summary: dict, where: str) -> None:
-    lines = [
-        f"rows: {summary['rows_ok']} ok, {summary['rows_failed']} failed this run; "
-        f"{summary['rows_already_done']} already done; {summary['rows_input']} in manifest(s)",
-        f"errors by stage: {summary['errors_by_stage'] or 'none'}",
-        *(
-            [
-                f"model replicas died {summary['replica_crashes']} times; {summary['rows_crashed']} rows on which "
-                "they kept dying are errors (generate: ReplicaCrashed)"
-            ]
-            if summary["replica_crashes"]
-            else []
-        ),
-        f"images: {summary['images']} ({summary['images_per_s']:.2f}/s), output tokens: {summary['output_tokens']} "
-        f"({summary['output_tokens_per_s']:.1f}/s), wall time {summary['wall_time_s']:.1f} s",
-        f"status: {summary['status']}; summary written to {where}",
-    ]
-    print("\n".join(["== internvl-batch summary =="] + lines), flush=True)
 
 
 def build_parser(prog: str = "caption") -> argparse.ArgumentParser:

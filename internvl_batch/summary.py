@@ -1,5 +1,5 @@
 """Run statistics: the write stage's per-file counts, added up on the driver (constant memory), logged as
-progress, and turned into `_summary.json`."""
+progress, and turned into `_summary.json` and the summary printed at the end of a run."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from internvl_batch.keys import add_checksums
 log = logging.getLogger("internvl_batch.progress")
 
 CRASHED_ROW_ERROR = "generate: ReplicaCrashed"  # rows on which model replicas kept dying (generation/crashes.py)
+# `_summary.json` status of a run that finished with such rows (exit code: `output.crashed_rows_exit_code`); the
+# other statuses are "ok" and "failed".
+CRASHED_ROWS = "ok_with_crashed_rows"
 
 
 class RunStats:
@@ -105,3 +108,23 @@ class RunStats:
             "images_per_s": round(self.images / wall, 3),
             "output_tokens_per_s": round(self.output_tokens / wall, 3),
         }
+
+
+def print_summary(summary: dict, where: str) -> None:
+    lines = [
+        f"rows: {summary['rows_ok']} ok, {summary['rows_failed']} failed this run; "
+        f"{summary['rows_already_done']} already done; {summary['rows_input']} in manifest(s)",
+        f"errors by stage: {summary['errors_by_stage'] or 'none'}",
+        *(
+            [
+                f"model replicas died {summary['replica_crashes']} times; {summary['rows_crashed']} rows on which "
+                "they kept dying are errors (generate: ReplicaCrashed)"
+            ]
+            if summary["replica_crashes"]
+            else []
+        ),
+        f"images: {summary['images']} ({summary['images_per_s']:.2f}/s), output tokens: {summary['output_tokens']} "
+        f"({summary['output_tokens_per_s']:.1f}/s), wall time {summary['wall_time_s']:.1f} s",
+        f"status: {summary['status']}; summary written to {where}",
+    ]
+    print("\n".join(["== internvl-batch summary =="] + lines), flush=True)

@@ -228,7 +228,8 @@ class ResourcesConfig(Section):
         le=10,
         description="A model replica that dies (a crash, an accelerator fault) is restarted and its batch "
         "retried, the rows it was generating one at a time; a row on which replicas died this many times "
-        "becomes a `generate: ReplicaCrashed` error row instead of being tried again.",
+        "becomes a `generate: ReplicaCrashed` error row instead of being tried again. Raise it on clusters "
+        "whose GPUs fault now and then: two transient faults in a row can hit the same row.",
     )
 
     _pairs = field_validator("cpu_actors", "gpu_replicas", mode="before")(lambda cls, v: _pair(v))

@@ -90,7 +90,9 @@ def test_an_endpoint_that_trickles_bytes_is_bounded_by_the_deadline(s3, bucket, 
             "fetch.deadline_s=1"
         )
         assert 3 <= elapsed < 8, elapsed  # three attempts of ~1 s each, not 3 x 20 s
-        assert proxy.requests_for("/t/slow.mp4") >= 6  # a HEAD and a GET per attempt
+        # each attempt asked again: a HEAD, and a GET when the HEAD came back within the deadline (on a loaded
+        # machine a HEAD alone can use up the second)
+        assert proxy.requests_for("/t/slow.mp4") >= 3
         assert list(tmp_path.iterdir()) == []  # no partial temporary file left
 
         proxy.rules.clear()  # the same endpoint serving normally: the same fetcher reads the object
