@@ -15,10 +15,20 @@ AWS_ENV = {
 }
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this test process. The kernel may give the same free
+    port to two binds in a row: a Ray node given one port for two of its servers (found in CI: its runtime-env
+    agent's port answered with the metrics exporter's HTTP 405) fails in ways that look like Ray bugs."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @pytest.fixture(scope="session")
