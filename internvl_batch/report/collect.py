@@ -1,9 +1,11 @@
 """What a report shows, read from a job's output path in bounded memory.
 
 - Run summaries: `_summary.json` (the latest run) and `_runs/*.json` (every run: one small file each).
-- Rows: the result files are read whole (a few light columns) up to `max_files` of them; beyond that, that
-  many files spread evenly over the output stand for the rest, and the report says so. Among the rows read,
-  the latest run's row of each (id, task) is the current one (as `read_results`).
+- Rows: a few light columns of the result files, up to `max_files` of them (beyond that, that many files
+  spread evenly over the output stand for the rest) and up to `MAX_ROWS` rows in all (each file read gives
+  its first `MAX_ROWS // files` rows): memory does not grow with the output or with `output.rows_per_file`.
+  The report says when it read a sample. Among the rows read, the latest run's row of each (id, task) is the
+  current one (as `read_results`).
 - From those rows: counts, per-row values for the plots (tiles, input and output tokens, finish reasons),
   failures grouped by stage and error type with a few examples each, and a random sample of ok rows per task
   (read again whole, for the gallery).
@@ -40,6 +42,7 @@ LIGHT_COLUMNS = (
     "parse_error",
 )
 EXAMPLES_PER_ERROR = 3
+MAX_ROWS = 200_000  # rows read at most (~100 MB of light columns)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class ReportData:
     runs: list[dict]  # every run's summary, oldest first (without config and versions)
     files_total: int
     files_read: int
+    files_cut: int = 0  # files of which only the first rows were read (MAX_ROWS)
     rows: int = 0
     ok: int = 0
     by_task: Counter = field(default_factory=Counter)  # rows per task
@@ -63,7 +67,7 @@ class ReportData:
 
     @property
     def sampled(self) -> bool:
-        return self.files_read < self.files_total
+        return self.files_read < self.files_total or self.files_cut > 0
 
 
 def collect(
@@ -77,13 +81,10 @@ def collect(
         output_path, _read_json(fs, f"{path.rstrip('/')}/{SUMMARY_FILE}"), _runs(fs, path), len(files), len(chosen)
     )
     tables = []
+    rows_per_file = max(1, MAX_ROWS // max(1, len(chosen)))
     for number, file in enumerate(chosen):
-        with fs.open(file, "rb") as f:
-            import pyarrow.parquet as pq
-
-            parquet = pq.ParquetFile(f)
-            names = parquet.schema_arrow.names
-            table = parquet.read(columns=[c for c in LIGHT_COLUMNS if c in names])
+        table, cut = _read_light(fs, file, rows_per_file)
+        data.files_cut += cut
         for name in LIGHT_COLUMNS:
             if name not in table.column_names:
                 table = table.append_column(
@@ -100,20 +101,38 @@ def collect(
     return data
 
 
+def _read_light(fs, file: str, limit: int) -> tuple[pa.Table, bool]:
+    """The light columns of a result file's first `limit` rows, and whether the file has more."""
+    import pyarrow.parquet as pq
+
+    with fs.open(file, "rb") as f:
+        parquet = pq.ParquetFile(f)
+        columns = [c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names]
+        batches, rows = [], 0
+        for batch in parquet.iter_batches(batch_size=min(limit, 65_536), columns=columns):
+            batches.append(batch.slice(0, limit - rows))
+            rows += batches[-1].num_rows
+            if rows >= limit:
+                break
+        schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
+        return pa.Table.from_batches(batches, schema), parquet.metadata.num_rows > rows
+
+
 def _current(table: pa.Table) -> pa.Table:
-    """The latest run's row of each (id, task) among the rows read."""
+    """The latest run's row of each (id, task) among the rows read: the first of each key once sorted."""
     table = table.sort_by(
         [("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")]
     )
-    keys = list(zip(table.column("id").to_pylist(), table.column("task").to_pylist()))
-    keep = [k == 0 or keys[k] != keys[k - 1] for k in range(len(keys))]
-    return table.filter(pa.array(keep))
+    if table.num_rows < 2:
+        return table
+    ids, tasks = table.column("id").combine_chunks(), table.column("task").combine_chunks()
+    changed = pc.or_(pc.not_equal(ids[1:], ids[:-1]), pc.not_equal(tasks[1:], tasks[:-1]))
+    return table.filter(pa.concat_arrays([pa.array([True]), pc.fill_null(changed, True)]))
 
 
 def _count(data: ReportData, table: pa.Table) -> None:
-    rows = table.to_pylist()
-    data.rows = len(rows)
-    for row in rows:
+    data.rows = table.num_rows
+    for row in (row for batch in table.to_batches(max_chunksize=4096) for row in batch.to_pylist()):
         data.by_task[row["task"]] += 1
         if row["status"] == "ok":
             data.ok += 1

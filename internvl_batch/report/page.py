@@ -55,7 +55,12 @@ def _summary(data: ReportData) -> str:
     s = data.summary or {}
     rows = [
         ("rows read for this report", f"{data.rows} ({data.ok} ok, {data.rows - data.ok} failed)"),
-        ("result files", f"{data.files_read} of {data.files_total} read" + (" (a sample)" if data.sampled else "")),
+        (
+            "result files",
+            f"{data.files_read} of {data.files_total} read"
+            + (f", {data.files_cut} of them only in part" if data.files_cut else "")
+            + (" (a sample)" if data.sampled else ""),
+        ),
     ]
     if s:
         resumed = s.get("rows_already_done", 0)

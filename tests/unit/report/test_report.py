@@ -118,3 +118,17 @@ def test_reading_is_bounded_by_max_files(output):
     data = collect(output, StorageConfig(), max_files=3)
     assert (data.files_total, data.files_read, data.sampled) == (6, 3, True)
     assert data.rows < 8 + 5
+
+
+def test_reading_is_bounded_by_rows_whatever_the_files_hold(output, monkeypatch):
+    import internvl_batch.report.collect as collect_module
+
+    failed = {"task": "caption", "media": ["m.jpg"], "error": "fetch: FetchError: m"}
+    write_rows(output, [{**failed, "id": f"row{n:03d}"} for n in range(300)])  # one file of 300 rows
+    monkeypatch.setattr(collect_module, "MAX_ROWS", 100)  # two files: at most 50 rows of each
+    data = collect(output, StorageConfig())
+    assert (data.files_total, data.files_read, data.files_cut, data.sampled) == (2, 2, 1, True)
+    assert data.rows == 8 + 50  # the first file's 8 rows, the big file's first 50
+    assert data.error_groups[("fetch", "FetchError")]["count"] == 1 + 50
+    page = open(write_report(output, StorageConfig()), encoding="utf-8").read()
+    assert "2 of 2 read, 1 of them only in part (a sample)" in page
