@@ -60,9 +60,10 @@ def package_versions() -> dict:
 
 
 def root_cause(exc: BaseException) -> str:
-    """The innermost error's last line: Ray wraps actor and task failures in several layers."""
-    while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
-        exc = getattr(exc, "cause", None) or exc.__cause__
+    """The innermost error's last line: Ray wraps actor and task failures in several layers. An inner error
+    without a message is not it (Ray Data chains a bare `SystemException` to say where a failure happened)."""
+    while (inner := getattr(exc, "cause", None) or exc.__cause__) is not None and str(inner).strip():
+        exc = inner
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 

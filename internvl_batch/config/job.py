@@ -222,6 +222,14 @@ class ResourcesConfig(Section):
         -1, ge=-1, description="Restarts of a dead actor (a lost node, a crash); -1 = unlimited."
     )
     actor_max_task_retries: int = Field(-1, ge=-1, description="Retries of a batch whose actor died; -1 = unlimited.")
+    max_replica_load_deaths: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="A model replica whose process dies this many times while it loads the model (the node's "
+        "memory is too small for it, a crash in a library) ends the job with one line naming it, instead of "
+        "being restarted for ever.",
+    )
     max_crashes_per_row: int = Field(
         2,
         ge=2,

@@ -14,13 +14,20 @@ so without more a row that kills every replica that tries it is retried for ever
 
 The ledger holds the rows in flight (replicas x micro-batch rows) and the rows of micro-batches that died,
 until they are done: it never grows with the input. A row's key is its `id` and `task` (`row_keys`).
+
+Loading the model is watched the same way (`model_load_guard`): a replica records its load as in flight under
+its own name, so a replica that Ray restarts after dying while loading (the node's memory is too small for the
+model) finds how many times that happened, and refuses to load again at `resources.max_replica_load_deaths`.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from internvl_batch.errors import GENERATE, ReplicaCrashed, format_row_error
+from internvl_batch.errors import GENERATE, ModelLoadError, ReplicaCrashed, format_row_error
 
 
 class CrashLedger:
@@ -55,6 +62,12 @@ class CrashLedger:
         """The attempt finished (its process did not die): its rows' crash records are dropped."""
         for key in self._open.pop(attempt, ()):
             self._attempts_of.pop(key, None)
+
+    @staticmethod
+    def replica_name() -> str:
+        """The name that stays the same when the calling replica is restarted: here (one process, no Ray) its
+        process id. The Ray actor's client names the actor instead."""
+        return str(os.getpid())
 
     def stats(self) -> dict:
         """`replica_crashes`: replica deaths found so far (attempts whose rows came back unfinished)."""
@@ -93,3 +106,26 @@ def triage(positions: list[int], keys: list[str], crashes: dict[str, int], limit
                 ),
             )
     return out
+
+
+@contextmanager
+def model_load_guard(ledger, limit: int):
+    """Around loading the model in a replica: raises `ModelLoadError` instead of loading when this replica's
+    process already died `limit` times while loading (`resources.max_replica_load_deaths`). A load that
+    returns is recorded as done; one that dies leaves its record for the restarted replica. No ledger: no
+    guard."""
+    if ledger is None:
+        yield
+        return
+    key = f"load\t{ledger.replica_name()}"
+    deaths = ledger.crashes([key]).get(key, 0)
+    if deaths >= limit:
+        raise ModelLoadError(
+            f"a model replica's process died {deaths} times while loading the model (is the node's memory "
+            f"large enough for it? see the replica's worker log); not started again "
+            f"(resources.max_replica_load_deaths={limit})"
+        )
+    attempt = uuid.uuid4().hex
+    ledger.begin(attempt, [key])
+    yield
+    ledger.end(attempt)

@@ -40,6 +40,13 @@ class RemoteCrashLedger:
         # calls in order), and a replica that dies before it is sent costs its rows one retry alone.
         self.handle.end.remote(attempt)
 
+    @staticmethod
+    def replica_name() -> str:
+        """The calling actor's id: Ray keeps it when it restarts the actor (`crashes.model_load_guard`)."""
+        import ray
+
+        return ray.get_runtime_context().get_actor_id() or "driver"
+
     def stats(self) -> dict:
         return self._call("stats") or {}
 

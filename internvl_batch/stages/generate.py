@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig, PipelineConfig, StorageConfig
-from internvl_batch.generation.crashes import row_keys, triage
+from internvl_batch.generation.crashes import model_load_guard, row_keys, triage
 from internvl_batch.generation.faults import exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, GenerationResult, Predictor
 from internvl_batch.grounding import parse_boxes
@@ -55,15 +55,17 @@ class GenerateStage:
         passthrough: list[str] = (),
         reserved_gpus: float | None = None,
         max_crashes_per_row: int = 2,
+        max_replica_load_deaths: int = 3,
         crash_ledger=None,
     ) -> None:
         """`json_schema`: `task.json_schema` (answers of `json` rows are validated against it);
         `reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU;
         `crash_ledger`: a `CrashLedger` (or its Ray actor's client) shared by the run's replicas; None: rows
-        that kill replicas are not tracked."""
-        self.predictor = Predictor(
-            model, generation, batching, model_name=model_name, storage=storage, reserved_gpus=reserved_gpus
-        )
+        that kill replicas, and replicas that die while loading, are not tracked."""
+        with model_load_guard(crash_ledger, max_replica_load_deaths):
+            self.predictor = Predictor(
+                model, generation, batching, model_name=model_name, storage=storage, reserved_gpus=reserved_gpus
+            )
         self.model_name = model_name
         self.run_id = run_id
         self.passthrough = list(passthrough)  # input columns copied to the output unchanged
@@ -82,6 +84,7 @@ class GenerateStage:
         return {name: getattr(config, name) for name in names} | {
             "json_schema": config.task.json_schema,
             "max_crashes_per_row": config.resources.max_crashes_per_row,
+            "max_replica_load_deaths": config.resources.max_replica_load_deaths,
         }
 
     @classmethod

@@ -8,7 +8,9 @@ Driven by environment variables of the test's Ray cluster:
   cluster, raise torch.AcceleratorError as an illegal memory access would; `fault-<n>` files count them;
 - `<REPLICA_PROBE_DIR>/poison` (lines `<text> segv|accelerator`, written by the test): a micro-batch with a row
   whose prompt contains <text> kills its replica's process every time, with a real SIGSEGV or an
-  AcceleratorError (which the stage answers by exiting the process); `crash-<text>-<pid>` files record each.
+  AcceleratorError (which the stage answers by exiting the process); `crash-<text>-<pid>` files record each;
+- `<REPLICA_PROBE_DIR>/die-on-load` (written by the test): every replica's process is killed with SIGKILL (as
+  the kernel's out-of-memory killer does) while it loads the model; `load-death-<pid>` files record each.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def install() -> None:
     init, generate = Predictor.__init__, Predictor._generate_micro_batch
 
     def recording_init(self, *args, **kwargs):
+        if (directory / "die-on-load").exists():
+            (directory / f"load-death-{os.getpid()}").write_text("")
+            os.kill(os.getpid(), signal.SIGKILL)
         init(self, *args, **kwargs)
         record = {
             "pid": os.getpid(),

@@ -139,3 +139,27 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
     _replicas(probe)
     for crash in probe.glob("crash-*"):
         crash.unlink()
+
+
+def test_a_replica_that_dies_while_loading_ends_the_job(probe, tmp_path, capsys):
+    """A replica's process killed (SIGKILL, as by the out-of-memory killer) every time it loads the model is
+    restarted by Ray; at resources.max_replica_load_deaths it refuses to load again and the job ends with one
+    line saying why, instead of restarting the replica for ever."""
+    from internvl_batch.job import main
+
+    (probe / "die-on-load").write_text("")
+    config = _job(tmp_path, "cpu")
+    config = config.model_copy(update={"resources": config.resources.model_copy(update={"max_replica_load_deaths": 2})})
+    try:
+        code = main(config=config)
+    finally:
+        (probe / "die-on-load").unlink()
+    deaths = list(probe.glob("load-death-*"))
+    for death in deaths:
+        death.unlink()
+    assert code == 1 and len(deaths) == 2  # killed twice while loading, not restarted a third time
+    assert (
+        "ModelLoadError: a model replica's process died 2 times while loading the model (is the node's memory "
+        "large enough for it? see the replica's worker log); not started again "
+        "(resources.max_replica_load_deaths=2)"
+    ) in capsys.readouterr().err.splitlines()[-1]

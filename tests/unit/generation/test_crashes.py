@@ -7,7 +7,8 @@ Ray would retry. The deaths themselves (a real segfault, a real accelerator faul
 import pytest
 
 from internvl_batch.config_loader import load_config
-from internvl_batch.generation.crashes import CrashLedger, row_keys, triage
+from internvl_batch.errors import ModelLoadError
+from internvl_batch.generation.crashes import CrashLedger, model_load_guard, row_keys, triage
 from tests.media import encode, make_photo
 
 
@@ -116,3 +117,26 @@ def test_a_row_at_the_crash_limit_becomes_an_error_row_and_the_rest_are_answered
     assert (out.column("error_stage")[2].as_py(), out.column("error_type")[2].as_py()) == ("generate", "ReplicaCrashed")
     expected = reference.column("response").to_pylist()
     assert out.column("response").to_pylist() == expected[:2] + [None] + expected[3:]
+
+
+def test_a_replica_that_keeps_dying_while_loading_refuses_to_load_again():
+    ledger = CrashLedger()
+    for _ in range(2):  # a load that never returns (its process died) leaves its record for the next start
+        with pytest.raises(SystemExit), model_load_guard(ledger, 2):
+            raise SystemExit
+    with pytest.raises(ModelLoadError, match=r"died 2 times while loading the model .*max_replica_load_deaths=2"):
+        with model_load_guard(ledger, 2):
+            pytest.fail("loaded after two deaths")
+
+
+def test_a_load_that_returns_clears_the_deaths_before_it():
+    ledger = CrashLedger()
+    with pytest.raises(SystemExit), model_load_guard(ledger, 2):
+        raise SystemExit
+    with model_load_guard(ledger, 2):  # one death is below the limit: it loads...
+        pass
+    with model_load_guard(ledger, 2):  # ...and once it has loaded, the earlier death no longer counts
+        pass
+    assert ledger.crashes([f"load\t{ledger.replica_name()}"]) == {}
+    with model_load_guard(None, 1):  # no ledger: no guard
+        pass

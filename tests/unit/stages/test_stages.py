@@ -247,6 +247,7 @@ def test_stages_take_only_their_config_sections(config):
         "storage",
         "json_schema",
         "max_crashes_per_row",
+        "max_replica_load_deaths",
     }
     with pytest.raises(TypeError):
         PrepareStage(config)  # the whole config is refused
