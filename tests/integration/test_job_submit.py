@@ -111,10 +111,11 @@ def test_submitted_job_succeeds(ray_head, s3, bucket, s3_endpoint, tiny_checkpoi
     assert all(r["response"] and r["num_output_tokens"] == 4 and r["error"] is None for r in out)
 
 
-def test_failed_job_exits_non_zero(ray_head, tmp_path):
+def test_failed_job_exits_non_zero(ray_head, tiny_checkpoint, tmp_path):
     address, env = ray_head
     config = tmp_path / "bad.yaml"
-    config.write_text("input: {manifests: /nonexistent/m.jsonl}\noutput: {path: /tmp/x}\nmodel: {path: tiny}\n")
+    bad = {"input": {"manifests": "/nonexistent/m.jsonl"}, "output": {"path": str(tmp_path / "out")}}
+    config.write_text(yaml.safe_dump({**bad, "model": {"path": str(tiny_checkpoint)}}))
     submit = [
         str(BIN / "ray"),
         "job",
