@@ -48,7 +48,8 @@ def probe(tmp_path_factory):
     ray.shutdown()
 
 
-def _job(tmp_path: Path, accelerator: str, rows: int = 6, questions: dict | None = None):
+def _job(tmp_path: Path, accelerator: str, rows: int = 6, questions: dict | None = None, overrides=()):
+    """A job of `rows` photos on the tiny checkpoint; `overrides`: `--set` style, e.g. "resources.x=3"."""
     for i in range(rows):
         (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
     manifest = [{"id": f"img{i}", "image": f"{i}.jpg"} for i in range(rows)]
@@ -57,6 +58,7 @@ def _job(tmp_path: Path, accelerator: str, rows: int = 6, questions: dict | None
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(row) for row in manifest))
     return load_config(
         None,
+        list(overrides),
         base={
             "input": {"manifests": str(tmp_path / "m.jsonl")},
             "output": {"path": str(tmp_path / "out"), "rows_per_file": 2},
@@ -82,11 +84,10 @@ def _replicas(directory: Path) -> list[dict]:
 
 def test_an_accelerator_fault_restarts_the_replica_and_retries_its_batch(probe, tmp_path):
     (probe / "inject-faults").write_text("2")
-    config = _job(tmp_path, "cpu")
     # Two faults in a row can both hit the same row (its micro-batch, then that row alone): with the default
     # resources.max_crashes_per_row=2 the crash ledger would rightly call it a poison row. Three keeps two
     # transient faults within the bound, which is what this test is about.
-    config = config.model_copy(update={"resources": config.resources.model_copy(update={"max_crashes_per_row": 3})})
+    config = _job(tmp_path, "cpu", overrides=["resources.max_crashes_per_row=3"])
     try:
         summary = run_job(config)
     finally:
@@ -114,8 +115,7 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
 
     (probe / "poison").write_text("POISONSEGV segv\nPOISONACCEL accelerator\n")
     questions = {2: "POISONSEGV what is this?", 4: "POISONACCEL what is this?", 3: "What is this?"}
-    config = _job(tmp_path, "cpu", questions=questions)
-    config = config.model_copy(update={"output": config.output.model_copy(update={"max_error_fraction": 0.5})})
+    config = _job(tmp_path, "cpu", questions=questions, overrides=["output.max_error_fraction=0.5"])
     try:
         code = main(config=config)
     finally:
@@ -141,6 +141,7 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
         crash.unlink()
 
 
+@pytest.mark.timeout(240)  # without the bound the job never ends: fail, do not stall the suite
 def test_a_replica_that_dies_while_loading_ends_the_job(probe, tmp_path, capsys):
     """A replica's process killed (SIGKILL, as by the out-of-memory killer) every time it loads the model is
     restarted by Ray; at resources.max_replica_load_deaths it refuses to load again and the job ends with one
@@ -148,8 +149,7 @@ def test_a_replica_that_dies_while_loading_ends_the_job(probe, tmp_path, capsys)
     from internvl_batch.job import main
 
     (probe / "die-on-load").write_text("")
-    config = _job(tmp_path, "cpu")
-    config = config.model_copy(update={"resources": config.resources.model_copy(update={"max_replica_load_deaths": 2})})
+    config = _job(tmp_path, "cpu", overrides=["resources.max_replica_load_deaths=2"])
     try:
         code = main(config=config)
     finally:
