@@ -45,6 +45,13 @@ class Processor:
         else:
             self.config = load_config(config, overrides, schema=PipelineConfig)
         self.base_uri = base_uri
+        if self.config.fetch.local_roots is None:  # local media: the working directory and base_uri's tree
+            from internvl_batch.local_media import default_local_roots
+
+            roots = default_local_roots([base_uri] if base_uri else [], local_run=True)
+            self.config = self.config.model_copy(
+                update={"fetch": self.config.fetch.model_copy(update={"local_roots": roots})}
+            )
         from internvl_batch.job import check_model
         from internvl_batch.model.locate import display_name
 

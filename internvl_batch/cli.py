@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from internvl_batch.errors import InternVLBatchError
+from internvl_batch.redact import install_log_redaction, redact_text
 
 
 def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def cmd_run(args) -> int:
     try:
         config = load_config(args.config, overrides_from_args(args))
     except InternVLBatchError as exc:
-        print(f"internvl-batch: error: {exc}", file=sys.stderr)
+        print(f"internvl-batch: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     return job_main(config=config)
 
@@ -95,7 +96,8 @@ def cmd_demo(args) -> int:
     from internvl_batch.demo import TINY_NOTE, demo_config
     from internvl_batch.job import main as job_main
 
-    config = load_config(None, args.overrides, base=demo_config(args.output))
+    overrides = list(args.overrides) + (["output.force=true"] if args.force else [])
+    config = load_config(None, overrides, base=demo_config(args.output))
     print(TINY_NOTE, flush=True)
     code = job_main(config=config)
     if code == 0:
@@ -118,7 +120,7 @@ def cmd_report(args) -> int:
     from internvl_batch.report import write_report
 
     storage = StorageConfig(endpoint_url=args.endpoint_url, anonymous=args.anonymous)
-    where = write_report(args.output, storage, args.out, args.sample, args.max_files)
+    where = write_report(args.output, storage, args.out, args.sample, args.max_files, local_roots=args.local_roots)
     print(f"report written to {where}")
     return 0
 
@@ -201,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--endpoint-url", help="S3-compatible endpoint of the output and media (default AWS)")
     p.add_argument("--anonymous", action="store_true", help="unsigned requests (public buckets)")
+    p.add_argument(
+        "--local-root",
+        dest="local_roots",
+        action="append",
+        metavar="DIR",
+        help="show local media (paths, file:// URIs) only from under DIR (repeatable); default: the directories "
+        "the output's latest run was allowed to read local media from (its _summary.json), none without a record",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
@@ -213,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a field of the demo config (repeatable)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an output directory that holds files the job did not write (only its own are deleted)",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -222,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
     try:
         return args.func(args)
     except (InternVLBatchError, FileExistsError, ValueError) as exc:
-        print(f"internvl-batch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"internvl-batch {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
 
 

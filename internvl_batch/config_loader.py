@@ -5,8 +5,8 @@
 Override values are parsed as YAML scalars/lists (`64` is an int, `true` a bool, `[1, 4]` a list, anything
 else a string). Unknown keys, wrong types and missing fields all raise `ConfigError` naming the field.
 
-Relative local paths written in a config file (`input.manifests`, `output.path`, and `model.path` when such a
-directory exists next to the file) are relative to the file's own directory, so a config works from any
+Relative local paths written in a config file (`input.manifests`, `output.path`, `fetch.local_roots`, and
+`model.path` when such a directory exists next to the file) are relative to the file's own directory, so a config works from any
 working directory; paths given with `--set` are relative to the working directory, as on any command line.
 """
 
@@ -73,7 +73,7 @@ def _relative_local(value, base: Path, must_exist: bool = False):
 def relative_to(loaded: dict, base: Path) -> dict:
     """A config file's relative local paths made relative to `base` (its directory)."""
     out = copy.deepcopy(loaded)
-    sections = {name: out.get(name) for name in ("input", "output", "model")}
+    sections = {name: out.get(name) for name in ("input", "output", "model", "fetch")}
     if isinstance(sections["input"], dict) and "manifests" in sections["input"]:
         manifests = sections["input"]["manifests"]
         sections["input"]["manifests"] = (
@@ -81,6 +81,9 @@ def relative_to(loaded: dict, base: Path) -> dict:
             if isinstance(manifests, list)
             else _relative_local(manifests, base)
         )
+    roots = sections["fetch"].get("local_roots") if isinstance(sections["fetch"], dict) else None
+    if isinstance(roots, list):
+        sections["fetch"]["local_roots"] = [_relative_local(root, base) for root in roots]
     if isinstance(sections["output"], dict) and "path" in sections["output"]:
         sections["output"]["path"] = _relative_local(sections["output"]["path"], base)
     if isinstance(sections["model"], dict) and "path" in sections["model"]:  # "tiny" or a Hub id stay as they are

@@ -68,6 +68,11 @@ class AddressRefused(FetchError):
     """The URL leads to an address the job must not connect to."""
 
 
+class PathRefused(FetchError):
+    """The local path is one the job must not read (outside `fetch.local_roots`, under /proc, /sys or /dev, or a
+    `file://` URI naming another host)."""
+
+
 class UnsupportedURIError(RowError):
     """The URI's scheme is not one the job can read."""
 

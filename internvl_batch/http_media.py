@@ -9,6 +9,11 @@ A manifest is untrusted input, so a URL in it must not make the job read the clo
 - link-local addresses (169.254.0.0/16, fe80::/10: the metadata endpoints of AWS, GCP and Azure) and the other
   metadata addresses (`fd00:ec2::254`, `100.100.100.200`) are always refused; loopback, private, shared
   (100.64.0.0/10) and other non-global addresses are refused unless `fetch.allow_private_networks`;
+- an IPv6 address that leads to an IPv4 address is judged by that IPv4 address: IPv4-mapped (`::ffff:0:0/96`),
+  NAT64 (the well-known prefix `64:ff9b::/96`, so IPv6-only clusters reach public IPv4 hosts), 6to4
+  (`2002::/16`) and Teredo (`2001::/32`: its server and its client, refused if either is);
+- URLs with credentials (`user:password@host`) are refused: they would not be sent, and the job must not
+  pretend to authenticate;
 - redirects are followed by hand, up to `fetch.max_redirects`, each hop through the same checks, and only to
   http(s).
 
@@ -31,6 +36,7 @@ from internvl_batch.config import FetchConfig
 from internvl_batch.errors import AddressRefused, FetchError
 
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix; the IPv4 is the last 32 bits
 REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 256 * 1024
 
@@ -47,8 +53,17 @@ def address_refusal(address: str, allow_private: bool) -> str | None:
     """What makes `address` (an IP literal) one the job must not connect to ("a link-local ... address"), or
     None if it may."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        else:
+            embedded = _embedded_ipv4(ip)
+            if embedded is not None:  # a transition address: where it leads is what counts
+                for role, ipv4 in embedded:
+                    reason = address_refusal(str(ipv4), allow_private)
+                    if reason:
+                        return f"{role} {ipv4}, {reason}"
+                return None
     if str(ip) in METADATA_ADDRESSES or ip.is_link_local:
         return "a link-local or cloud metadata address"
     if ip.is_multicast or (ip.is_reserved and not ip.is_private):
@@ -56,6 +71,37 @@ def address_refusal(address: str, allow_private: bool) -> str | None:
     if not ip.is_global and not allow_private:
         return "a private, loopback or otherwise internal address (fetch.allow_private_networks is false)"
     return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]] | None:
+    """The IPv4 addresses a NAT64, 6to4 or Teredo address leads to, each with its role in words, or None."""
+    if ip in NAT64_PREFIX:
+        return [("a NAT64 address of", ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))]
+    if ip.sixtofour is not None:
+        return [("a 6to4 address of", ip.sixtofour)]
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        return [("a Teredo address with server", server), ("a Teredo address with client", client)]
+    return None
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether `url` names a user (`user:password@host`) to Python's parser or to urllib3's (they may differ)."""
+    from urllib3.util import parse_url
+
+    for userinfo in (lambda: urlsplit(url).username, lambda: parse_url(url).auth):
+        try:
+            if userinfo() is not None:
+                return True
+        except ValueError:  # unparseable: the request itself fails with its own error
+            pass
+    return False
+
+
+CREDENTIALS_REFUSED = (
+    "credentials in the URL (user:password@) are not supported for HTTP(S) media; use a URL that needs none "
+    "(public or pre-signed), or an object-store URI (s3://, gs://, az://) with credentials from the environment"
+)
 
 
 def _guarded_pool_classes(allow_private: bool):
@@ -149,7 +195,13 @@ class HttpReader:
     def _open(self, url: str):
         from urllib3.exceptions import HTTPError as Urllib3Error
 
-        for _ in range(self.config.max_redirects + 1):
+        for hop in range(self.config.max_redirects + 1):
+            if has_userinfo(url):  # urllib3 would drop them silently; never repeat them in the message
+                raise FetchError(
+                    CREDENTIALS_REFUSED
+                    if hop == 0
+                    else "redirect to a URL with credentials (user:password@), not supported for HTTP(S) media"
+                )
             try:
                 response = self.manager.request("GET", url, preload_content=False, redirect=False)
             except FetchError:

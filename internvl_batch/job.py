@@ -20,11 +20,13 @@ from importlib import metadata
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError
+from internvl_batch.local_media import with_local_roots
 from internvl_batch.manifest.files import ManifestFile, expand_manifests, input_renames
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
-from internvl_batch.results import new_run_id, prepare_output, write_summary
+from internvl_batch.output_dir import new_run_id, prepare_output, write_summary
+from internvl_batch.redact import install_log_redaction, redact_text
 from internvl_batch.scan import manifest_report
 from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
 from internvl_batch.tasks import template_fields
@@ -76,11 +78,15 @@ def check_model(config: PipelineConfig) -> None:
         verify_weights(bundle.info, bundle.prompts.image_context_id)
 
 
-def preflight(config: JobConfig) -> list[ManifestFile]:
-    """Everything that can fail cheaply, before Ray starts: model files, output, manifest files (a listing)."""
+def preflight(config: JobConfig, run_id: str | None = None) -> list[ManifestFile]:
+    """Everything that can fail cheaply, before Ray starts: model files, manifest files (a listing), then the
+    output (where `run_id`'s start is recorded: nothing is written there unless everything else is fine)."""
     check_model(config)
-    prepare_output(config.output, config.storage)
-    return expand_manifests(config.input.manifests, config.storage, config.input.format, input_renames(config.input))
+    files = expand_manifests(
+        config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
+    )
+    prepare_output(config.output, config.storage, run_id)
+    return files
 
 
 def carried_columns(config: JobConfig) -> list[str]:
@@ -144,7 +150,8 @@ def run_job(config: JobConfig) -> dict:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     run_id = new_run_id()
-    files = preflight(config)
+    files = preflight(config, run_id)
+    config = with_local_roots(config, [file.uri for file in files])
     num_gpus = init_ray(config)
     t_scan = time.monotonic()
     units = read_units(config, files)
@@ -247,11 +254,20 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an output directory that holds files this job did not write (output.force=true); only "
+        "the job's own files are ever deleted, and an empty path, a filesystem root or the home directory are "
+        "refused regardless",
+    )
 
 
 def overrides_from_args(args) -> list[str]:
-    extra = (["output.resume=false"] if args.no_resume else []) + (
-        ["output.retry_errors=true"] if args.retry_errors else []
+    extra = (
+        (["output.resume=false"] if args.no_resume else [])
+        + (["output.retry_errors=true"] if args.retry_errors else [])
+        + (["output.force=true"] if getattr(args, "force", False) else [])
     )
     return list(args.overrides) + extra
 
@@ -259,6 +275,7 @@ def overrides_from_args(args) -> list[str]:
 def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
     """Parse arguments (unless a config is given), run, and map failures to exit codes with one-line errors."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     try:
         if config is None:
             args = build_parser().parse_args(argv)
@@ -272,8 +289,8 @@ def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
             )
         return exit_code(summary, config)
     except JobFailed as exc:
-        print(f"internvl-batch: job failed: {exc}", file=sys.stderr)
+        print(f"internvl-batch: job failed: {redact_text(str(exc))}", file=sys.stderr)
         return 1
     except InternVLBatchError as exc:
-        print(f"internvl-batch: error: {exc}", file=sys.stderr)
+        print(f"internvl-batch: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2

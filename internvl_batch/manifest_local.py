@@ -29,7 +29,9 @@ from internvl_batch.tasks import TaskPrompter, template_fields
 def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partitions: int = 1):
     """(request table of the rows to do or None, ScanTotals, the summary's manifest report), as the job would
     compute them; fatal manifest problems raise `ConfigError`."""
-    files = expand_manifests(config.input.manifests, config.storage, config.input.format, input_renames(config.input))
+    files = expand_manifests(
+        config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
+    )
     units = plan_units(files, config.input.split_bytes)
     layouts = {}
     for unit in units:

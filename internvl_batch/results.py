@@ -1,35 +1,28 @@
-"""The output directory: atomic result files, the reader, resume, and `_summary.json`.
+"""Result files: written atomically, read back as one current row per (id, task), keys for resume.
 
-Layout of `output.path`:
-    part-<run_id>-<uuid>.parquet   result files; each appears whole or not at all
-    _summary.json                  the last run's summary
-    _runs/<run_id>.json            every run's summary
-
-Result files are written under a hidden temporary name and renamed (local) or uploaded in one PUT/multipart
-upload (S3, where an object exists only once complete), so a reader or a resume never sees half a file.
-Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run. A PDF that one
-run read (rows `<id>#p<n>`) and another could not read at all (one row `<id>`) has rows of two shapes: the
-later run's shape wins (`shape_superseded`). Files whose names start with `_` or `.` are never results.
+Result files (`part-<run_id>-<12 hex>.parquet`, see `output_dir.py` for the output's layout and which files
+are the job's) are written whole or not at all (`output_dir.write_output_file`), so a reader or a resume never
+sees half a file. Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run.
+A PDF that one run read (rows `<id>#p<n>`) and another could not read at all (one row `<id>`) has rows of two
+shapes: the later run's shape wins (`shape_superseded`).
 """
 
 from __future__ import annotations
 
 import io
-import json
+import re
 import uuid
-from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from internvl_batch.config import OutputConfig, StorageConfig
-from internvl_batch.errors import ConfigError
-from internvl_batch.filesystems import fsspec_filesystem, is_local
+from internvl_batch.config import StorageConfig
+from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.keys import document_ids, key_hashes, page_shares
+from internvl_batch.output_dir import RUN_ID, list_output, write_output_file
 
-SUMMARY_FILE = "_summary.json"
 RECORD_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -39,12 +32,6 @@ RECORD_SCHEMA = pa.schema(
         ("position", pa.uint64()),
     ]
 )
-RUNS_DIR = "_runs"
-
-
-def new_run_id() -> str:
-    """Sortable by time: a later run's id sorts after an earlier one's."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _join(path: str, name: str) -> str:
@@ -52,29 +39,22 @@ def _join(path: str, name: str) -> str:
 
 
 def result_files(output_path: str, storage: StorageConfig) -> list[str]:
+    """The job's result files under `output_path` (`OutputListing.result_files`), sorted."""
     fs, path = fsspec_filesystem(output_path, storage)
-    if not fs.exists(path):
-        return []
-    names = fs.find(path, maxdepth=1) if fs.isdir(path) else []
-    return sorted(p for p in names if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+    return list_output(fs, path).result_files
 
 
 def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> str:
-    """Write `table` as one new result file, atomically; returns its path."""
+    """Write `table` as one new result file, atomically; returns its path. `run_id`: from `new_run_id` (the
+    file is named after it, and only names of that form are read back as results)."""
+    if not re.fullmatch(RUN_ID, run_id or ""):
+        raise ValueError(f"run id {run_id!r} is not one new_run_id makes")
     fs, path = fsspec_filesystem(output_path, storage)
     name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    target = _join(path, name)
-    if is_local(output_path):
-        tmp = _join(path, f".{name}.tmp")
-        with fs.open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-        fs.mv(tmp, target)  # a rename: atomic on one filesystem
-    else:
-        with fs.open(target, "wb") as f:  # object stores publish an object only when its upload completes
-            f.write(buf.getvalue())
-    return target
+    write_output_file(_join(output_path, name), storage, buf.getvalue())
+    return _join(path, name)
 
 
 def read_results(output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None) -> pa.Table:
@@ -241,35 +221,3 @@ def _same_key_as_previous(table: pa.Table) -> np.ndarray:
         equal = pc.equal(values.slice(1), values.slice(0, table.num_rows - 1))
         same = equal if same is None else pc.and_(same, equal)
     return np.concatenate([[False], same.combine_chunks().to_numpy(zero_copy_only=False)])
-
-
-def prepare_output(output: OutputConfig, storage: StorageConfig) -> None:
-    """Fail fast when the output cannot be written; without resume, discard earlier results."""
-    fs, path = fsspec_filesystem(output.path, storage)
-    try:
-        fs.makedirs(path, exist_ok=True)
-        for stale in fs.find(path, maxdepth=1) if fs.isdir(path) else []:
-            name = stale.rsplit("/", 1)[-1]
-            if name.startswith(".part-") and name.endswith(".tmp"):
-                fs.rm(stale)  # left by a writer that was killed mid-file
-        if not output.resume:
-            for file in result_files(output.path, storage):
-                fs.rm(file)
-        probe = _join(path, f"_write_check_{uuid.uuid4().hex}")
-        with fs.open(probe, "wb") as f:
-            f.write(b"ok")
-        fs.rm(probe)
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"output {output.path} is not writable: {type(exc).__name__}: {exc}") from None
-
-
-def write_summary(output_path: str, storage: StorageConfig, summary: dict) -> str:
-    fs, path = fsspec_filesystem(output_path, storage)
-    text = json.dumps(summary, indent=2, default=str)
-    fs.makedirs(_join(path, RUNS_DIR), exist_ok=True)
-    with fs.open(_join(_join(path, RUNS_DIR), f"{summary['run_id']}.json"), "w") as f:
-        f.write(text)
-    target = _join(path, SUMMARY_FILE)
-    with fs.open(target, "w") as f:
-        f.write(text)
-    return target

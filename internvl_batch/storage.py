@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import FetchError, RowError, UnsupportedURIError
-from internvl_batch.filesystems import HTTP_SCHEMES, fsspec_filesystem, is_local, local_path, scheme_of
+from internvl_batch.filesystems import HTTP_SCHEMES, fsspec_filesystem, is_local, scheme_of
+from internvl_batch.local_media import LocalRoots
 
 _PERMANENT = (
     FileNotFoundError,
@@ -72,6 +73,7 @@ class MediaFetcher:
         self.fetch_config = fetch
         self.policies = {"image": KindPolicy(fetch.max_bytes, "fetch.max_bytes"), **(policies or {})}
         self.temp_dir = temp_dir
+        self.local_roots = LocalRoots(fetch.local_roots)  # which local files media may be read from
         self._pool = ThreadPoolExecutor(max_workers=fetch.threads, thread_name_prefix="fetch")
         self._http = None  # http_media.HttpReader, made on the first HTTP(S) URL
 
@@ -125,7 +127,7 @@ class MediaFetcher:
 
     def _read(self, uri: str, policy: KindPolicy) -> bytes | LocalFile:
         if is_local(uri):
-            path = local_path(uri)
+            path = self.local_roots.path_of(uri)  # refused before the file is even stat'ed
             info = os.stat(path)  # one call: a missing file fails here, cheaply
             if stat.S_ISDIR(info.st_mode):
                 raise IsADirectoryError(f"{path} is a directory")

@@ -11,6 +11,7 @@ from collections import Counter
 import pyarrow as pa
 
 from internvl_batch.keys import add_checksums
+from internvl_batch.redact import redact_text
 
 log = logging.getLogger("internvl_batch.progress")
 
@@ -127,4 +128,4 @@ def print_summary(summary: dict, where: str) -> None:
         f"({summary['output_tokens_per_s']:.1f}/s), wall time {summary['wall_time_s']:.1f} s",
         f"status: {summary['status']}; summary written to {where}",
     ]
-    print("\n".join(["== internvl-batch summary =="] + lines), flush=True)
+    print(redact_text("\n".join(["== internvl-batch summary =="] + lines)), flush=True)

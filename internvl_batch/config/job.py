@@ -74,6 +74,13 @@ class OutputConfig(Section):
         description="Process only ids without a result under the output path (incremental runs); false discards earlier results and starts over.",
     )
     retry_errors: bool = Field(False, description="When resuming, also reprocess ids whose latest result is an error.")
+    force: bool = Field(
+        False,
+        description="Write into a directory that holds files this job did not write (refused otherwise, with "
+        "resume or not). Even then only the job's own files are ever deleted (resume: false deletes its result "
+        "files, of runs recorded in _runs/). An empty path, a filesystem root and the home directory are refused "
+        "regardless (`--force` on the command line).",
+    )
     rows_per_file: int = Field(1000, ge=1, description="Rows per result file (each file is written atomically).")
     max_error_fraction: float = Field(
         0.1,

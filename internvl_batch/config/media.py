@@ -129,6 +129,14 @@ class FetchConfig(Section):
         description="Allow HTTP(S) media on loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and other "
         "internal addresses. Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10) are refused always.",
     )
+    local_roots: list[str] | None = Field(
+        None,
+        description="Directories under which media given as local paths or file:// URIs may be read (after "
+        "symlinks are resolved). Default (null): each local manifest's directory tree, plus the working directory "
+        "when the job starts its own local Ray (the Python API: the working directory and base_uri's directory). "
+        "[] refuses every local read: set it on clusters fed by untrusted manifests. /proc, /sys and /dev are "
+        "never read, and file:// URIs must name no host or localhost.",
+    )
 
 
 class StorageConfig(Section):

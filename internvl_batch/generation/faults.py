@@ -40,16 +40,30 @@ _ACCELERATOR_FAULT_MARKERS = (
 )
 
 
+# What out-of-memory errors raised as plain RuntimeError (or AcceleratorError, a subclass) say.
+_OUT_OF_MEMORY_MARKERS = (
+    "out of memory",  # "CUDA error: out of memory" (an AcceleratorError), "HIP out of memory"
+    "can't allocate memory",  # the CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to ..."
+    "not enough memory",
+)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure."""
+    """Memory too small for the batch: splitting it may help.
+
+    - CUDA's caching allocator: `torch.OutOfMemoryError`;
+    - `CUDA error: out of memory` (cudaErrorMemoryAllocation: a kernel launch or a library's workspace outside
+      the caching allocator), which torch >= 2.8 raises as `torch.AcceleratorError`: about the batch's size,
+      and not sticky (the context stays usable), so out of memory rather than a replica fault;
+    - the CPU allocator's failure (`DefaultCPUAllocator: can't allocate memory`, a RuntimeError) and Python's
+      MemoryError.
+    Checked before `is_replica_fault`, which never calls an out-of-memory error a fault."""
     import torch
 
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-    )
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _OUT_OF_MEMORY_MARKERS)
 
 
 def is_replica_fault(exc: BaseException) -> bool:

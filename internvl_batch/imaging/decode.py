@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from internvl_batch.errors import ImageDecodeError, PixelLimitError
+from internvl_batch.imaging.sniff import looks_like
 
 # Pillow refuses images above 2x this many pixels by default; we make the limit explicit and configurable.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -57,7 +58,7 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise PixelLimitError(f"{size} exceeds max_pixels={max_pixels} (decompression-bomb protection)") from None
     except UnidentifiedImageError:
         raise ImageDecodeError(
-            f"not an image: format not recognised ({len(data)} bytes, starting {data[:8]!r})"
+            f"not an image: format not recognised ({len(data)} bytes that look like {looks_like(data)})"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow reports broken headers with all three
         raise ImageDecodeError(f"unreadable image header: {exc}") from None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from internvl_batch.errors import DocumentError, LimitError
+from internvl_batch.imaging.sniff import looks_like
 from internvl_batch.imaging.tiling import TILE_SIZE, choose_grid
 
 PDF_MAGIC = b"%PDF-"
@@ -73,7 +74,7 @@ class PdfRenderer:
         except ImportError:
             raise RuntimeError("PDF documents need pypdfium2: pip install pypdfium2") from None
         if not is_pdf(data):
-            raise DocumentError(f"not a PDF (the data starts with {bytes(data[:16])!r})")
+            raise DocumentError(f"not a PDF (the data looks like {looks_like(data)})")
         try:
             document = pypdfium2.PdfDocument(data)
         except pypdfium2.PdfiumError:

@@ -31,9 +31,12 @@ FORMATS = {
     ".csv": "csv",
     ".parquet": "parquet",
     ".tar": "webdataset",
+    # gzip-compressed shards are read only when their name says so (a `.tar` is never decompressed).
+    ".tar.gz": "webdataset",
+    ".tgz": "webdataset",
 }
 # The files a directory given as a manifest stands for (`.json` files there are a dataset's metadata).
-DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tar")
+DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tar", ".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ManifestFile:
     size: int  # bytes
     label: str  # how error ids name the file: `<label>:<line>` (the base name unless two files share it)
     renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
+    max_media_bytes: int | None = None  # fetch.max_bytes for media held in the file (WebDataset, Parquet cells)
 
 
 @dataclass(frozen=True)
@@ -54,21 +58,32 @@ class ReadUnit:
     first_line: int = 1  # line (JSONL, CSV) or row (Parquet) number of the unit's first row, 1-based
 
 
+def manifest_suffix(name: str) -> str:
+    """The suffix that tells a manifest's format: `.jsonl`, `.tar`, and the two-part `.tar.gz`."""
+    name = name.lower()
+    return ".tar.gz" if name.endswith(".tar.gz") else PurePosixPath(name).suffix
+
+
 def detect_format(uri: str, configured: str) -> str:
     if configured != "auto":
         return configured
-    suffix = PurePosixPath(uri.split("?")[0]).suffix.lower()
+    suffix = manifest_suffix(uri.split("?")[0])
     if suffix not in FORMATS:
         raise ConfigError(f"manifest {uri}: cannot tell the format from {suffix or 'no extension'!r}; set input.format")
     return FORMATS[suffix]
 
 
 def expand_manifests(
-    patterns: list[str], storage: StorageConfig, configured_format: str = "auto", renames: dict[str, str] | None = None
+    patterns: list[str],
+    storage: StorageConfig,
+    configured_format: str = "auto",
+    renames: dict[str, str] | None = None,
+    max_media_bytes: int | None = None,
 ) -> list[ManifestFile]:
     """Patterns -> manifest files (globs expanded and sorted, sizes from the listing; a directory stands for the
     manifest files directly in it, such as a Parquet dataset's shards). No match is fatal. `renames`: columns
-    read under another name (`input.image_column` -> `image`)."""
+    read under another name (`input.image_column` -> `image`); `max_media_bytes`: the most bytes of one image
+    held in a manifest (`fetch.max_bytes`)."""
     found: list[tuple[str, int]] = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
@@ -87,8 +102,7 @@ def expand_manifests(
                     matches = sorted(
                         (i["name"], i)
                         for i in fs.ls(path, detail=True)
-                        if i.get("type") != "directory"
-                        and PurePosixPath(i["name"]).suffix.lower() in DIRECTORY_SUFFIXES
+                        if i.get("type") != "directory" and manifest_suffix(i["name"]) in DIRECTORY_SUFFIXES
                     )
         except Exception as exc:  # noqa: BLE001 - any listing failure is fatal here
             raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
@@ -102,7 +116,7 @@ def expand_manifests(
     labels = file_labels([uri for uri, _ in found])
     pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)
     return [
-        ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs)
+        ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs, max_media_bytes)
         for (uri, size), label in zip(found, labels)
     ]
 
@@ -115,10 +129,11 @@ def input_renames(input_config) -> dict[str, str]:
 def file_labels(uris: list[str]) -> list[str]:
     """Base names; when two files share one (nightly shards in dated folders), paths below their common folder."""
     names = [posixpath.basename(u) for u in uris]
-    if len(set(names)) == len(names):
-        return names
-    common = posixpath.commonpath([u.split("://", 1)[-1] for u in uris])
-    return [posixpath.relpath(u.split("://", 1)[-1], common) for u in uris]
+    if len(set(names)) != len(names):
+        common = posixpath.commonpath([u.split("://", 1)[-1] for u in uris])
+        names = [posixpath.relpath(u.split("://", 1)[-1], common) for u in uris]
+    # A local file name that is not UTF-8 arrives with surrogate escapes; labels name rows, so they must be text.
+    return [n.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for n in names]
 
 
 def plan_units(files: list[ManifestFile], split_bytes: int) -> list[ReadUnit]:

@@ -19,6 +19,7 @@ from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError, RowError  # noqa: F401 - ManifestError: re-exported
 from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.manifest.files import ReadUnit, open_manifest
+from internvl_batch.manifest.row_errors import row_error, text_problem
 
 READ_CHUNK = 8 * 2**20
 _LONG_DIGITS = re.compile(rb"\d{19}")
@@ -50,7 +51,9 @@ class UnitRows:
 
             rows = webdataset_rows(self.unit, self.storage)
         else:
-            rows = _parquet_rows(self.unit, self.storage, self.id_field)
+            from internvl_batch.manifest.parquet import parquet_rows
+
+            rows = parquet_rows(self.unit, self.storage, self.id_field)
         return _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
 
     def _read_all(self) -> bytes:
@@ -69,7 +72,7 @@ class UnitRows:
                     self.blank_lines += 1
                 number += 1
                 continue
-            row = _json_row(line, number)
+            row = _json_row(line, number, self.id_field)
             if isinstance(row, dict) and self.id_field in row:
                 self.rows_with_id_field += 1
             yield number, row
@@ -113,9 +116,10 @@ def _owned_lines(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[bytes
             yield carry, True
 
 
-def _json_row(line: bytes, number: int) -> dict | ManifestError:
+def _json_row(line: bytes, number: int, id_field: str = "id") -> dict | ManifestError:
     # orjson parses a line ~3x faster; where it would differ from the json module (its errors, NaN and
-    # Infinity, integers of 19 digits or more) the json module decides, so rows read exactly as they did.
+    # Infinity, integers of 19 digits or more, lone surrogate escapes) the json module decides, so rows read
+    # exactly as they did.
     if _orjson is not None and not _LONG_DIGITS.search(line):
         try:
             row = _orjson.loads(line)
@@ -135,6 +139,10 @@ def _json_row(line: bytes, number: int) -> dict | ManifestError:
         return ManifestError(f"line {number} is not valid JSON: {exc.msg}")
     if not isinstance(row, dict):
         return ManifestError(f"line {number} is JSON {_json_type(row)}, not an object")
+    if b"\\u" in line:  # JSON may escape a lone surrogate (`\udfff`), which is not Unicode text
+        problem = text_problem(row)
+        if problem:
+            return row_error(problem, row.get(id_field))
     return row
 
 
@@ -183,28 +191,3 @@ def _csv_list(text: str, key: str) -> Any:
         except ValueError:
             return ManifestError(f"`bound` must be two numbers, got {text!r}")
     return parts
-
-
-def _parquet_rows(
-    unit: ReadUnit, storage: StorageConfig, id_field: str = "id"
-) -> Iterator[tuple[int, dict | Exception]]:
-    import pyarrow.parquet as pq
-
-    uri = unit.file.uri
-    fs, path = fsspec_filesystem(uri, storage)
-    number = unit.first_line
-    with open_manifest(fs, path, uri) as f:
-        try:
-            reader = pq.ParquetFile(f)
-            if id_field not in reader.schema_arrow.names:
-                raise ConfigError(f"manifest {uri}: no `{id_field}` column (columns: {reader.schema_arrow.names})")
-            groups = range(unit.start, unit.stop)
-            tables = (reader.read_row_group(g) for g in groups)
-            for table in tables:
-                for row in table.to_pylist():
-                    yield number, row
-                    number += 1
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"manifest {uri}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None

@@ -78,6 +78,7 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
     fields: dict = {"id": fallback_id}
     try:
         if isinstance(raw, Exception):
+            fields["id"] = getattr(raw, "row_id", None) or fallback_id  # the reader could read the id
             raise raw
         fields["id"] = _id_of(raw, fallback_id)
         fields["question"] = _text(raw, "question")

@@ -1,4 +1,4 @@
-"""WebDataset tar shards as manifests (`input.format: webdataset`, or `.tar`): one row per sample.
+"""WebDataset tar shards as manifests (`input.format: webdataset`, `.tar`, `.tar.gz`): one row per sample.
 
 The WebDataset convention (what img2dataset writes): a sample is the run of consecutive tar members that
 share a key, the member name up to the first dot of its base name (`00001.jpg`, `00001.json`, `00001.txt`).
@@ -11,23 +11,29 @@ A sample becomes a row:
   can be passed through with `input.passthrough_columns`), and its `.txt` member as `txt`.
 
 Shards are read streaming (tar's sequential mode over the object-store stream): no shard is downloaded to
-disk. A sample without an image, with several images, or with unreadable JSON is an error row (its id still
-the key); a shard that
-is truncated or corrupt yields error rows for what cannot be read (one row naming the member where reading
+disk. Members are bounded before they are read: a member over `fetch.max_bytes` (from its tar header) is
+skipped unread and its sample is an error row; members the row does not use are never read. A `.tar` is
+plain tar: a compressed stream is refused (one error row) unless the shard is named `.tar.gz` / `.tgz`, so a
+small file cannot expand to gigabytes without notice. A sample without an image, with several images, with
+unreadable JSON or with text that is not Unicode is an error row (its id still the key); a shard that is
+truncated or corrupt yields error rows for what cannot be read (one row naming the member where reading
 stopped), never a failed job. Rows are numbered by sample within the shard (`<shard>:<n>` names rows whose id
 cannot be read).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import posixpath
 import tarfile
+import zlib
 from collections.abc import Iterator
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.manifest.files import ReadUnit, open_manifest
+from internvl_batch.manifest.files import ReadUnit, manifest_suffix, open_manifest
+from internvl_batch.manifest.row_errors import row_error, text_problem
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 
@@ -45,44 +51,110 @@ def sample_key(name: str) -> tuple[str, str]:
     return (posixpath.join(directory, stem) if directory else stem), extension.lower()
 
 
+# The first bytes of compressed streams: tarfile's `r|*` would decompress any of them without a word.
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+GZIP_SUFFIXES = (".tar.gz", ".tgz")
+
+
+class Oversized:
+    """A member that was not read: larger than the shard's `max_media_bytes` (`fetch.max_bytes`)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 def webdataset_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[int, dict | Exception]]:
-    """The shard's samples as (sample number, raw row or ManifestError), in shard order."""
+    """The shard's samples as (sample number, raw row or ManifestError), in shard order.
+
+    Memory per sample is bounded: only image, `.json` and `.txt` members are read, each only when its header
+    says it is within `fetch.max_bytes` (others are skipped unread: a tar header cannot lie about how much is
+    read), and a sample's second image is not read (the sample is an error anyway). A `.tar` is read as
+    plain tar; gzip is decompressed only for shards named `.tar.gz` / `.tgz`."""
     uri = unit.file.uri
+    name = posixpath.basename(uri)
     fs, path = fsspec_filesystem(uri, storage)
     number = unit.first_line
+    gzipped = manifest_suffix(uri) in GZIP_SUFFIXES
     with open_manifest(fs, path, uri) as stream:
+        problem = _compression_problem(stream, name, gzipped)
+        if problem:
+            yield number, _error(problem)
+            return
         key, members, last = None, {}, None
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            # tarfile's own gzip reading inflates a whole input buffer at once (1 KB of zeros -> 1 MB) and copies
+            # what it holds at every read; gzip.GzipFile inflates no more than is asked for. 1 MiB reads: a
+            # skipped member (over the limit, or unused) is passed over in a few large steps.
+            source = gzip.GzipFile(fileobj=stream, mode="rb") if gzipped else stream
+            with tarfile.open(fileobj=source, mode="r|", bufsize=2**20) as tar:
                 for member in tar:
                     if not member.isfile():
                         continue
                     member_key, extension = sample_key(member.name)
                     if key is not None and member_key != key:
-                        yield number, _row(key, members)
+                        yield number, _row(key, members, unit.file.max_media_bytes)
                         number += 1
                         members = {}
                     key = member_key
-                    reader = tar.extractfile(member)
-                    members[extension] = (member.name, reader.read() if reader is not None else b"")
+                    members[extension] = (member.name, _member_data(tar, member, extension, members, unit))
                     last = member.name
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             where = f"after member {last!r}" if last else "at its start"
             yield (
                 number,
                 _error(
-                    f"shard {posixpath.basename(uri)} is truncated or corrupt {where}: "
+                    f"shard {name} is truncated or corrupt {where}: "
                     f"{type(exc).__name__}: {exc}; the samples after it cannot be read"
                 ),
             )
             return
         if key is not None:
-            yield number, _row(key, members)
+            yield number, _row(key, members, unit.file.max_media_bytes)
 
 
-def _row(key: str, members: dict[str, tuple[str, bytes]]) -> dict:
+def _compression_problem(stream, name: str, gzipped: bool) -> str | None:
+    """Why the shard is not read at all: compressed without saying so by name, or named .tar.gz but not gzip."""
+    head = stream.read(6)
+    stream.seek(0)
+    kind = next((kind for magic, kind in COMPRESSED if head.startswith(magic)), None)
+    if gzipped and kind != "gzip":
+        return f"shard {name} is named like a gzip-compressed tar but is not gzip data"
+    if not gzipped and kind is not None:
+        return (
+            f"shard {name} is {kind}-compressed: compressed shards are read only when named .tar.gz or .tgz "
+            "(gzip), so that a small file cannot expand without notice"
+        )
+    return None
+
+
+def _member_data(tar, member, extension: str, members: dict, unit: ReadUnit) -> bytes | Oversized | None:
+    """A member's bytes when the sample needs them and they are within the limit; `Oversized` when they are
+    not; None for a member the row never uses (or a second image), left unread."""
+    kind = extension.rsplit(".", 1)[-1]
+    wanted = kind in ("json", "txt") or (kind in IMAGE_EXTENSIONS and not _images(members))
+    if not wanted:
+        return None
+    limit = unit.file.max_media_bytes
+    if limit is not None and member.size > limit:
+        return Oversized(member.size)
+    reader = tar.extractfile(member)
+    return reader.read() if reader is not None else b""
+
+
+def _images(members: dict) -> list[tuple[str, object]]:
+    return [(name, data) for ext, (name, data) in members.items() if ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS]
+
+
+def _row(key: str, members: dict[str, tuple[str, object]], limit: int | None) -> dict | Exception:
     # A bad sample keeps its key as its id: the problem rides in `image`, which row checking raises.
+    if text_problem({"id": key}):
+        return row_error(f"sample {key!a}: the member name is not UTF-8 text", None)
     row: dict = {"id": key}
+    oversized = [(n, d.size) for n, d in members.values() if isinstance(d, Oversized)]
+    if oversized:
+        member, size = oversized[0]
+        row["image"] = _error(f"sample {key}: member {member} is {size} bytes, over fetch.max_bytes={limit} (not read)")
+        return row
     if "json" in members:
         try:
             fields = json.loads(members["json"][1])
@@ -90,13 +162,14 @@ def _row(key: str, members: dict[str, tuple[str, bytes]]) -> dict:
             return {"id": key, "image": _error(f"sample {key}: {members['json'][0]} is not valid JSON: {exc}")}
         if not isinstance(fields, dict):
             return {"id": key, "image": _error(f"sample {key}: {members['json'][0]} is not a JSON object")}
+        problem = text_problem(fields)
+        if problem:
+            return row_error(f"sample {key}: {members['json'][0]}: {problem}", key)
         row.update(fields)
         row["id"] = key  # the key, unless input.id_column names a field of the JSON (renamed after reading)
     if "txt" in members:
         row["txt"] = members["txt"][1].decode("utf-8", errors="replace")
-    images = [
-        (name, data) for extension, (name, data) in members.items() if extension.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS
-    ]
+    images = _images(members)
     if len(images) != 1:
         found = ", ".join(sorted(members)) or "nothing"
         row["image"] = _error(

@@ -6,12 +6,15 @@ Two layouts are understood:
   `vision_config`, weights under `vision_model.*`, `mlp1.*`, `language_model.*`);
 - `hf`: transformers' native InternVL (`model_type: internvl`), loaded as it is.
 
-Nothing here imports or runs code shipped with a checkpoint: `auto_map` entries are ignored on purpose.
+Nothing here imports or runs code shipped with a checkpoint: `auto_map` entries are ignored on purpose. Nor
+are pickles ever loaded: a checkpoint whose only weights are `pytorch_model*.bin` is refused when its config is
+read (`read_checkpoint_info`), so the driver's check fails with the message the replica would give.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,28 @@ DEFAULT_SYSTEM_MESSAGE = (
 
 SUPPORTED_LLMS = {"Qwen2ForCausalLM": "qwen2", "InternLM2ForCausalLM": "internlm2"}
 NATIVE_TEXT_TYPES = {"qwen2": "qwen2", "llama": "internlm2"}  # a converted InternLM2 is a Llama
+
+
+_PICKLED_WEIGHT = re.compile(r"pytorch_model(-[^/]*)?\.bin")
+
+
+def is_pickled_weight(name: str) -> bool:
+    """`pytorch_model.bin` or one of its shards (`pytorch_model-00001-of-00002.bin`), by file or key name."""
+    return _PICKLED_WEIGHT.fullmatch(name.rsplit("/", 1)[-1]) is not None
+
+
+def pickled_weights_error(where: str | Path) -> ModelLoadError:
+    """The one message for a checkpoint (a directory or an object-store prefix) whose only weights are pickles."""
+    return ModelLoadError(f"{where} has only pytorch_model*.bin weights; convert them to safetensors")
+
+
+def refuse_pickled_weights(path: Path) -> None:
+    """Raise `pickled_weights_error` when the directory holds pytorch_model*.bin weights and no safetensors.
+    (A directory with neither, such as a configs-only staged copy, passes.)"""
+    if not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    if any(is_pickled_weight(p.name) for p in path.glob("pytorch_model*.bin")):
+        raise pickled_weights_error(path)
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,7 @@ def read_checkpoint_info(path: str | Path, name: str | None = None) -> Checkpoin
     text_config = (raw.get("llm_config") if layout == "original" else raw.get("text_config")) or {}
     if image_size != 448:
         raise UnsupportedModelError(f"{path.name}: image size {image_size} (only 448-pixel tiles are supported)")
+    refuse_pickled_weights(path)
 
     # The published configs set these explicitly; the fallbacks are the model card's values (the config
     # classes' own defaults differ, so never rely on them).

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from internvl_batch.errors import ModelLoadError
-from internvl_batch.model.checkpoint import CheckpointInfo
+from internvl_batch.model.checkpoint import CheckpointInfo, refuse_pickled_weights
 from internvl_batch.model.convert import WeightConverter, native_config
 from internvl_batch.model.device_map import EMBEDDINGS_MODULE, device_of
 
@@ -38,8 +38,7 @@ def safetensors_files(path: Path) -> list[Path]:
         files = [path / "model.safetensors"]
     absent = [str(f) for f in files if not f.is_file()]
     if absent:
-        if (path / "pytorch_model.bin").exists() or list(path.glob("pytorch_model-*.bin")):
-            raise ModelLoadError(f"{path} has only pytorch_model*.bin weights; convert them to safetensors")
+        refuse_pickled_weights(path)
         raise ModelLoadError(f"weight files missing in {path}: {', '.join(absent)}")
     return files
 
@@ -69,6 +68,7 @@ def load_model(
                 dtype=dtype,
                 attn_implementation=attn_implementation,
                 trust_remote_code=False,
+                use_safetensors=True,  # never a pytorch_model*.bin pickle (read_checkpoint_info refuses those)
                 output_loading_info=True,
                 device_map=device_map or {"": str(device)},
             )

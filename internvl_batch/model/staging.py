@@ -4,6 +4,11 @@ Every actor on a node calls `stage_s3_model`; a file lock makes the first one do
 wait, and a completion marker makes later calls free. The download goes to a temporary directory that is
 renamed into place, so a crash never leaves a half-staged model that looks complete. Only configs,
 tokenizer files and safetensors weights are fetched (never the checkpoint's Python files).
+
+Object keys are not paths: a key may hold `..`, `.` or empty components (`m/../../x.json`, `m//etc/x.json`).
+Every key to fetch must be a plain relative path under the model's prefix (`relative_key`), or the whole
+staging is refused before anything is written: nothing lands outside the model's directory, and no two keys
+(`m/a.json`, `m/./a.json`) write the same file.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ModelLoadError
+from internvl_batch.model.checkpoint import is_pickled_weight, pickled_weights_error
+from internvl_batch.redact import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,26 @@ def default_cache_root() -> Path:
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "internvl-batch"
     )
     return Path(root)
+
+
+def relative_key(file: str, prefix: str, uri: str) -> PurePosixPath:
+    """Where the object `file` (as the filesystem lists it: `bucket/key`) goes under the staging directory: its
+    path below `prefix`. Raises ModelLoadError, naming the object, unless that path is plain: relative, with no
+    empty, `.` or `..` component, and not the prefix itself."""
+    base = prefix.rstrip("/") + "/"
+    scheme = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    rel = file[len(base) :] if file.startswith(base) else None
+    if not rel:
+        reason = "it is not a file under the model's prefix"
+    elif rel.startswith("/"):
+        reason = f"its path under the prefix, {rel!r}, is absolute"
+    elif ".." in rel.split("/"):
+        reason = f"its path under the prefix, {rel!r}, has a '..' component and could leave the model's directory"
+    elif any(part in ("", ".") for part in rel.split("/")):
+        reason = f"its path under the prefix, {rel!r}, has an empty or '.' component"
+    else:
+        return PurePosixPath(rel)
+    raise ModelLoadError(f"model {uri}: refusing to stage object {scheme}{file}: {reason}; nothing was staged")
 
 
 @contextmanager
@@ -62,17 +89,23 @@ def stage_s3_model(uri: str, storage: StorageConfig, cache_root: Path | None = N
             return target
         fs, prefix = fsspec_filesystem(uri, storage)
         try:
-            files = [f for f in fs.find(prefix.rstrip("/")) if f.endswith(suffixes)]
+            listed = fs.find(prefix.rstrip("/"))
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"cannot list model {uri}: {type(exc).__name__}: {exc}") from None
+        files = [f for f in listed if f.endswith(suffixes)]
         if not any(f.endswith("/config.json") for f in files):
             raise ModelLoadError(f"model {uri}: no config.json under that prefix")
+        # Only pytorch_model*.bin weights (pickles, never fetched): refused with the loader's message here, where
+        # the driver's check (which stages configs only) sees every key, as a replica does.
+        if any(is_pickled_weight(f) for f in listed) and not any(f.endswith(WEIGHT_SUFFIXES) for f in listed):
+            raise pickled_weights_error(uri)
+        relative = {file: relative_key(file, prefix, uri) for file in files}  # before anything is written
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
         try:
-            log.info("staging %s (%d files) to %s", uri, len(files), target)
-            for file in files:
-                local = staging / file[len(prefix.rstrip("/")) + 1 :]
+            log.info("staging %s (%d files) to %s", redact_text(uri), len(files), target)
+            for file, rel in relative.items():
+                local = staging / rel
                 local.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(file, str(local))
             (staging / COMPLETE).write_text(uri)

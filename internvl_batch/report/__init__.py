@@ -16,19 +16,20 @@ def write_report(
     sample: int = 12,
     max_files: int = 200,
     fetch: FetchConfig | None = None,
+    local_roots: list[str] | None = None,
 ) -> str:
     """Write the report of `output_path` to `out` (default `<output>/report.html`, local or object storage);
-    returns where it went. `sample`: ok rows per task in the gallery; `max_files`: result files read at most."""
-    from internvl_batch.filesystems import fsspec_filesystem
+    returns where it went. `sample`: ok rows per task in the gallery; `max_files`: result files read at most.
+    Local media are read only under `local_roots` (`--local-root`), else `fetch.local_roots` when set, else
+    the roots the output's latest run recorded; with none of these, not at all (`media.report_fetch_config`)."""
+    from internvl_batch.output_dir import write_output_file
     from internvl_batch.report.collect import collect
-    from internvl_batch.report.media import MediaThumbnails
+    from internvl_batch.report.media import MediaThumbnails, report_fetch_config
     from internvl_batch.report.page import render
 
     storage = storage or StorageConfig()
     data = collect(output_path, storage, sample, max_files)
-    page = render(data, MediaThumbnails(storage, fetch or FetchConfig()))
+    fetch = report_fetch_config(output_path, storage, fetch, local_roots)
+    page = render(data, MediaThumbnails(storage, fetch))
     target = out or f"{output_path.rstrip('/')}/{REPORT_FILE}"
-    fs, path = fsspec_filesystem(target, storage)
-    with fs.open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return target
+    return write_output_file(target, storage, page)  # a new file renamed over the target: a link is replaced

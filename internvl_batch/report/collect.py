@@ -9,6 +9,9 @@
 - From those rows: counts, per-row values for the plots (tiles, input and output tokens, finish reasons),
   failures grouped by stage and error type with a few examples each, and a random sample of ok rows per task
   (read again whole, for the gallery).
+- A result file that cannot be read (not Parquet, a column of another type, a string column holding invalid
+  UTF-8) is skipped and listed with the reason (`ReportData.skipped`); the rest of the output is reported. A
+  file whose sampled gallery rows cannot be read keeps its counts and is listed too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import pyarrow.compute as pc
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.results import RUNS_DIR, SUMMARY_FILE, result_files
+from internvl_batch.output_dir import RUNS_DIR, SUMMARY_FILE
+from internvl_batch.results import result_files
+from internvl_batch.stages.output import OUTPUT_SCHEMA
 
 LIGHT_COLUMNS = (
     "id",
@@ -41,8 +46,13 @@ LIGHT_COLUMNS = (
     "error_type",
     "parse_error",
 )
+LIGHT_SCHEMA = pa.schema([OUTPUT_SCHEMA.field(name) for name in LIGHT_COLUMNS])
 EXAMPLES_PER_ERROR = 3
 MAX_ROWS = 200_000  # rows read at most (~100 MB of light columns)
+# What reading one result file may raise without the report failing: not Parquet or cut short (ArrowInvalid,
+# OSError), a column of another type (ArrowTypeError, ArrowNotImplementedError), invalid UTF-8 (ArrowInvalid
+# from `_check_valid`, UnicodeDecodeError when a value is turned into Python).
+UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError)
 
 
 @dataclass
@@ -64,6 +74,7 @@ class ReportData:
     finish_reasons: Counter = field(default_factory=Counter)
     error_groups: dict[tuple[str, str], dict] = field(default_factory=dict)  # (stage, type) -> count, examples
     gallery: dict[str, list[dict]] = field(default_factory=dict)  # task -> sampled ok rows, whole
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (result file, why) of files not (all) read
 
     @property
     def sampled(self) -> bool:
@@ -83,18 +94,17 @@ def collect(
     tables = []
     rows_per_file = max(1, MAX_ROWS // max(1, len(chosen)))
     for number, file in enumerate(chosen):
-        table, cut = _read_light(fs, file, rows_per_file)
+        try:
+            table, cut = _read_light(fs, file, rows_per_file)
+        except UNREADABLE as exc:
+            data.skipped.append((file, f"skipped: {unreadable_reason(exc)}"))
+            continue
         data.files_cut += cut
-        for name in LIGHT_COLUMNS:
-            if name not in table.column_names:
-                table = table.append_column(
-                    name, pa.nulls(table.num_rows, pa.int32() if name == "page" else pa.string())
-                )
         table = table.append_column("_file", pa.array([number] * table.num_rows, pa.int32()))
         tables.append(table.append_column("_row", pa.array(range(table.num_rows), pa.int32())))
     if not tables:
         return data
-    table = pa.concat_tables(tables, promote_options="default")
+    table = pa.concat_tables(tables)
     table = _current(table)
     _count(data, table)
     _sample_gallery(data, fs, chosen, table, sample, random.Random(seed))
@@ -102,7 +112,8 @@ def collect(
 
 
 def _read_light(fs, file: str, limit: int) -> tuple[pa.Table, bool]:
-    """The light columns of a result file's first `limit` rows, and whether the file has more."""
+    """The light columns of a result file's first `limit` rows (as `LIGHT_SCHEMA`: a column the file lacks is
+    nulls), and whether the file has more. Raises one of `UNREADABLE` for a file the report cannot use."""
     import pyarrow.parquet as pq
 
     with fs.open(file, "rb") as f:
@@ -115,7 +126,32 @@ def _read_light(fs, file: str, limit: int) -> tuple[pa.Table, bool]:
             if rows >= limit:
                 break
         schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
-        return pa.Table.from_batches(batches, schema), parquet.metadata.num_rows > rows
+        table = pa.Table.from_batches(batches, schema)
+        more = parquet.metadata.num_rows > rows
+    _check_valid(table)
+    arrays = [
+        table.column(f.name).cast(f.type) if f.name in columns else pa.nulls(table.num_rows, f.type)
+        for f in LIGHT_SCHEMA
+    ]
+    return pa.Table.from_arrays(arrays, schema=LIGHT_SCHEMA), more
+
+
+def _check_valid(table: pa.Table) -> None:
+    """Raises `pa.ArrowInvalid` naming the column when a column's data are invalid: above all a string that is
+    not UTF-8 (Parquet readers do not check it; turning the value into Python would fail)."""
+    for name in table.column_names:
+        try:
+            table.column(name).validate(full=True)
+        except pa.ArrowInvalid as exc:
+            raise pa.ArrowInvalid(f"column {name!r}: {exc}") from None
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a result file could not be used, in a line."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, UnicodeDecodeError) or "UTF8" in text:
+        return f"a string column holds invalid UTF-8 ({text})"[:300]
+    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _current(table: pa.Table) -> pa.Table:
@@ -163,12 +199,25 @@ def _sample_gallery(data: ReportData, fs, files: list[str], table: pa.Table, sam
     import pyarrow.parquet as pq
 
     for file_number, rows in sorted(wanted.items()):
-        with fs.open(files[file_number], "rb") as f:
-            whole = pq.read_table(f).take(rows)
-        for row in whole.to_pylist():
+        try:
+            with fs.open(files[file_number], "rb") as f:
+                whole = pq.read_table(f).take(rows)
+            _check_valid(whole)
+            taken = whole.to_pylist()
+        except UNREADABLE as exc:
+            reason = f"{len(rows)} gallery rows not shown (its rows are counted): {unreadable_reason(exc)}"
+            data.skipped.append((files[file_number], reason))
+            continue
+        for row in taken:
             data.gallery.setdefault(row["task"], []).append(row)
     for rows in data.gallery.values():
         rows.sort(key=lambda r: (str(r["id"]), r.get("page") or 0))
+
+
+def read_summary(output_path: str, storage: StorageConfig) -> dict | None:
+    """The output's latest run's `_summary.json`, or None (none, or not JSON)."""
+    fs, path = fsspec_filesystem(output_path, storage)
+    return _read_json(fs, f"{path.rstrip('/')}/{SUMMARY_FILE}")
 
 
 def _runs(fs, path: str) -> list[dict]:

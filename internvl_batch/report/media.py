@@ -3,18 +3,62 @@
 Media are read again by URI through the job's fetcher (its retries, size limits and address checks apply: a
 report made from a manifest's URIs cannot reach internal networks either). What cannot be read any more
 gives a `Thumbnail` with `error` set, shown as a placeholder, never an exception.
+
+Local media (paths, `file://` URIs) are read only under the report's local roots (`report_fetch_config`), so a
+result row naming some other file the reporting user can read does not put that file in the page.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from internvl_batch.config import FetchConfig, StorageConfig
+from internvl_batch.errors import PathRefused
+from internvl_batch.local_media import LocalRoots
+
 THUMBNAIL_PX = 320  # longest side of an image's thumbnail
 FRAME_PX = 120  # longest side of a video frame in the strip
+
+
+def report_fetch_config(
+    output_path: str,
+    storage: StorageConfig,
+    fetch: FetchConfig | None = None,
+    local_roots: list[str] | None = None,
+) -> FetchConfig:
+    """The fetch settings a report reads media with: `fetch`'s (default `FetchConfig()`), with the local roots
+
+    - `local_roots` when given (`internvl-batch report --local-root DIR`, relative to the working directory);
+    - else `fetch.local_roots` when it is set (the job's own report passes its resolved config);
+    - else the roots the output's latest run recorded (`_summary.json`: config.fetch.local_roots; only absolute
+      paths: a relative one meant the job's working directory), and `[]` without such a record: no local
+      media are read."""
+    fetch = fetch or FetchConfig()
+    if local_roots is not None:
+        roots = [os.path.abspath(os.path.expanduser(root)) for root in local_roots]
+    elif fetch.local_roots is not None:
+        return fetch
+    else:
+        roots = recorded_local_roots(output_path, storage)
+    return fetch.model_copy(update={"local_roots": roots})
+
+
+def recorded_local_roots(output_path: str, storage: StorageConfig) -> list[str]:
+    """The absolute local roots recorded by the output's latest run; `[]` when there is no such record."""
+    from internvl_batch.report.collect import read_summary
+
+    summary = read_summary(output_path, storage) or {}
+    config = summary.get("config") if isinstance(summary, dict) else None
+    fetch = config.get("fetch") if isinstance(config, dict) else None
+    roots = fetch.get("local_roots") if isinstance(fetch, dict) else None
+    if not isinstance(roots, list):
+        return []
+    return [root for root in roots if isinstance(root, str) and os.path.isabs(root)]
 
 
 @dataclass
@@ -44,9 +88,22 @@ class MediaThumbnails:
             if row.get("page"):
                 return self._page(media[0], row["page"])
             return self._image(media[0])
+        except PathRefused as exc:
+            if self._outside_roots(media[0]):
+                return Thumbnail([], error=outside_roots_message(media[0], self.fetcher.local_roots))
+            return Thumbnail([], error=f"not shown: {exc}"[:300])
         except Exception as exc:  # noqa: BLE001 - a report shows what it can
             message = str(exc) if media[0] in str(exc) else f"{media[0]}: {exc}"
             return Thumbnail([], error=f"the media could not be read ({type(exc).__name__}): {message}"[:300])
+
+    @staticmethod
+    def _outside_roots(uri: str) -> bool:
+        """Whether a refused local path was refused for the roots only (not /proc, nor a remote file:// host)."""
+        try:
+            LocalRoots(None).path_of(uri)
+        except PathRefused:
+            return False
+        return True
 
     def _image(self, uri: str) -> Thumbnail:
         from internvl_batch.imaging.decode import decode_image
@@ -77,6 +134,15 @@ class MediaThumbnails:
             self.fetcher.release([fetched])
         strips = [_thumbnail(Image.fromarray(frame), FRAME_PX) for frame in frames]
         return Thumbnail([s.images[0] for s in strips], strips[0].width, strips[0].height)
+
+
+def outside_roots_message(uri: str, roots: LocalRoots) -> str:
+    """The placeholder's text for local media outside the report's local roots (the file is not read)."""
+    return (
+        f"not shown: {uri} is outside the report's local roots ({roots.describe()}). To show local media from "
+        "another directory: internvl-batch report OUTPUT --local-root DIR (repeatable; it replaces the roots "
+        "recorded by the run)"
+    )
 
 
 def _thumbnail(image: Image.Image, size: int) -> Thumbnail:

@@ -1,10 +1,13 @@
 """The report as one self-contained HTML page: inline CSS, pictures as data: URIs, plots as inline SVG, no
 script. Every text from the model or a manifest goes through `html.escape` (`_e`): a caption holding
-`<script>` is shown, never run.
+`<script>` is shown, never run. Texts that may hold credentials (media URIs, error messages, paths, run
+summaries) also go through `redact.redact_text` (`_r`): outputs written before the job redacted them may
+still hold presigned URLs.
 
-Sections: a summary of the runs, plots, the gallery (per task: thumbnail, answer; grounding boxes as an SVG
-drawn over the picture in the original image's pixel coordinates, so they sit where the model put them at any
-display size; a video's frames as a strip; a `json` row's parsed object), and failures by stage and type.
+Sections: a summary of the runs, the result files that could not be read (which, why), plots, the gallery (per
+task: thumbnail, answer; grounding boxes as an SVG drawn over the picture in the original image's pixel
+coordinates, so they sit where the model put them at any display size; a video's frames as a strip; a `json`
+row's parsed object), and failures by stage and type.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 from html import escape
 
+from internvl_batch.redact import redact_text
 from internvl_batch.report.collect import ReportData
 from internvl_batch.report.media import MediaThumbnails, Thumbnail
 from internvl_batch.report.plots import bars_svg, histogram_svg
@@ -37,12 +41,18 @@ def _e(value) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+def _r(value) -> str:
+    """`value` redacted (secret URI query values and userinfo replaced by REDACTED), then escaped."""
+    return _e(redact_text("" if value is None else str(value)))
+
+
 def render(data: ReportData, thumbnails: MediaThumbnails) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>internvl-batch report: {_e(data.output_path)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>internvl-batch report</h1><p class='meta'>{_e(data.output_path)}</p>",
+        f"<title>internvl-batch report: {_r(data.output_path)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>internvl-batch report</h1><p class='meta'>{_r(data.output_path)}</p>",
         _summary(data),
+        _skipped(data),
         _plots(data),
         _gallery(data, thumbnails),
         _failures(data),
@@ -59,7 +69,8 @@ def _summary(data: ReportData) -> str:
             "result files",
             f"{data.files_read} of {data.files_total} read"
             + (f", {data.files_cut} of them only in part" if data.files_cut else "")
-            + (" (a sample)" if data.sampled else ""),
+            + (" (a sample)" if data.sampled else "")
+            + (f"; {len(data.skipped)} could not be read in full (see below)" if data.skipped else ""),
         ),
     ]
     if s:
@@ -84,8 +95,22 @@ def _summary(data: ReportData) -> str:
         rows.append((f"runs ({len(data.runs)})", runs))
     if data.parse_errors:
         rows.append(("answers with a parse_error", data.parse_errors))
-    cells = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_e(v)}</td></tr>" for k, v in rows)
+    cells = "".join(f"<tr><td><b>{_e(k)}</b></td><td>{_r(v)}</td></tr>" for k, v in rows)
     return f"<section id='summary'><h2>Summary</h2><table class='summary'>{cells}</table></section>"
+
+
+def _skipped(data: ReportData) -> str:
+    """The result files the report skipped (or whose gallery rows it could not read), and why."""
+    if not data.skipped:
+        return ""
+    items = "".join(
+        f"<li class='skipped-file' data-file='{_r(file)}'><code>{_r(file)}</code>: {_r(why)}</li>"
+        for file, why in data.skipped
+    )
+    return (
+        "<section id='skipped'><h2>Result files not read</h2><p class='warn'>These result files are left out of "
+        f"this report, whole or in part; the rest of the output is reported.</p><ul>{items}</ul></section>"
+    )
 
 
 def _plots(data: ReportData) -> str:
@@ -114,7 +139,7 @@ def _gallery(data: ReportData, thumbnails: MediaThumbnails) -> str:
 def _row(row: dict, thumb: Thumbnail) -> str:
     parts = [f"<figure class='row' data-id='{_e(row['id'])}' data-task='{_e(row['task'])}'>"]
     if thumb.error:
-        parts.append(f"<div class='placeholder'>{_e(thumb.error)}</div>")
+        parts.append(f"<div class='placeholder'>{_r(thumb.error)}</div>")
     elif len(thumb.images) > 1 or row.get("frame_indices"):
         times = row.get("frame_timestamps") or []
         parts.append("<div class='strip'>")
@@ -128,10 +153,10 @@ def _row(row: dict, thumb: Thumbnail) -> str:
         )
         parts.append(_boxes(row))
         parts.append("</div>")
-    meta = [row["id"], (row.get("media") or [""])[0]]
+    meta = [_e(row["id"]), _r((row.get("media") or [""])[0])]
     if row.get("page"):
-        meta.append(f"page {row['page']} of {row.get('num_pages')}")
-    parts.append(f"<figcaption><div class='meta'>{' · '.join(_e(m) for m in meta if m)}</div>")
+        meta.append(_e(f"page {row['page']} of {row.get('num_pages')}"))
+    parts.append(f"<figcaption><div class='meta'>{' · '.join(m for m in meta if m)}</div>")
     if row.get("question"):
         parts.append(f"<div class='meta'>Q: {_e(row['question'])}</div>")
     parts.append(f"<div class='answer'>{_e(row.get('response'))}</div>")
@@ -166,7 +191,8 @@ def _boxes(row: dict) -> str:
         shapes.append(
             f"<rect class='box' x='{x:g}' y='{y:g}' width='{w:g}' height='{h:g}' fill='none' stroke='#e3342f' "
             f"stroke-width='{max(width, height) / 150:g}' data-label='{_e(box['label'])}'></rect>"
-            f"<text x='{x:g}' y='{max(y - 4, 12):g}' fill='#e3342f' font-size='{max(width, height) / 25:g}'>{_e(box['label'])}</text>"
+            f"<text x='{x:g}' y='{max(y - 4, 12):g}' fill='#e3342f' font-size='{max(width, height) / 25:g}'>"
+            f"{_e(box['label'])}</text>"
         )
     return (
         f"<svg class='boxes' viewBox='0 0 {width} {height}' preserveAspectRatio='none' "
@@ -185,7 +211,7 @@ def _failures(data: ReportData) -> str:
         )
         for example in group["examples"]:
             media = ", ".join(example["media"])
-            parts.append(f"<tr><td>{_e(example['id'])}</td><td>{_e(media)}</td><td>{_e(example['error'])}</td></tr>")
+            parts.append(f"<tr><td>{_e(example['id'])}</td><td>{_r(media)}</td><td>{_r(example['error'])}</td></tr>")
         parts.append("</table></div>")
     parts.append("</section>")
     return "".join(parts)

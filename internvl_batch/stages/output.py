@@ -7,7 +7,7 @@
 | task | string | task of the row |
 | question | string | the question asked (the default prompt when the row had none) |
 | response | string | the model's answer; null on error |
-| media | list<string> | media URIs, resolved |
+| media | list<string> | media URIs, resolved (secret query values and `user:password@` shown as `REDACTED`) |
 | num_tiles | list<int32> | tiles per image (thumbnail included) |
 | num_input_tokens | int32 | prompt tokens (image tokens included) |
 | num_output_tokens | int32 | generated tokens, the stop token included |
@@ -36,6 +36,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from internvl_batch.errors import error_parts
+from internvl_batch.redact import redact_column
+
+# Columns that hold URIs as given (presigned URLs, user:password@): written with their secrets REDACTED; the
+# fetch used the full URI, which never leaves memory.
+REDACTED_COLUMNS = ("media", "error")
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -106,6 +111,8 @@ def to_output_table(
             arrays.append(pa.repeat(pa.scalar(model_name, pa.string()), n) if n else pa.array([], pa.string()))
         elif field.name == "run_id":
             arrays.append(pa.repeat(pa.scalar(run_id, pa.string()), n) if n else pa.array([], pa.string()))
+        elif field.name in REDACTED_COLUMNS and field.name in table.column_names:
+            arrays.append(redact_column(table.column(field.name).cast(field.type)))
         elif field.name in table.column_names:
             arrays.append(table.column(field.name).cast(field.type))
         else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -72,13 +74,34 @@ def bucket(s3):
 
 RAY_LOCAL_ARGS = {"address": "local", "num_cpus": 4, "include_dashboard": False, "log_to_driver": False}
 _shared = {"up": False}  # whether this process's Ray is the shared cluster of `ray_local`
+# Every worker of the shared cluster is fenced to loopback addresses (tests/socket_fence.py): a job whose
+# address guard broke cannot reach the metadata service or the internet from a test; what it tried is logged here.
+# The fence goes on through tests/fence_site/sitecustomize.py, on the PYTHONPATH the cluster's processes inherit
+# (a runtime_env setup hook would do the same, but makes every worker start about twice as slowly).
+FENCE_LOG = Path(tempfile.gettempdir()) / f"internvl-batch-test-fence-{os.getpid()}.log"
+REPOSITORY = Path(__file__).resolve().parents[2]
+FENCED_ENV = {
+    "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPOSITORY / "tests" / "fence_site"), str(REPOSITORY), os.environ.get("PYTHONPATH")])
+    ),
+    "SOCKET_FENCE_LOG": str(FENCE_LOG),
+}
+
+
+def fence_violations() -> list[str]:
+    """What the shared cluster's workers tried to reach beyond loopback (and were refused) so far."""
+    return FENCE_LOG.read_text().splitlines() if FENCE_LOG.exists() else []
 
 
 @pytest.fixture(scope="session")
 def _ray_session():
-    """Stops the shared local Ray cluster, if one is up, when the session ends."""
+    """Stops the shared local Ray cluster, if one is up, when the session ends; fails on any fence violation."""
     yield
     stop_shared_ray()
+    violations = fence_violations()
+    FENCE_LOG.unlink(missing_ok=True)
+    if violations:
+        pytest.fail(f"Ray workers tried to reach non-loopback addresses: {violations[:5]}")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +121,16 @@ def start_shared_ray() -> None:
     import ray
 
     stop_shared_ray()
-    ray.init(**RAY_LOCAL_ARGS)
+    saved = {name: os.environ.get(name) for name in FENCED_ENV}
+    os.environ.update(FENCED_ENV)  # inherited by the cluster's processes only: restored right after
+    try:
+        ray.init(**RAY_LOCAL_ARGS)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     _shared["up"] = True
 
 

@@ -127,28 +127,31 @@ def test_results_dataset_keeps_the_latest_row(ray_local, tmp_path):
     out = str(tmp_path / "out")
     (tmp_path / "out").mkdir()
     write_result_file(
-        rows("20260101T000000000000Z-a", [("x", "caption"), ("y", "caption"), ("z", "ocr")], "error"),
+        rows("20260101T000000000000Z-aaaaaa", [("x", "caption"), ("y", "caption"), ("z", "ocr")], "error"),
         out,
         StorageConfig(),
-        "20260101T000000000000Z-a",
+        "20260101T000000000000Z-aaaaaa",
     )
     write_result_file(
-        rows("20260102T000000000000Z-b", [("x", "caption"), ("z", "caption")], "ok"),
+        rows("20260102T000000000000Z-bbbbbb", [("x", "caption"), ("z", "caption")], "ok"),
         out,
         StorageConfig(),
-        "20260102T000000000000Z-b",
+        "20260102T000000000000Z-bbbbbb",
     )
     write_result_file(
-        rows("20260102T000000000000Z-b", [("x", "caption")], "ok"), out, StorageConfig(), "20260102T000000000000Z-b"
+        rows("20260102T000000000000Z-bbbbbb", [("x", "caption")], "ok"),
+        out,
+        StorageConfig(),
+        "20260102T000000000000Z-bbbbbb",
     )
     expected = sorted((r["id"], r["task"], r["status"], r["run_id"]) for r in read_results(out).to_pylist())
     got = sorted((r["id"], r["task"], r["status"], r["run_id"]) for r in results_dataset(out).take_all())
     assert got == expected and len(got) == 4
-    assert ("x", "caption", "ok", "20260102T000000000000Z-b") in got and (
+    assert ("x", "caption", "ok", "20260102T000000000000Z-bbbbbb") in got and (
         "y",
         "caption",
         "error",
-        "20260101T000000000000Z-a",
+        "20260101T000000000000Z-aaaaaa",
     ) in got
     assert OUTPUT_SCHEMA  # the real output schema is a superset of these columns
 
@@ -172,6 +175,7 @@ def test_python_api_on_a_users_dataset(ray_local, tmp_path, tiny_checkpoint):
             "generation": {"max_new_tokens": 3},
             "task": {"tasks": ["caption", "ocr"]},
             "resources": {"cpu_actors": 1, "gpu_replicas": 1},
+            "fetch": {"local_roots": [str(tmp_path)]},  # the API's default is the working directory (and base_uri's)
         }
     )
     results = processor(ray.data.from_items(items))

@@ -13,6 +13,7 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import main, run_job
 from internvl_batch.results import read_results
+from tests.integration.conftest import fence_violations
 from tests.integration.fault_proxy import FaultProxy, Rule
 from tests.integration.ray_nodes import descendants
 from tests.media import (
@@ -86,7 +87,7 @@ def corpus(bucket: str, local_dir: Path, web: str):
         (
             "pdf-not-a-pdf",
             {"document": "m/fake.pdf"},
-            "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8",
+            "decode: DocumentError: not a PDF (the data looks like a JPEG image)",
         ),
         ("pdf-password", {"document": "m/locked.pdf"}, "decode: DocumentError: password-protected PDF"),
         (
@@ -132,6 +133,53 @@ def corpus(bucket: str, local_dir: Path, web: str):
         ),
         ("m.jsonl:38", b'{"id": "broken json",', "manifest: ManifestError: line 38 is not valid JSON"),
         ("m.jsonl:39", {"image": "m/photo.jpg"}, "manifest: ManifestError: missing `id`"),
+        # Hostile rows (issue 26): text that is not Unicode, local files outside fetch.local_roots (this job
+        # allows only its tmp directory), credentials in URIs (written REDACTED).
+        (
+            "m.jsonl:40",
+            b'{"id": "\\ud800", "image": "m/photo.jpg"}',
+            "manifest: ManifestError: `id` is not valid Unicode text (it holds a lone surrogate escape",
+        ),
+        (
+            "surrogate-question",
+            b'{"id": "surrogate-question", "image": "m/photo.jpg", "question": "bad \\udfff"}',
+            "manifest: ManifestError: `question` is not valid Unicode text (it holds a lone surrogate escape",
+        ),
+        (
+            "local-outside-roots",
+            {"image": "/etc/hostname"},
+            f"fetch: PathRefused: /etc/hostname: outside fetch.local_roots ({local_dir.parent})",
+        ),
+        (
+            "local-climbing-out",
+            {"image": f"{local_dir}/../../../etc/hostname"},
+            f"fetch: PathRefused: {local_dir}/../../../etc/hostname: outside fetch.local_roots",
+        ),
+        (
+            "proc-environ",
+            {"image": "/proc/self/environ"},
+            "fetch: PathRefused: /proc/self/environ: 'proc' files are never read as media",
+        ),
+        (
+            "file-other-host",
+            {"image": "file://fileserver/etc/hostname"},
+            "fetch: PathRefused: file://fileserver/etc/hostname: file:// URIs must name this machine",
+        ),
+        (
+            "local-secret-text",
+            {"image": str(local_dir.parent / "secret.jpg")},
+            "decode: ImageDecodeError: not an image: format not recognised (43 bytes that look like text)",
+        ),
+        (
+            "http-presigned",
+            {"image": f"{web}/absent.jpg?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=f00dcafe"},
+            f"fetch: FetchError: {web}/absent.jpg?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED: HTTP 404",
+        ),
+        (
+            "http-userinfo",
+            {"image": web.replace("http://", "http://alice:hunter2@") + "/photo.jpg"},
+            f"fetch: FetchError: {web.replace('http://', 'http://REDACTED@')}/photo.jpg: credentials in the URL",
+        ),
     ]
 
 
@@ -162,6 +210,7 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
     for name, data in files.items():
         put(s3, f"{bucket}/m/{name}", data)
     (tmp_path / "a-directory").mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENG\n")  # 43 bytes
     web = MediaServer({f"/{name}": photo for name in ("photo.jpg", "busy.jpg", "denied.jpg", "broken.jpg")})
     web.files.update({"/trickle.jpg": photo[:300], "/huge.jpg": b"\xff" * 8 * 2**20})
     web.rules += [
@@ -204,6 +253,7 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
                     "deadline_s": 1.0,
                     "max_bytes": 4 * 2**20,
                     "allow_private_networks": True,
+                    "local_roots": [str(tmp_path)],
                 },
                 "storage": {"endpoint_url": proxy.url},
                 "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
@@ -232,6 +282,13 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
     assert summary["results_written"] == len(rows) and summary["one_row_per_input"]
     assert web.hits["/denied.jpg"] == 1 and web.hits["/loop.jpg"] == 6  # permanent: not retried
     assert summary["manifest"]["blank_lines"] == 1
+    assert fence_violations() == []  # the guards held: no worker tried to leave loopback (tests/socket_fence.py)
+    # Nothing the job wrote holds a credential or a local file's contents; the media column keeps the path.
+    written = json.dumps([current, summary])
+    assert not any(secret in written for secret in ("hunter2", "f00dcafe", "AKIAEXAMPLE", "wJalrXUtnFEMIK7MDENG"))
+    assert current["http-presigned"]["media"] == [
+        f"{web.url}/absent.jpg?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED"
+    ]
 
 
 def _generate_actor_pids() -> list[int]:

@@ -25,23 +25,49 @@ ILLEGAL_ACCESS = (
 )
 
 
+CPU_ALLOCATOR = (  # torch's own message, as `torch.empty(2**62, dtype=torch.uint8)` raises it
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+    "allocate 123 bytes. Error code 12 (Cannot allocate memory)"
+)
+
+
+def classify(exc: BaseException) -> str:
+    out_of_memory, replica = is_out_of_memory(exc), is_replica_fault(exc)
+    assert not (out_of_memory and replica)
+    return "out of memory" if out_of_memory else "replica" if replica else "bug"
+
+
 @pytest.mark.parametrize(
-    "exc, replica",
+    "exc, kind",
     [
-        (torch.AcceleratorError(ILLEGAL_ACCESS), True),
-        (RuntimeError("CUDA error: device-side assert triggered"), True),  # torch < 2.8 raised plain RuntimeErrors
-        (RuntimeError("CUDA error: uncorrectable ECC error encountered"), True),
-        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, ...)`"), True),
-        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), True),
-        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),  # the batch's size: split
-        (MemoryError(), False),
-        (TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'"), False),  # our bug: raised
-        (ValueError("3 image token positions for 2 tiles x 256 tokens"), False),
+        (torch.AcceleratorError(ILLEGAL_ACCESS), "replica"),
+        (RuntimeError("CUDA error: device-side assert triggered"), "replica"),  # torch < 2.8: plain RuntimeErrors
+        (RuntimeError("CUDA error: uncorrectable ECC error encountered"), "replica"),
+        (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx( handle, opa, opb, ...)`"), "replica"),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), "replica"),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out of memory"),  # split the batch
+        # cudaErrorMemoryAllocation outside the caching allocator (a kernel's or a library's workspace): an
+        # AcceleratorError, yet about the batch's size, and it leaves the context usable
+        (torch.AcceleratorError("CUDA error: out of memory"), "out of memory"),
+        (RuntimeError(CPU_ALLOCATOR), "out of memory"),  # the CPU allocator's failure (CPU replicas, host copies)
+        (MemoryError(), "out of memory"),
+        (TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'"), "bug"),  # our bug: raised
+        (ValueError("3 image token positions for 2 tiles x 256 tokens"), "bug"),
     ],
 )
-def test_classification(exc, replica):
-    assert is_replica_fault(exc) is replica
-    assert is_out_of_memory(exc) is isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+def test_classification(exc, kind):
+    assert classify(exc) == kind
+
+
+def test_the_table_has_the_cpu_allocators_own_message():
+    with pytest.raises(RuntimeError) as raised:
+        torch.empty(2**62, dtype=torch.uint8)  # beyond any address space: the allocator refuses at once
+
+    def words(message):  # the allocator's words, without the source line and the size
+        return message.partition("DefaultCPUAllocator")[2].partition("you tried")[0]
+
+    assert words(str(raised.value)) == words(CPU_ALLOCATOR) == ": can't allocate memory: "
+    assert classify(raised.value) == "out of memory"
 
 
 def _stage_and_batch(tiny_checkpoint, media_dir: Path):

@@ -71,8 +71,8 @@ def test_max_num_bounds_the_rendering():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda pdf: b"hello, I am text", "not a PDF (the data starts with b'hello, I am text')"),
-        (lambda pdf: encode(make_photo(64, 64), "JPEG"), "not a PDF"),
+        (lambda pdf: b"hello, I am text", "not a PDF (the data looks like text)"),
+        (lambda pdf: encode(make_photo(64, 64), "JPEG"), "not a PDF (the data looks like a JPEG image)"),
         (lambda pdf: encrypt_pdf(pdf), "password-protected PDF"),
         (lambda pdf: pdf[: len(pdf) // 3], "unreadable PDF"),
         (lambda pdf: empty_pdf(), "unreadable PDF (corrupt, truncated, or without pages)"),

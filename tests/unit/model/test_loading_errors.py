@@ -7,7 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from internvl_batch.config import ModelConfig, PipelineConfig
 from internvl_batch.errors import ModelLoadError, UnsupportedModelError
+from internvl_batch.generation.predictor import Predictor
+from internvl_batch.job import check_model
 from internvl_batch.model.checkpoint import read_checkpoint_info
 from internvl_batch.model.loader import load_model
 from internvl_batch.model.locate import resolve_model_path
@@ -17,6 +20,13 @@ from internvl_batch.model.locate import resolve_model_path
 def copy(tmp_path, tiny_checkpoint):
     dst = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, dst)
+    return dst
+
+
+@pytest.fixture
+def hf_copy(tmp_path, tiny_hf_checkpoint):
+    dst = tmp_path / "hf-ckpt"
+    shutil.copytree(tiny_hf_checkpoint, dst)
     return dst
 
 
@@ -100,3 +110,61 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch, tmp_path):
 def test_neither_path_nor_hub_id():
     with pytest.raises(ModelLoadError, match="neither a local directory nor"):
         resolve_model_path("./no/such/dir/here")
+
+
+class Unpickled:
+    """In a .bin weights file: loading it (unpickling) would leave a marker file behind."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def replace_with_pickles(path, shards: int):
+    """The checkpoint's safetensors weights as pytorch_model*.bin pickles (the layout transformers once wrote)."""
+    state, weight_map = {}, {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(file)))
+        file.unlink()
+    (path / "model.safetensors.index.json").unlink(missing_ok=True)
+    marker = path.parent / f"{path.name}-unpickled"
+    names = sorted(state)
+    if shards == 1:
+        torch.save({**state, "trap": Unpickled(marker)}, path / "pytorch_model.bin")
+    else:
+        for i in range(shards):
+            name = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+            part = {k: state[k] for k in names[i::shards]}
+            weight_map.update(dict.fromkeys(part, name))
+            torch.save({**part, "trap": Unpickled(marker)}, path / name)
+        (path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return marker
+
+
+@pytest.mark.parametrize("layout, shards", [("hf", 1), ("original", 1), ("original", 2)])
+def test_pickled_weights_fail_the_drivers_check_as_they_fail_the_replica(layout, shards, request):
+    path = request.getfixturevalue("hf_copy" if layout == "hf" else "copy")
+    marker = replace_with_pickles(path, shards)
+    message = f"{path.resolve()} has only pytorch_model*.bin weights; convert them to safetensors"
+    config = PipelineConfig(model=ModelConfig(path=str(path)))
+    with pytest.raises(ModelLoadError) as driver:
+        check_model(config)
+    with pytest.raises(ModelLoadError) as replica:
+        Predictor(config.model)
+    assert str(driver.value) == str(replica.value) == message
+    assert not marker.exists()  # never unpickled
+
+
+def test_pickled_weights_beside_safetensors_are_left_alone(hf_copy, copy):
+    for path in (hf_copy, copy):
+        (path / "pytorch_model.bin").write_bytes(b"not even a pickle: never read")
+        check_model(PipelineConfig(model=ModelConfig(path=str(path))))
+
+
+def test_the_loader_refuses_pickled_weights_with_the_same_message(copy):
+    info = read_checkpoint_info(copy)  # read while the safetensors were there
+    replace_with_pickles(copy, 1)
+    with pytest.raises(ModelLoadError, match=r"has only pytorch_model\*\.bin weights; convert them to safetensors"):
+        load_model(info, torch.float32, "cpu", "sdpa", image_token_id=536)

@@ -7,10 +7,11 @@ import re
 import pyarrow as pa
 import pytest
 
-from internvl_batch.config import StorageConfig
+from internvl_batch.config import FetchConfig, StorageConfig
+from internvl_batch.output_dir import new_run_id
 from internvl_batch.report import write_report
 from internvl_batch.report.collect import collect
-from internvl_batch.results import new_run_id, write_result_file
+from internvl_batch.results import write_result_file
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
 from tests.media import encode, encode_video, make_photo
 
@@ -83,7 +84,7 @@ def output(tmp_path):
 
 
 def test_the_report_shows_rows_failures_and_plots_and_escapes_text(output, tmp_path):
-    where = write_report(output, out=str(tmp_path / "r.html"))
+    where = write_report(output, out=str(tmp_path / "r.html"), fetch=FetchConfig(local_roots=[str(tmp_path / "media")]))
     page = open(where, encoding="utf-8").read()
     assert "<script" not in page and "onerror=" not in page.replace("onerror=&quot;", "")  # no live markup
     assert page.count(re.escape("&lt;script&gt;window.__xss=1&lt;/script&gt;").replace("\\", "")) == 2

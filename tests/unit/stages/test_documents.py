@@ -17,6 +17,10 @@ from internvl_batch.stages.write import write_batch, written_keys
 from tests.media import encode, encode_pdf, encrypt_pdf, make_photo, scanned_page
 from tests.unit.stages.test_stages import request_table
 
+# Run ids as `output_dir.new_run_id` makes them (result files are named after them), later runs sorting later.
+RUN_1, RUN_2, RUN_3, RUN_4 = (f"20260101T00000{n}000000Z-00000{n}" for n in "1234")
+RUN_X = "20260101T000000000000Z-000000"
+
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
@@ -98,7 +102,7 @@ def test_whole_document_failures_are_one_row_per_task(prepared):
         "decode: DocumentError: password-protected PDF (encrypted documents are not read)"
     )
     assert rows[("fake", "ocr")]["error"].startswith(
-        "decode: DocumentError: not a PDF (the data starts with b'\\xff\\xd8"
+        "decode: DocumentError: not a PDF (the data looks like a JPEG image)"
     )
     assert rows[("long", "caption")]["error"] == "limits: LimitError: document has 5 pages, over preprocess.max_pages=4"
     assert rows[("pair", "ocr")]["error"].startswith("decode: DocumentError: a PDF cannot be one of several images")
@@ -110,7 +114,7 @@ def test_whole_document_failures_are_one_row_per_task(prepared):
 
 
 def test_written_keys_count_a_document_once_with_its_manifest_key(prepared):
-    out = to_output_table(prepared, "tiny", [], "run-1")
+    out = to_output_table(prepared, "tiny", [], RUN_1)
     keys, checksum = written_keys(out)
     expected_ids = ["scan", "locked", "fake", "long", "sniffed", "pair", "photo", "exported"]
     expected = key_hashes([i for i in expected_ids for _ in (0, 1)], ["ocr", "caption"] * len(expected_ids))
@@ -126,12 +130,12 @@ def test_written_keys_count_a_document_once_with_its_manifest_key(prepared):
 
 
 def test_resume_counts_a_document_done_only_when_all_its_pages_are_written(prepared, tmp_path):
-    out = to_output_table(prepared, "tiny", [], "run-1")
+    out = to_output_table(prepared, "tiny", [], RUN_1)
     is_scan = pa.array([i.startswith("scan#") for i in out.column("id").to_pylist()])
     scan_rows = out.filter(is_scan)
     # Run 1 wrote pages 1 and 2 of "scan" (in two files) and died; nothing else.
-    write_batch(scan_rows.slice(0, 2), str(tmp_path), StorageConfig(), "run-1")
-    write_batch(scan_rows.slice(2, 2), str(tmp_path), StorageConfig(), "run-1")
+    write_batch(scan_rows.slice(0, 2), str(tmp_path), StorageConfig(), RUN_1)
+    write_batch(scan_rows.slice(2, 2), str(tmp_path), StorageConfig(), RUN_1)
 
     def done(ok_only=False):
         plain, paged = result_key_hashes(
@@ -142,14 +146,14 @@ def test_resume_counts_a_document_done_only_when_all_its_pages_are_written(prepa
 
     assert done() == [False, False]
     # Run 2 redid the whole document (pages 1 and 2 again, then 3): distinct pages count once.
-    write_batch(scan_rows, str(tmp_path), StorageConfig(), "run-2")
+    write_batch(scan_rows, str(tmp_path), StorageConfig(), RUN_2)
     assert done() == [True, True]
     # With --retry-errors a document counts done only when every page has an ok row.
     assert done(ok_only=True) == [True, True]
     for file in result_files(str(tmp_path), StorageConfig()):
         (tmp_path / file.rsplit("/", 1)[-1]).unlink()
     status = ["error" if i == "scan#p3" else "ok" for i in scan_rows.column("id").to_pylist()]
-    write_batch(scan_rows.set_column(1, "status", pa.array(status)), str(tmp_path), StorageConfig(), "run-4")
+    write_batch(scan_rows.set_column(1, "status", pa.array(status)), str(tmp_path), StorageConfig(), RUN_4)
     assert done() == [True, True] and done(ok_only=True) == [False, False]
 
 
@@ -158,7 +162,7 @@ def test_the_later_run_decides_a_documents_shape_when_reading_results(prepared, 
     reader keeps the later run's rows only, in-process and in the distributed pass, and never touches images."""
     from internvl_batch.results import read_results, result_records, superseded_positions
 
-    out = to_output_table(prepared, "tiny", [], "x")
+    out = to_output_table(prepared, "tiny", [], RUN_X)
     pages = out.filter(
         pa.array(
             [
@@ -171,7 +175,7 @@ def test_the_later_run_decides_a_documents_shape_when_reading_results(prepared, 
         pa.table({"id": ["scan", "photo"], "task": ["ocr", "ocr"], "error": ["fetch: FetchError: timeout", None]}),
         "tiny",
         [],
-        "x",
+        RUN_X,
     )
     storage = StorageConfig()
 
@@ -183,22 +187,22 @@ def test_the_later_run_decides_a_documents_shape_when_reading_results(prepared, 
         return sorted((r["id"], r["status"]) for r in rows), len(distributed)
 
     write_batch(
-        whole.set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-1"] * 2)),
+        whole.set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array([RUN_1] * 2)),
         str(tmp_path),
         storage,
-        "run-1",
+        RUN_1,
     )
     write_batch(
-        pages.set_column(pages.schema.get_field_index("run_id"), "run_id", pa.array(["run-2"] * 3)),
+        pages.set_column(pages.schema.get_field_index("run_id"), "run_id", pa.array([RUN_2] * 3)),
         str(tmp_path),
         storage,
-        "run-2",
+        RUN_2,
     )
     assert current() == ([("photo", "ok"), ("scan#p1", "ok"), ("scan#p2", "ok"), ("scan#p3", "ok")], 1)
     write_batch(
-        whole.slice(0, 1).set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array(["run-3"])),
+        whole.slice(0, 1).set_column(whole.schema.get_field_index("run_id"), "run_id", pa.array([RUN_3])),
         str(tmp_path),
         storage,
-        "run-3",
+        RUN_3,
     )
     assert current() == ([("photo", "ok"), ("scan", "error")], 4)  # the run-1 row and the three pages

@@ -9,6 +9,8 @@ from internvl_batch.stages.output import to_output_table
 from internvl_batch.stages.write import STATS_SCHEMA, write_batch
 from internvl_batch.summary import RunStats
 
+RUN = "20260101T000000000000Z-000001"  # as `output_dir.new_run_id` makes them: result files are named after it
+
 
 def output_rows(ids, errors, tasks=None):
     n = len(ids)
@@ -22,12 +24,12 @@ def output_rows(ids, errors, tasks=None):
             "num_output_tokens": pa.array([7 if e is None else None for e in errors], pa.int32()),
         }
     )
-    return to_output_table(table, "tiny", [], "run-1")
+    return to_output_table(table, "tiny", [], RUN)
 
 
 def test_one_row_of_counts_per_file(tmp_path):
     batch = output_rows(["a", "b", "c", "d"], [None, "fetch: FetchError: x", "decode: ImageDecodeError: y", None])
-    stats = write_batch(batch, output_path=str(tmp_path), storage=StorageConfig(), run_id="run-1")
+    stats = write_batch(batch, output_path=str(tmp_path), storage=StorageConfig(), run_id=RUN)
     assert stats.schema == STATS_SCHEMA and stats.num_rows == 1
     row = stats.to_pylist()[0]
     assert (row["rows"], row["ok"], row["images"], row["tiles"], row["output_tokens"]) == (4, 2, 4, 36, 14)
@@ -35,7 +37,7 @@ def test_one_row_of_counts_per_file(tmp_path):
     assert row["errors_by_type"] == '{"decode: ImageDecodeError": 1, "fetch: FetchError": 1}'
     assert (row["keys_high"], row["keys_low"]) == key_checksum(key_hashes(["a", "b", "c", "d"], ["caption"] * 4))
     assert read_results(str(tmp_path)).num_rows == 4
-    assert write_batch(batch.slice(0, 0), output_path=str(tmp_path), storage=StorageConfig(), run_id="r").num_rows == 0
+    assert write_batch(batch.slice(0, 0), output_path=str(tmp_path), storage=StorageConfig(), run_id=RUN).num_rows == 0
 
 
 def test_run_stats_add_up_files():
