@@ -87,7 +87,7 @@ def run_driver(config: Path, env: dict, source: Path, output: Path, stop_at_firs
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
     while proc.poll() is None:
-        if first is None and output.exists() and any(output.glob("part-*.parquet")):
+        if first is None and output.exists() and any(output.rglob("part-*.parquet")):
             first = time.monotonic() - t0
             if stop_at_first_file:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -97,7 +97,7 @@ def run_driver(config: Path, env: dict, source: Path, output: Path, stop_at_firs
     wall = time.monotonic() - t0
     reader.join(timeout=10)
     text = "".join(lines)
-    if first is None and output.exists() and any(output.glob("part-*.parquet")):
+    if first is None and output.exists() and any(output.rglob("part-*.parquet")):
         first = wall
     result = {"wall_s": round(wall, 1), "first_result_file_s": None if first is None else round(first, 1)}
     if stop_at_first_file:
@@ -105,7 +105,9 @@ def run_driver(config: Path, env: dict, source: Path, output: Path, stop_at_firs
     if proc.returncode != 0:
         raise RuntimeError(f"the job failed ({proc.returncode}):\n{text[-4000:]}")
     peak = [line for line in text.splitlines() if line.startswith("PEAK_RSS_KB")]
-    summary = json.loads((output / "_summary.json").read_text())
+    from internvl_batch.output_dir import read_summary  # either layout: a baseline commit writes the legacy one
+
+    summary = read_summary(output)
     result.update(
         driver_peak_rss_mb=round(int(peak[-1].split()[1]) / 1024, 1),
         rows_written=summary["rows_processed"],

@@ -1,4 +1,9 @@
-"""The `internvl-batch` command line: argument parsing only; each command lives in its own module."""
+"""The `internvl-batch` command line: argument parsing only; each command lives in its own module.
+
+Exit codes: 0 success; 1 a failure the command reports (`run`/`demo`: the job failed; `inspect`: a file could
+not be read; `plan`: the model does not fit, not even one row per batch); 2 invalid arguments, configuration
+or input; 3 `run`/`demo` finished with rows that kept crashing model replicas; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from pathlib import Path
 
 from internvl_batch.errors import InternVLBatchError
 from internvl_batch.redact import install_log_redaction, redact_text
+
+EXIT_INTERRUPTED = 130  # as job.EXIT_INTERRUPTED (not imported: the job module brings Ray)
 
 
 def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +95,7 @@ def cmd_run(args) -> int:
     except InternVLBatchError as exc:
         print(f"internvl-batch: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
-    return job_main(config=config)
+    return job_main(config=config, verbose=_verbose(args))
 
 
 def cmd_demo(args) -> int:
@@ -99,7 +106,7 @@ def cmd_demo(args) -> int:
     overrides = list(args.overrides) + (["output.force=true"] if args.force else [])
     config = load_config(None, overrides, base=demo_config(args.output))
     print(TINY_NOTE, flush=True)
-    code = job_main(config=config)
+    code = job_main(config=config, verbose=_verbose(args))
     if code == 0:
         from internvl_batch.results import read_results
 
@@ -110,9 +117,27 @@ def cmd_demo(args) -> int:
             answer = row["response"] if row["status"] == "ok" else row["error"]
             print(f"  {str(row['id']):<{width}} {row['task']:<17} {str(answer)[:60]!r}")
         if config.output.report:
-            print(f"\nopen {config.output.path.rstrip('/')}/report.html in a browser to see them with their pictures")
+            from internvl_batch.output_dir import report_path
+
+            print(f"\nopen {report_path(config.output.path)} in a browser to see them with their pictures")
         print(TINY_NOTE)
     return code
+
+
+def _verbose(args) -> bool:
+    # `internvl-batch -v run ...` and `internvl-batch run ... -v` alike
+    return bool(args.verbose or getattr(args, "run_verbose", False))
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="run_verbose",  # not `verbose`: a subcommand's default would overwrite `internvl-batch -v`'s value
+        action="store_true",
+        help="debug logging, and Ray Data's progress bars and execution logs (off otherwise: the job logs one "
+        "progress line every 30 s)",
+    )
 
 
 def cmd_report(args) -> int:
@@ -175,7 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_make_tiny_checkpoint)
 
-    p = sub.add_parser("plan", help="memory per GPU of one model replica on k GPUs, and the largest batch that fits")
+    p = sub.add_parser(
+        "plan",
+        help="memory per GPU of one model replica on k GPUs, and the largest batch that fits",
+        description="Memory per GPU of one model replica on k GPUs, and the largest batch that fits. Exit code: "
+        "0 it fits; 1 it does NOT fit (the weights, or not even one row per batch); 2 an unknown model.",
+    )
     p.add_argument(
         "model", help="an InternVL 2.5 Hub id (e.g. OpenGVLab/InternVL2_5-78B; known offline) or a checkpoint directory"
     )
@@ -187,16 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256, help="generated tokens per row (default 256)")
     p.set_defaults(func=cmd_plan)
 
-    from internvl_batch.job import add_run_options
+    from internvl_batch.run_options import add_run_options
 
     p = sub.add_parser("run", help="run the batch job described by a config on Ray (local unless an address is set)")
     p.add_argument("config", help="YAML config (see configs/)")
     add_run_options(p)
+    _add_verbose(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a job's output (samples, failures, plots)")
     p.add_argument("output", help="the job's output path (local, s3://, gs://, az://)")
-    p.add_argument("--out", help="where to write the page (default OUTPUT/report.html)")
+    p.add_argument("--out", help="where to write the page (default OUTPUT/.internvl-batch/report.html)")
     p.add_argument("--sample", type=int, default=12, help="ok rows per task in the gallery (default 12)")
     p.add_argument(
         "--max-files", type=int, default=200, help="result files read at most; more are sampled evenly (default 200)"
@@ -209,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="DIR",
         help="show local media (paths, file:// URIs) only from under DIR (repeatable); default: the directories "
-        "the output's latest run was allowed to read local media from (its _summary.json), none without a record",
+        "the output's latest run was allowed to read local media from (its summary), none without a record",
     )
     p.set_defaults(func=cmd_report)
 
@@ -228,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write into an output directory that holds files the job did not write (only its own are deleted)",
     )
+    _add_verbose(p)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -243,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InternVLBatchError, FileExistsError, ValueError) as exc:
         print(f"internvl-batch {args.command}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # `run` and `demo` say what was kept themselves (job.main)
+        print(f"internvl-batch {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""`internvl-batch inspect`: how each image would be tiled (or which frames of a video sampled), and what
-it costs in tokens.
+"""`internvl-batch inspect`: how each image would be tiled (or which frames of a video sampled, or how each
+page of a PDF rendered and tiled), and what it costs in tokens.
 
 Uses the job's own preprocessing (same options, same code), so the numbers are the ones the job will see.
-`--save-tiles DIR` writes the tiles as lossless PNGs in model order (00.png, 01.png, ...; thumbnail last;
-for a video, one tile per sampled frame).
+A file is a PDF as the job decides for a one-image row (its bytes start with `%PDF-`, `imaging/document.py`)
+or by its `.pdf` name, as a `document` row: one result row per page (`<file>#p<n>`), each page rendered and
+tiled as the job does. `--save-tiles DIR` writes the tiles as lossless PNGs in model order (00.png, 01.png,
+...; thumbnail last; for a video, one tile per sampled frame; for a PDF, one subfolder per page: p1/, p2/).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from internvl_batch.errors import DECODE, FETCH, RowError, format_row_error
+from internvl_batch.config import PreprocessConfig
+from internvl_batch.errors import DECODE, FETCH, LIMITS, LimitError, RowError, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.decode import exif_orientation, open_image
+from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
 from internvl_batch.imaging.video import VideoSampler
 
+MAX_PAGES = PreprocessConfig.model_fields["max_pages"].default  # the job's default `preprocess.max_pages`
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpeg", ".mpg", ".ts")
 
 
@@ -36,6 +41,8 @@ class InspectRow:
     video_frames: int | None = None
     fps: float | None = None
     frame_indices: list[int] | None = None
+    page: int | None = None  # PDF pages: 1-based, of `num_pages`
+    num_pages: int | None = None
     error: str | None = None
 
 
@@ -46,23 +53,42 @@ class VideoOptions:
     sampler: VideoSampler | None = None
 
 
+def is_pdf_file(path: Path, data: bytes) -> bool:
+    """A PDF as the job reads one: bytes that start as a PDF (an image row's rule), or a `.pdf` file (a
+    `document` row's: its bytes are then checked as a PDF, and refused with the job's error if they are not)."""
+    return starts_as_pdf(data) or path.suffix.lower() == ".pdf"
+
+
 def inspect_media(
-    path: Path, pre: ImagePreprocessor, video: VideoOptions, tokens_per_tile: int = 256, save_dir: Path | None = None
-) -> InspectRow:
+    path: Path,
+    pre: ImagePreprocessor,
+    video: VideoOptions,
+    tokens_per_tile: int = 256,
+    save_dir: Path | None = None,
+    max_pages: int = MAX_PAGES,
+) -> list[InspectRow]:
+    """One row for an image or a video, one per page for a PDF (or one with the error that stopped it)."""
     row = InspectRow(str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
         row.error = format_row_error(FETCH, exc)
-        return row
+        return [row]
     if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return _inspect_video(row, data, video, tokens_per_tile, save_dir)
+        return [_inspect_video(row, data, video, tokens_per_tile, save_dir)]
+    if is_pdf_file(path, data):
+        return _inspect_pdf(row, data, pre, max_pages, tokens_per_tile, save_dir)
     try:
         row.exif_orientation = exif_orientation(open_image(data, pre.max_pixels))
         out = pre(data)
     except RowError as exc:
         row.error = format_row_error(DECODE, exc)
-        return row
+        return [row]
+    _tiled(row, out, tokens_per_tile, save_dir)
+    return [row]
+
+
+def _tiled(row: InspectRow, out, tokens_per_tile: int, save_dir: Path | None) -> InspectRow:
     plan = out.plan
     row.width, row.height = plan.width, plan.height
     row.grid, row.thumbnail = f"{plan.cols}x{plan.rows}", plan.thumbnail
@@ -70,6 +96,35 @@ def inspect_media(
     if save_dir is not None:
         save_tiles(out.tiles, save_dir)
     return row
+
+
+def _inspect_pdf(
+    row: InspectRow, data: bytes, pre: ImagePreprocessor, max_pages: int, tokens_per_tile: int, save_dir
+) -> list[InspectRow]:
+    """Each page rendered and tiled as the job does (`stages/media.py`); a document that cannot be opened is
+    one row with the job's error for it."""
+    renderer = PdfRenderer(pre.min_num, pre.max_num, max_pages)
+    try:
+        document = renderer.open(data)
+    except LimitError as exc:
+        row.error = format_row_error(LIMITS, exc)
+        return [row]
+    except Exception as exc:  # noqa: BLE001 - as the job: any failure to open is the document's (decode)
+        row.error = format_row_error(DECODE, exc)
+        return [row]
+    count, rows = len(document), []
+    for page in renderer.pages(document):
+        page_row = InspectRow(f"{row.source}#p{page.number}", page=page.number, num_pages=count)
+        rows.append(page_row)
+        try:
+            if page.error is not None:
+                raise page.error
+            out = pre.process_image(page.image)
+        except Exception as exc:  # noqa: BLE001 - the job makes any page failure that page's decode error
+            page_row.error = format_row_error(DECODE, exc)
+            continue
+        _tiled(page_row, out, tokens_per_tile, None if save_dir is None else save_dir / f"p{page.number}")
+    return rows
 
 
 def _inspect_video(
@@ -127,7 +182,11 @@ def run_inspect(
     save_root: Path | None,
     as_json: bool,
 ) -> int:
-    rows = [inspect_media(p, pre, video, tokens_per_tile, d) for p, d in zip(paths, tile_dirs(paths, save_root))]
+    rows = [
+        row
+        for p, d in zip(paths, tile_dirs(paths, save_root))
+        for row in inspect_media(p, pre, video, tokens_per_tile, d)
+    ]
     if as_json:
         for row in rows:
             print(json.dumps(row.__dict__))
@@ -152,8 +211,10 @@ def render_table(rows: list[InspectRow], pre: ImagePreprocessor) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] for line in lines]
     ok = [r for r in rows if not r.error]
+    pages = sum(1 for r in ok if r.page is not None)
+    counted = f"{len(ok) - pages} file(s)" + (f" and {pages} PDF page(s)" if pages else "")
     text.append(
-        f"{len(ok)} file(s), {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
+        f"{counted}, {sum(r.tiles for r in ok)} tiles, {sum(r.image_tokens for r in ok)} image tokens "
         f"(max_num={pre.max_num}, min_num={pre.min_num}, thumbnail={'on' if pre.use_thumbnail else 'off'}, "
         f"exif_transpose={'on' if pre.exif_transpose else 'off'}, mode={pre.mode})"
     )

@@ -4,12 +4,12 @@ Entry points: `jobs/caption.py` (for `ray job submit`), `internvl-batch run CONF
 Exit codes: 0 success; 1 the job ran but failed (pipeline failure, error fraction above
 `output.max_error_fraction`, an input id without a result); 2 invalid configuration, unreadable model or
 manifest, unwritable output; 3 (`output.crashed_rows_exit_code`) it finished, but model replicas kept dying on
-some rows, which are error rows.
+some rows, which are error rows; 130 interrupted (Ctrl-C, SIGINT): the result files written so far stay, and
+the same command resumes from them (`interrupted_line`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import platform
 import sys
@@ -26,7 +26,9 @@ from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
 from internvl_batch.output_dir import new_run_id, prepare_output, write_summary
+from internvl_batch.passthrough import pinned_types, settle_types
 from internvl_batch.redact import install_log_redaction, redact_text
+from internvl_batch.run_options import build_parser, overrides_from_args
 from internvl_batch.scan import manifest_report
 from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
 from internvl_batch.tasks import template_fields
@@ -47,8 +49,19 @@ PACKAGES = (
 )
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process ended by Ctrl-C
+
+
 class JobFailed(InternVLBatchError):
     """The pipeline ran but the job as a whole failed."""
+
+
+class JobInterrupted(Exception):
+    """Ctrl-C (KeyboardInterrupt) while the pipeline ran, with the result rows counted until then."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(f"interrupted after {rows} result rows")
+        self.rows = rows
 
 
 def package_versions() -> dict:
@@ -99,9 +112,11 @@ def init_ray(config: JobConfig) -> float:
     import ray
 
     from internvl_batch.pipeline import replica_gpus
+    from internvl_batch.pipeline.console import absorb_actor_restart_warning
 
     if not ray.is_initialized():
         ray.init(address=config.ray.address, log_to_driver=True)
+    absorb_actor_restart_warning()  # else every run prints a Ray error line about actor arguments (console.py)
     return replica_gpus(config)
 
 
@@ -113,20 +128,26 @@ def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_
 
     ledger = RemoteCrashLedger.start()  # the run's record of rows in flight on the model replicas
     waves = plan_waves(units, scan.totals, config.resources.wave_rows)
+    interrupted = False
     try:
-        for number, (wave, rows) in enumerate(waves, start=1):
-            if len(waves) > 1:
-                log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
-            name = display_name(config.model.path)
-            dataset = build_dataset(config, wave, rows, scan, done_ref, name, num_gpus, run_id, ledger)
-            try:
-                for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                    stats.add(batch)
-            except Exception as exc:  # a pipeline failure ends the job with its cause
-                log.exception("the pipeline failed")
-                raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+        with stats.ticking():  # a progress line every interval, also while no result file arrives
+            for number, (wave, rows) in enumerate(waves, start=1):
+                if len(waves) > 1:
+                    log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
+                name = display_name(config.model.path)
+                dataset = build_dataset(config, wave, rows, scan, done_ref, name, num_gpus, run_id, ledger)
+                try:
+                    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                        stats.add(batch)
+                except Exception as exc:  # a pipeline failure ends the job with its cause
+                    log.exception("the pipeline failed")
+                    raise JobFailed(f"the pipeline failed after writing {stats.rows} rows: {root_cause(exc)}") from None
+    except KeyboardInterrupt:
+        interrupted = True
+        raise JobInterrupted(stats.rows) from None
     finally:
-        stats.replica_crashes = ledger.stats().get("replica_crashes", 0)
+        if not interrupted:  # after Ctrl-C the run stops now: no waiting on the ledger actor
+            stats.replica_crashes = ledger.stats().get("replica_crashes", 0)
 
 
 def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str]:
@@ -144,7 +165,7 @@ def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str
 
 
 def run_job(config: JobConfig) -> dict:
-    """Run the whole job; returns the summary (also written to `<output>/_summary.json`)."""
+    """Run the whole job; returns the summary (also written to `<output>/.internvl-batch/summary.json`)."""
     from internvl_batch.pipeline import load_done_keys, read_units, scan_manifests
 
     started = datetime.now(timezone.utc)
@@ -157,6 +178,9 @@ def run_job(config: JobConfig) -> dict:
     units = read_units(config, files)
     done_ref, _ = load_done_keys(config) if config.output.resume else (None, 0)
     scan = scan_manifests(config, units, done_ref, carried_columns(config))
+    if config.output.resume:  # the output's result files fix the pass-through columns' types (passthrough.py)
+        pinned = pinned_types(config.output.path, config.storage, config.input.passthrough_columns)
+        scan.passthrough_types = settle_types(scan.passthrough_types, pinned)
     log.info(
         "manifests scanned in %.1f s (%d read units; started %.1f s after the job)",
         time.monotonic() - t_scan,
@@ -230,67 +254,48 @@ def write_run_report(config: JobConfig) -> None:
         print(f"report: {where}", flush=True)
     except Exception as exc:  # noqa: BLE001 - the results are written; the report is a view of them
         log.warning("the report could not be written: %s: %s", type(exc).__name__, exc)
+    except KeyboardInterrupt:  # Ctrl-C after the job is done stops the report, not the job
+        log.warning(
+            "the report was not written (interrupted); `internvl-batch report %s` writes it", config.output.path
+        )
 
 
-def build_parser(prog: str = "caption") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run the InternVL batch job described by a config.")
-    parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-    add_run_options(parser)
-    return parser
+def main(argv: list[str] | None = None, config: JobConfig | None = None, verbose: bool = False) -> int:
+    """Parse arguments (unless a config is given), run, and map failures to exit codes with one-line errors.
+    `verbose`: Ray Data's progress bars and execution logs on the console (`pipeline/console.py`). Ray is shut
+    down before returning when this call started it (`pipeline/driver.py`)."""
+    from internvl_batch.pipeline.console import quiet_ray_data
+    from internvl_batch.pipeline.driver import interrupted_line, interruptible, ray_running, shut_down_ray
 
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)",
-    )
-    parser.add_argument(
-        "--no-resume", action="store_true", help="discard earlier results under the output path and start over"
-    )
-    parser.add_argument(
-        "--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error"
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="write into an output directory that holds files this job did not write (output.force=true); only "
-        "the job's own files are ever deleted, and an empty path, a filesystem root or the home directory are "
-        "refused regardless",
-    )
-
-
-def overrides_from_args(args) -> list[str]:
-    extra = (
-        (["output.resume=false"] if args.no_resume else [])
-        + (["output.retry_errors=true"] if args.retry_errors else [])
-        + (["output.force=true"] if getattr(args, "force", False) else [])
-    )
-    return list(args.overrides) + extra
-
-
-def main(argv: list[str] | None = None, config: JobConfig | None = None) -> int:
-    """Parse arguments (unless a config is given), run, and map failures to exit codes with one-line errors."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
+    started_ray = not ray_running()
+    code = 2
     try:
         if config is None:
             args = build_parser().parse_args(argv)
+            verbose = verbose or args.verbose
             config = load_config(args.config, overrides_from_args(args))
-        summary = run_job(config)
+        quiet_ray_data(verbose)
+        with interruptible():
+            summary = run_job(config)
         if summary["status"] == CRASHED_ROWS:
             print(
                 f"internvl-batch: finished, but {summary['rows_crashed']} rows kept crashing model replicas: they "
                 "are error rows (generate: ReplicaCrashed)",
                 file=sys.stderr,
             )
-        return exit_code(summary, config)
+        code = exit_code(summary, config)
+    except (JobInterrupted, KeyboardInterrupt) as exc:
+        print(interrupted_line(config, getattr(exc, "rows", None)), file=sys.stderr, flush=True)
+        code = EXIT_INTERRUPTED
     except JobFailed as exc:
         print(f"internvl-batch: job failed: {redact_text(str(exc))}", file=sys.stderr)
-        return 1
+        code = 1
     except InternVLBatchError as exc:
         print(f"internvl-batch: error: {redact_text(str(exc))}", file=sys.stderr)
-        return 2
+        code = 2
+    finally:
+        if started_ray:
+            shut_down_ray(code)
+    return code

@@ -12,14 +12,13 @@ import pyarrow as pa
 from internvl_batch.config import JobConfig
 from internvl_batch.keys import KeySet
 from internvl_batch.manifest.files import (
-    count_newlines,
     expand_manifests,
     input_renames,
     needs_layout,
     number_units,
-    parquet_row_groups,
     plan_units,
 )
+from internvl_batch.manifest.read import unit_layout
 from internvl_batch.requests import TaskAssigner
 from internvl_batch.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
 from internvl_batch.stages.read import RequestReader
@@ -33,14 +32,7 @@ def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partition
         config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
     )
     units = plan_units(files, config.input.split_bytes)
-    layouts = {}
-    for unit in units:
-        if needs_layout(unit):
-            layouts[unit.index] = (
-                parquet_row_groups(unit.file.uri, config.storage)
-                if unit.file.format == "parquet"
-                else count_newlines(unit.file.uri, unit.start, unit.stop, config.storage)
-            )
+    layouts = {unit.index: unit_layout(unit, config.storage) for unit in units if needs_layout(unit)}
     units = number_units(units, layouts, config.input.split_bytes)
     carried = list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))

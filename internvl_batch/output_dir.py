@@ -1,48 +1,87 @@
-"""The output directory: what the job writes there and how, what it may delete, and what it refuses.
+"""The output directory: how the job writes there, what it may delete, what it refuses, how a legacy output moves.
 
-Layout of `output.path`:
-    part-<run_id>-<12 hex>.parquet result files (`results.py` writes and reads them)
-    _summary.json                  the last run's summary
-    _runs/<run_id>.json            every run: written when it starts (status "running"), its summary at the end
-    report.html                    the report (`output.report`)
+The layout (`data/` for result files, `.internvl-batch/` for the summary, run records and report), which
+files are the job's, and the listing both layouts share: `output_layout.py` (its names are re-exported here).
 
 Every file is written under a fresh hidden temporary name in its directory and renamed over its name (local:
 a link there is replaced, never followed), or uploaded in one PUT/multipart upload (object stores, where an
 object exists only once complete), so a reader or a resume never sees half a file (`write_output_file`).
 
-The job's result files are those named exactly as it names them whose run is recorded in `_runs/`; files of
-an unrecorded run (a run killed before run records were written at its start) count too while the output holds
-nothing but the job's own kinds of files. Reading, resuming and `resume: false` (which deletes them) agree on
-this (`list_output`); nothing else under the output is ever read as results or deleted. `prepare_output`
-refuses an empty path, a filesystem root, the home directory, and (without `output.force`) a directory that
-holds anything the job does not write. Run records are written with credentials in URIs redacted.
+`prepare_output`, at the start of every run, refuses an empty path, a filesystem root, the home directory, and
+(without `output.force`) an output that holds anything the job does not write; moves an output of the legacy
+layout into the current one (`migrate_legacy_output`); and with `resume: false` deletes the job's result files,
+nothing else. Reading (`results.read_results`, the report) never moves or deletes anything. Run records and
+the summary are written with credentials in URIs redacted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
-import re
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import fsspec_filesystem, is_local, local_path
+from internvl_batch.output_layout import (
+    DATA_DIR,
+    LEGACY_REPORT_FILE,
+    LEGACY_RUNS_DIR,
+    LEGACY_SUMMARY_FILE,
+    META_DIR,
+    REPORT_FILE,
+    RESULT_FILE,
+    RUN_ID,
+    RUNS_DIR,
+    SUMMARY_FILE,
+    TOP,
+    WRITE_CHECK_PREFIX,
+    OutputListing,
+    data_path,
+    first_foreign_entry,
+    is_own_entry,
+    list_output,
+    report_path,
+    run_record_path,
+    runs_path,
+    summary_path,
+)
 from internvl_batch.redact import redact_value
 
-SUMMARY_FILE = "_summary.json"
-RUNS_DIR = "_runs"
-REPORT_FILE = "report.html"  # `internvl_batch.report` writes it
-WRITE_CHECK_PREFIX = "_write_check_"
-RUN_ID = r"\d{8}T\d{12}Z-[0-9a-f]{6}"  # `new_run_id`
-RESULT_FILE = re.compile(rf"part-({RUN_ID})-[0-9a-f]{{12}}\.parquet")
-RUN_RECORD = re.compile(rf"({RUN_ID})\.json")
-RUN_RECORD_TEMP = re.compile(rf"\.{RUN_ID}\.json\.[0-9a-f]{{12}}\.tmp")  # in `_runs/`
-# Temporary names of files being written (`write_output_file`), and of result files of earlier versions.
-TEMP_FILE = re.compile(r"\.(part-.*|_summary\.json\.[0-9a-f]{12}|report\.html\.[0-9a-f]{12})\.tmp")
+__all__ = [  # this module's, and the layout's names that the modules and tests reading an output use
+    "DATA_DIR",
+    "META_DIR",
+    "REPORT_FILE",
+    "RESULT_FILE",
+    "RUN_ID",
+    "RUNS_DIR",
+    "SUMMARY_FILE",
+    "OutputListing",
+    "check_output_location",
+    "data_path",
+    "first_foreign_entry",
+    "is_own_entry",
+    "list_output",
+    "migrate_legacy_output",
+    "new_run_id",
+    "prepare_output",
+    "read_summary",
+    "record_run",
+    "run_record_path",
+    "report_path",
+    "runs_path",
+    "summary_path",
+    "summary_text",
+    "write_output_file",
+    "write_summary",
+]
+
+log = logging.getLogger("internvl_batch.output")
+
 NOT_ALLOWED = "use another path (--force does not allow this)"
 
 
@@ -55,77 +94,12 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
 
 
-def _name(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[-1]
-
-
-def is_own_entry(name: str) -> bool:
-    """Whether a name at the top of an output is one the job writes there (result files, summaries, the run
-    records, the report, files being written, the write check)."""
-    return bool(
-        RESULT_FILE.fullmatch(name)
-        or name in (SUMMARY_FILE, RUNS_DIR, REPORT_FILE)
-        or name.startswith(WRITE_CHECK_PREFIX)
-        or TEMP_FILE.fullmatch(name)
-    )
-
-
-@dataclass
-class OutputListing:
-    """The top of an output directory, as the job sees it."""
-
-    entries: dict[str, str] = field(default_factory=dict)  # name -> path in the filesystem
-    runs: set[str] = field(default_factory=set)  # run ids recorded in `_runs/`
-    run_temps: list[str] = field(default_factory=list)  # run records a killed writer left half-written
-
-    @property
-    def temps(self) -> list[str]:
-        """Files left half-written by a killed writer."""
-        return [p for name, p in self.entries.items() if TEMP_FILE.fullmatch(name)] + self.run_temps
-
-    @property
-    def foreign(self) -> list[str]:
-        """Names the job does not write."""
-        return sorted(name for name in self.entries if not is_own_entry(name))
-
-    @property
-    def result_files(self) -> list[str]:
-        """The job's result files: named as it names them, of a recorded run; files of an unrecorded run (killed
-        before run records were written when a run starts) only while nothing else is there."""
-        anything_else = bool(self.foreign)
-        return sorted(
-            path
-            for name, path in self.entries.items()
-            if (match := RESULT_FILE.fullmatch(name)) and (match[1] in self.runs or not anything_else)
-        )
-
-
-def list_output(fs, path: str) -> OutputListing:
-    """One listing of the output's top level and one of `_runs/` (fresh, not from a filesystem's cache: other
-    processes write there)."""
-    with contextlib.suppress(Exception):
-        fs.invalidate_cache(path)
-    if not fs.isdir(path):
-        return OutputListing()
-    top = path.rstrip("/")
-    entries = {_name(p): p for p in fs.ls(path, detail=False) if p.rstrip("/") != top and _name(p)}
-    listing = OutputListing(entries)
-    if RUNS_DIR in entries:
-        with contextlib.suppress(Exception):
-            fs.invalidate_cache(entries[RUNS_DIR])
-        for record in fs.ls(entries[RUNS_DIR], detail=False):
-            if match := RUN_RECORD.fullmatch(_name(record)):
-                listing.runs.add(match[1])
-            elif RUN_RECORD_TEMP.fullmatch(_name(record)):
-                listing.run_temps.append(record)
-    return listing
-
-
 def write_output_file(target: str, storage: StorageConfig, data: bytes | str) -> str:
     """Write `data` (str: UTF-8) as the file `target` (a local path or URI), whole or not at all; returns
-    `target`. Locally through a new file under a fresh hidden name in the same directory, renamed over the
-    target: a link at the target is replaced by the file, and what it pointed to is never written. Object
-    stores have no links and publish an object only once its upload completes: one PUT (or multipart upload)."""
+    `target`. Locally through a new file under a fresh hidden name in the same directory (made if missing),
+    renamed over the target: a link at the target is replaced by the file, and what it pointed to is never
+    written. Object stores have no links and publish an object only once its upload completes: one PUT (or
+    multipart upload)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     fs, path = fsspec_filesystem(target, storage)
@@ -134,6 +108,7 @@ def write_output_file(target: str, storage: StorageConfig, data: bytes | str) ->
             f.write(data)
         return target
     directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
     # A new file (O_EXCL), never through a link (O_NOFOLLOW), with the usual permissions (umask applies).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
@@ -166,44 +141,16 @@ def check_output_location(output_path: str) -> None:
         raise ConfigError(f"output.path {output_path} names no bucket: {NOT_ALLOWED}")
 
 
-def first_foreign_entry(fs, path: str, output_path: str) -> str | None:
-    """The name of something at the top of the output that the job does not write, or None (also when the
-    output does not exist yet). Bounded: stops at the first one (a local directory is read entry by entry, an
-    S3 prefix page by page); other object stores are listed whole."""
-    if is_local(output_path):
-        if not os.path.isdir(path):
-            return None
-        with os.scandir(path) as entries:
-            return next((e.name for e in entries if not is_own_entry(e.name)), None)
-    if hasattr(fs, "_iterdir") and hasattr(fs, "split_path"):  # s3fs: list_objects_v2 pages, one at a time
-        from fsspec.asyn import sync
-
-        bucket, key, _ = fs.split_path(path)
-        prefix = f"{key.strip('/')}/" if key.strip("/") else ""
-
-        async def scan():
-            async for entry in fs._iterdir(bucket, prefix=prefix, delimiter="/"):
-                name = _name(entry["name"])
-                if name and f"{bucket}/{prefix}".rstrip("/") != entry["name"].rstrip("/") and not is_own_entry(name):
-                    return name
-            return None
-
-        if not fs.exists(path):  # no bucket yet, or an empty prefix
-            return None
-        return sync(fs.loop, scan)
-    listing = list_output(fs, path)
-    return listing.foreign[0] if listing.foreign else None
-
-
 def prepare_output(output: OutputConfig, storage: StorageConfig, run_id: str | None = None) -> None:
-    """Check the output before anything runs, record the run, and without resume delete earlier results.
+    """Check the output before anything runs, move a legacy output, record the run, without resume delete results.
 
     Refuses (ConfigError, before anything is written or deleted) the outputs of `check_output_location`, and,
-    unless `output.force`, a directory that holds anything the job does not write. Then: fails fast when the
-    output cannot be written; removes files left half-written by a killed writer; writes the run's start record
-    `_runs/<run_id>.json` (status "running"; `write_summary` replaces it at the end), so that the files of a run
-    killed later are still known to be the job's; and with `resume: false` deletes the job's result files
-    (`OutputListing.result_files`) and nothing else."""
+    unless `output.force`, an output that holds anything the job does not write (`first_foreign_entry`). Then:
+    fails fast when the output cannot be written; removes files left half-written by a killed writer; moves the
+    job's files of the legacy layout into the current one (`migrate_legacy_output`); writes the run's start
+    record `.internvl-batch/runs/<run_id>.json` (status "running"; `write_summary` replaces it at the end), so
+    that the files of a run killed later are still known to be the job's; and with `resume: false` deletes the
+    job's result files (`OutputListing.result_files`) and nothing else."""
     check_output_location(output.path)
     fs, path = fsspec_filesystem(output.path, storage)
     try:
@@ -216,43 +163,134 @@ def prepare_output(output: OutputConfig, storage: StorageConfig, run_id: str | N
             "--force (output.force: true; only the job's own files are ever deleted)"
         )
     try:
-        fs.makedirs(path, exist_ok=True)
-        listing = list_output(fs, path)
-        if listing.temps:
-            fs.rm(listing.temps)  # left by a writer that was killed mid-file
-        probe = _join(path, f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
+        for directory in (path, _join(path, DATA_DIR), _join(path, META_DIR)):
+            fs.makedirs(directory, exist_ok=True)
+        probe = _join(_join(path, META_DIR), f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
         with fs.open(probe, "wb") as f:
             f.write(b"ok")
         fs.rm(probe)
+        listing = list_output(fs, path)
+        if listing.temps:
+            fs.rm(listing.temps)  # left by a writer that was killed mid-file
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"output {output.path} is not writable: {type(exc).__name__}: {exc}") from None
+    if listing.is_legacy:
+        try:
+            migrate_legacy_output(fs, path, listing, output.path)
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(
+                f"output {output.path} could not be moved to the current layout: {type(exc).__name__}: {exc} "
+                "(nothing was lost: run again to finish the move)"
+            ) from None
+        listing = list_output(fs, path)
+    try:
         if run_id is not None:
             record = {"run_id": run_id, "status": "running", "started_at": datetime.now(timezone.utc).isoformat()}
             record_run(output.path, storage, record)
-        if not output.resume:
-            old = listing.result_files
-            if old:
-                fs.rm(old)
+        if not output.resume and listing.result_files:
+            fs.rm(listing.result_files)
     except Exception as exc:  # noqa: BLE001
         raise ConfigError(f"output {output.path} is not writable: {type(exc).__name__}: {exc}") from None
 
 
+def migrate_legacy_output(fs, path: str, listing: OutputListing, output_path: str) -> dict[str, int]:
+    """Move the job's files of the legacy layout (`listing`: of the output `path` in `fs`) into the current one;
+    returns how many of each kind moved, and logs it in one line.
+
+    Run records first (`_runs/<id>.json` -> `.internvl-batch/runs/`), so that the result files moved next are
+    still known to be the job's; then result files (-> `data/`), then `_summary.json` and `report.html`; then
+    the emptied `_runs/` is removed. Only the job's files move (`OutputListing.legacy_result_files`: not those of
+    unrecorded runs next to someone else's files). Locally a file moves by a rename; on object stores by a copy,
+    then the original's deletion: a move cut short in between leaves the copy, which is read in its place, and
+    the next run's move, finding a file of that name and size in the new place, only deletes the original. The
+    summary and report are views: where the current layout already holds one, it is kept and the legacy one
+    deleted (the report command writes the current layout's page on an output it does not move)."""
+    local = is_local(output_path)
+    moved = {"run records": 0, "result files": 0, "summary": 0, "report": 0}
+    for run, info in sorted(listing.legacy_records.items()):
+        _move(fs, local, info, run_record_path(path, run), listing.records.get(run), same_size_only=True)
+        moved["run records"] += 1
+    for name, info in sorted(listing.legacy_result_files.items()):
+        existing = listing.entry(DATA_DIR, name)
+        _move(fs, local, info, _join(data_path(path), name), existing, same_size_only=True)
+        moved["result files"] += 1
+    for kind, legacy, current in (
+        ("summary", LEGACY_SUMMARY_FILE, SUMMARY_FILE),
+        ("report", LEGACY_REPORT_FILE, REPORT_FILE),
+    ):
+        info = listing.entry(TOP, legacy)
+        if info and info.get("type") != "directory":
+            target = _join(_join(path, META_DIR), current)
+            _move(fs, local, info, target, listing.entry(META_DIR, current), same_size_only=False)
+            moved[kind] += 1
+    runs = listing.entry(TOP, LEGACY_RUNS_DIR)
+    if local and runs and runs.get("type") == "directory":
+        with contextlib.suppress(OSError):  # not empty: it holds files that are not the job's, which stay
+            os.rmdir(runs["name"])
+    if any(moved.values()):
+        counts = ", ".join(f"{count} {kind}" for kind, count in moved.items())
+        log.info(
+            "output %s moved to the current layout (results in %s/, run records, summary and report in %s/): %s",
+            output_path,
+            DATA_DIR,
+            META_DIR,
+            counts,
+        )
+    return moved
+
+
+def _move(fs, local: bool, source: dict, target: str, existing: dict | None, same_size_only: bool) -> None:
+    """Move one file (`source`: its fsspec info) to `target`. Where `target` exists already (`existing`) and is
+    the same size (or `same_size_only` is False), the source is only deleted."""
+    if existing is not None and (not same_size_only or existing.get("size") == source.get("size")):
+        fs.rm(source["name"])
+        return
+    if not local:
+        fs.copy(source["name"], target)  # server-side; the object appears only once complete
+        fs.rm(source["name"])
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+        os.replace(source["name"], target)  # a rename: the file is in one place or the other, never both
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # not another filesystem (a `data/` linked elsewhere): a real failure
+            raise
+        with open(source["name"], "rb") as f:
+            write_output_file(target, StorageConfig(), f.read())
+        os.unlink(source["name"])
+
+
 def record_run(output_path: str, storage: StorageConfig, record: dict) -> str:
-    """Write `_runs/<run_id>.json` (replacing the run's earlier record)."""
-    fs, path = fsspec_filesystem(output_path, storage)
-    fs.makedirs(_join(path, RUNS_DIR), exist_ok=True)
-    target = _join(_join(output_path, RUNS_DIR), f"{record['run_id']}.json")
-    return write_output_file(target, storage, summary_text(record))
+    """Write `.internvl-batch/runs/<run_id>.json` (replacing the run's earlier record)."""
+    return write_output_file(run_record_path(output_path, record["run_id"]), storage, summary_text(record))
 
 
 def write_summary(output_path: str, storage: StorageConfig, summary: dict) -> str:
-    """The run's summary as `_runs/<run_id>.json` (replacing its start record) and `_summary.json`; returns
-    where `_summary.json` went (a path in the output's filesystem)."""
-    fs, path = fsspec_filesystem(output_path, storage)
+    """The run's summary as its run record (replacing its start record) and `.internvl-batch/summary.json`;
+    returns where the summary went (a path in the output's filesystem)."""
+    _, path = fsspec_filesystem(output_path, storage)
     record_run(output_path, storage, summary)
-    write_output_file(_join(output_path, SUMMARY_FILE), storage, summary_text(summary))
-    return _join(path, SUMMARY_FILE)
+    write_output_file(summary_path(output_path), storage, summary_text(summary))
+    return summary_path(path)
 
 
 def summary_text(record: dict) -> str:
     """A run record as JSON, with credentials in URIs (a config's endpoint, manifests, ids) `REDACTED`."""
     plain = json.loads(json.dumps(record, default=str))  # only JSON types left, so every string is seen
     return json.dumps(redact_value(plain), indent=2)
+
+
+def read_summary(output_path: str | os.PathLike, storage: StorageConfig | None = None) -> dict | None:
+    """The output's last run's summary (the current layout's, else the legacy `_summary.json`), or None (none,
+    or not a JSON object). Reads only."""
+    fs, path = fsspec_filesystem(os.fspath(output_path), storage or StorageConfig())
+    for file in (summary_path(path), _join(path, LEGACY_SUMMARY_FILE)):
+        try:
+            with fs.open(file, "r") as f:
+                summary = json.load(f)
+        except FileNotFoundError:
+            continue
+        except (ValueError, IsADirectoryError):
+            return None
+        return summary if isinstance(summary, dict) else None
+    return None

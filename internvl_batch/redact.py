@@ -3,8 +3,8 @@
 Manifests and configs may hold URIs that carry secrets: presigned object-store URLs (`X-Amz-Signature`,
 `X-Amz-Credential`, `X-Goog-Signature`, Azure SAS `sig=`), tokens in query strings, and `user:password@`
 userinfo (an S3-compatible `storage.endpoint_url`, an HTTP server). The job keeps the full URI in memory for
-the fetch only; whatever it writes (the output's `media` and `error` columns, `_summary.json`, `_runs/*.json`,
-the report) or logs goes through `redact_text`, which keeps the URI's path (so users can still tell which
+the fetch only; whatever it writes (the output's `media` and `error` columns, `.internvl-batch/summary.json`
+and `runs/*.json`, the report) or logs goes through `redact_text`, which keeps the URI's path (so users can still tell which
 object a row is about) and replaces secret query values and userinfo with `REDACTED`.
 
 Which query parameters are secret is decided by name, generously: any parameter whose name contains one of

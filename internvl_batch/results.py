@@ -1,10 +1,11 @@
 """Result files: written atomically, read back as one current row per (id, task), keys for resume.
 
-Result files (`part-<run_id>-<12 hex>.parquet`, see `output_dir.py` for the output's layout and which files
-are the job's) are written whole or not at all (`output_dir.write_output_file`), so a reader or a resume never
-sees half a file. Every row carries its `run_id`; `read_results` keeps, for each id, the row of the latest run.
-A PDF that one run read (rows `<id>#p<n>`) and another could not read at all (one row `<id>`) has rows of two
-shapes: the later run's shape wins (`shape_superseded`).
+Result files (`data/part-<run_id>-<12 hex>.parquet`; see `output_layout.py` for the output's layout, the legacy
+one whose result files are read too, and which files are the job's) are written whole or not at all
+(`output_dir.write_output_file`), so a reader or a resume never sees half a file. Every row carries its
+`run_id`; `read_results` keeps, for each id, the row of the latest run. A PDF that one run read (rows
+`<id>#p<n>`) and another could not read at all (one row `<id>`) has rows of two shapes: the later run's shape
+wins (`shape_superseded`). Reading never moves or deletes a file (a legacy output is read where it is).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 from internvl_batch.config import StorageConfig
 from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.keys import document_ids, key_hashes, page_shares
-from internvl_batch.output_dir import RUN_ID, list_output, write_output_file
+from internvl_batch.output_dir import RUN_ID, data_path, list_output, write_output_file
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -39,22 +40,24 @@ def _join(path: str, name: str) -> str:
 
 
 def result_files(output_path: str, storage: StorageConfig) -> list[str]:
-    """The job's result files under `output_path` (`OutputListing.result_files`), sorted."""
+    """The job's result files under `output_path`, in either layout (`OutputListing.result_files`): paths in
+    the output's filesystem, sorted by name."""
     fs, path = fsspec_filesystem(output_path, storage)
     return list_output(fs, path).result_files
 
 
 def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig, run_id: str) -> str:
-    """Write `table` as one new result file, atomically; returns its path. `run_id`: from `new_run_id` (the
-    file is named after it, and only names of that form are read back as results)."""
+    """Write `table` as one new result file in the output's `data/`, atomically; returns its path (in the
+    output's filesystem). `run_id`: from `new_run_id` (the file is named after it, and only names of that form
+    are read back as results)."""
     if not re.fullmatch(RUN_ID, run_id or ""):
         raise ValueError(f"run id {run_id!r} is not one new_run_id makes")
-    fs, path = fsspec_filesystem(output_path, storage)
+    _, path = fsspec_filesystem(output_path, storage)
     name = f"part-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    write_output_file(_join(output_path, name), storage, buf.getvalue())
-    return _join(path, name)
+    write_output_file(_join(data_path(output_path), name), storage, buf.getvalue())
+    return _join(data_path(path), name)
 
 
 def read_results(output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None) -> pa.Table:

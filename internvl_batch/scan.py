@@ -226,7 +226,8 @@ def merge_positions(*arrays: np.ndarray) -> np.ndarray:
 
 def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals, duplicate_ids: str) -> dict:
     """The manifests' part of the summary; raises `ConfigError` for what stops a job before any model work:
-    a JSONL file where no row has an `id`, or duplicate ids when `duplicate_ids` is "error"."""
+    a JSONL file where no row has an id (unless ids are made from line numbers), or duplicate ids when
+    `duplicate_ids` is "error"."""
     rows_by_file: dict[str, list[int]] = {}
     for unit in unit_scans:
         counts = rows_by_file.setdefault(unit.file, [0, 0])
@@ -234,8 +235,12 @@ def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals,
         counts[1] += unit.rows_with_id_field
     for file in files:
         rows, with_id = rows_by_file.get(file.uri, [0, 0])
-        if file.format == "jsonl" and rows and not with_id:
-            raise ConfigError(f"manifest {file.uri}: no row has an `id` field")
+        id_field = file.id_field  # None: ids made from line numbers (input.id_column: null)
+        if file.format == "jsonl" and id_field is not None and rows and not with_id:
+            raise ConfigError(
+                f"manifest {file.uri}: no row has an `{id_field}` field; set input.id_column to the field that "
+                "holds each row's id, or input.id_column: null to name rows `<file>:<line>`"
+            )
     if totals.duplicate_ids:
         ids = "1 id appears" if totals.duplicate_ids == 1 else f"{totals.duplicate_ids} ids appear"
         message = f"{ids} more than once (e.g. {', '.join(totals.duplicate_examples[:5])})"

@@ -1,10 +1,13 @@
 """Run statistics: the write stage's per-file counts, added up on the driver (constant memory), logged as
-progress, and turned into `_summary.json` and the summary printed at the end of a run."""
+progress, and turned into the run's summary (`.internvl-batch/summary.json` in the output, see
+`output_layout.py`) and the summary printed at the end of a run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections import Counter
 
@@ -16,7 +19,7 @@ from internvl_batch.redact import redact_text
 log = logging.getLogger("internvl_batch.progress")
 
 CRASHED_ROW_ERROR = "generate: ReplicaCrashed"  # rows on which model replicas kept dying (generation/crashes.py)
-# `_summary.json` status of a run that finished with such rows (exit code: `output.crashed_rows_exit_code`); the
+# The summary's status of a run that finished with such rows (exit code: `output.crashed_rows_exit_code`); the
 # other statuses are "ok" and "failed".
 CRASHED_ROWS = "ok_with_crashed_rows"
 
@@ -40,9 +43,15 @@ class RunStats:
         self._started = time.monotonic() if started is None else started
         self._last_log = self._started
         self._every = progress_every_s
+        self._lock = threading.Lock()  # `add` (the driver's loop) and the ticker's periodic line
 
     def add(self, stats: pa.Table) -> None:
         """Add the rows of `stages.write.STATS_SCHEMA` (one per result file)."""
+        with self._lock:
+            self._add(stats)
+        self._log_if_due()
+
+    def _add(self, stats: pa.Table) -> None:
         for row in stats.to_pylist():
             self.rows += row["rows"]
             self.results += row["keys"]
@@ -56,14 +65,41 @@ class RunStats:
             self.files += 1
             if self.first_file_s is None:
                 self.first_file_s = time.monotonic() - self._started
-        now = time.monotonic()
+
+    def _log_if_due(self) -> None:
         # Periodic lines only while work remains: the job logs the last line itself, once, with the summary's rate.
-        if now - self._last_log >= self._every and self.results < self.results_to_do:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last_log < self._every or self.results >= self.results_to_do:
+                return
             self._last_log = now
-            self.log_progress()
+        self.log_progress()
+
+    @contextlib.contextmanager
+    def ticking(self):
+        """Log the progress line every `progress_every_s` while the block runs, also when no result file
+        arrives for a while (replicas loading a model, a long first batch): the run's console shows one line
+        per interval, not silence."""
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(max(0.05, min(self._every, 1.0))):
+                self._log_if_due()
+
+        ticker = threading.Thread(target=tick, name="internvl-batch-progress", daemon=True)
+        ticker.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            ticker.join()
 
     def log_progress(self, elapsed: float | None = None) -> None:
         """Log progress; `elapsed` (the job's wall time so far) makes the final line's rate the summary's."""
+        with self._lock:
+            self._log_progress(elapsed)
+
+    def _log_progress(self, elapsed: float | None) -> None:
         elapsed = time.monotonic() - self._started if elapsed is None else elapsed
         rate = self.rows / elapsed if elapsed else 0.0
         results_rate = self.results / elapsed if elapsed else 0.0

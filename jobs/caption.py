@@ -4,7 +4,9 @@
         python jobs/caption.py --config configs/internvl2_5-4b.yaml --set generation.max_new_tokens=64
 
 Exits 0 on success, 1 when the job failed, 2 on an invalid configuration or unreadable model/manifest, 3 when
-it finished but model replicas kept dying on some rows (`output.crashed_rows_exit_code`; they are error rows).
+it finished but model replicas kept dying on some rows (`output.crashed_rows_exit_code`; they are error rows),
+130 when interrupted (the result files written stay; the same command resumes). `--verbose` turns Ray Data's
+progress bars and execution logs back on.
 """
 
 import os

@@ -11,16 +11,27 @@ from internvl_batch.config.base import Section, _pair
 
 class InputConfig(Section):
     manifests: list[str] = Field(
-        description="Manifest files: one path, a list, glob patterns or directories; local paths, s3:// or gs:// URIs. Rows have "
-        "`id`, `image` (one URI) or `images` (a list), optional `question` and `task`."
+        description="Manifest files: one path, a list, glob patterns, brace ranges (shard-{000000..000009}.tar: "
+        "every shard named must exist) or folders; local paths, s3://, gs:// or az:// URIs. A folder stands for "
+        "the manifest files in it (not img2dataset's metadata .parquet beside a .tar of the same name); a "
+        "Hugging Face save_to_disk folder (state.json) for the .arrow files it lists; a Hugging Face Hub dataset "
+        "repository (README.md, data/) for the files below data/. Rows have `id`, `image` (one URI) or `images` "
+        "(a list), optional `question` and `task`."
     )
-    format: Literal["auto", "jsonl", "csv", "parquet", "webdataset"] = Field(
+    format: Literal["auto", "jsonl", "csv", "parquet", "arrow", "webdataset"] = Field(
         "auto",
-        description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet, .tar = webdataset: "
-        "tar shards of samples, <key>.jpg|png|webp... with optional <key>.json / <key>.txt, one row per sample).",
+        description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet, .arrow = Arrow IPC "
+        "stream or file as Hugging Face datasets' save_to_disk writes (also .arrows, .feather v2), .tar = "
+        "webdataset: tar shards of samples, <key>.jpg|png|webp... with optional <key>.json, <key>.txt, "
+        "<key>.cls, one row per sample).",
     )
-    passthrough_columns: list[str] = Field(
-        default_factory=list, description="Manifest columns copied unchanged into the output."
+    passthrough_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Manifest columns copied unchanged into the output: a list of names, or a mapping from a "
+        "manifest column to its name in the output ({source: source_dataset}) for a column whose name the output "
+        "already uses (id, status, task, question, response, media, error, model, run_id, ...: refused, naming "
+        "the clash, rather than overwritten or dropped). Values keep their type; the output's first run fixes "
+        "it, and a later row whose value does not fit is an error row naming the column.",
     )
     duplicate_ids: Literal["error", "keep_first"] = Field(
         "error",
@@ -45,17 +56,43 @@ class InputConfig(Section):
         min_length=1,
         description="The manifest column read as `images`: a list of URIs or of images (as for image_column).",
     )
-    id_column: str = Field(
+    id_column: str | None = Field(
         "id",
         min_length=1,
         description="The manifest column read as `id` (WebDataset: a field of the sample's JSON; "
-        "without one the sample's key is the id).",
+        "without one the sample's key is the id). null = no id column: every row's id is `<file>:<n>`, "
+        "`<file>` the manifest's base name (its path below the common folder when two share a name) and `<n>` "
+        "1-based: the line for JSONL and CSV (CSV: the line the record ends on; the header is line 1), the row "
+        "for Parquet and Arrow (row 1 is datasets' index 0), the sample for WebDataset. The same name a row "
+        "without a readable id gets anyway; stable while the files and their names are unchanged.",
     )
 
     @field_validator("manifests", mode="before")
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @field_validator("passthrough_columns", mode="before")
+    @classmethod
+    def _names_or_renames(cls, value):
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"lists {', '.join(map(str, repeated))} more than once")
+            return {name: name for name in value}
+        return value
+
+    @field_validator("passthrough_columns")
+    @classmethod
+    def _no_clash(cls, value):
+        from internvl_batch.passthrough import clash_problem
+
+        problem = clash_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("manifests")
     @classmethod
@@ -67,7 +104,8 @@ class InputConfig(Section):
 
 class OutputConfig(Section):
     path: str = Field(
-        description="Output directory (local path or s3:// URI); Parquet files and _summary.json go here."
+        description="Output directory (local path or s3:// URI): result files (Parquet) go to `<path>/data/` (point "
+        "Parquet readers there), the summary, run records and report to `<path>/.internvl-batch/`."
     )
     resume: bool = Field(
         True,
@@ -78,7 +116,7 @@ class OutputConfig(Section):
         False,
         description="Write into a directory that holds files this job did not write (refused otherwise, with "
         "resume or not). Even then only the job's own files are ever deleted (resume: false deletes its result "
-        "files, of runs recorded in _runs/). An empty path, a filesystem root and the home directory are refused "
+        "files, of runs recorded in .internvl-batch/runs/, or _runs/ in an output of the previous layout). An empty path, a filesystem root and the home directory are refused "
         "regardless (`--force` on the command line).",
     )
     rows_per_file: int = Field(1000, ge=1, description="Rows per result file (each file is written atomically).")
@@ -90,7 +128,7 @@ class OutputConfig(Section):
     )
     report: bool = Field(
         False,
-        description="Write `<output>/report.html` at the end of a run: a self-contained page with a sample of "
+        description="Write `<output>/.internvl-batch/report.html` at the end of a run: a self-contained page with a sample of "
         "answers beside their pictures, failures by stage and type, and plots (also `internvl-batch report OUTPUT`).",
     )
     crashed_rows_exit_code: int = Field(

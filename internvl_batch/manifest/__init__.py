@@ -1,4 +1,5 @@
-"""Manifests: files and read units (`files`), reading a unit (`read`), checking a row (`rows`).
+"""Manifests: which files a pattern stands for (`discover`), files and read units (`files`), reading a unit
+(`read`; per format: `parquet`, `arrow`, `webdataset`), checking a row (`rows`).
 
 The driver only lists files and plans units; rows are read on the workers (`internvl_batch.scan`,
 `internvl_batch.stages.read`). `read_manifests` runs the same passes in one process, for tests and tools.

@@ -9,6 +9,11 @@ workers read in parallel:
   before it (`count_newlines`, run on the workers by the layout step), so error ids name the true line.
 - CSV: one unit per file (a quoted field may contain newlines, so byte offsets cannot be trusted).
 - Parquet: runs of row groups of about `input.split_bytes` of column data (sizes from the footer).
+- Arrow IPC (Hugging Face `save_to_disk`, `.arrow`): runs of record batches of about `input.split_bytes`,
+  cut at message boundaries (byte offsets from the message headers, `manifest.arrow`).
+- WebDataset: one unit per shard (a tar is read in order).
+
+Which files a pattern stands for (globs, brace ranges, folders) is `manifest.discover`'s business.
 
 A unit's `index` orders all units in manifest order (files in the sorted order of their patterns, then by
 offset), which is the order "first occurrence" of a duplicate id refers to.
@@ -18,11 +23,11 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.manifest.discover import find_manifests, manifest_suffix
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -30,38 +35,42 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".csv": "csv",
     ".parquet": "parquet",
+    # Arrow IPC: `datasets` save_to_disk shards (stream format), `.arrows` streams, Feather v2 files.
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+    ".feather": "arrow",
     ".tar": "webdataset",
     # gzip-compressed shards are read only when their name says so (a `.tar` is never decompressed).
     ".tar.gz": "webdataset",
     ".tgz": "webdataset",
 }
-# The files a directory given as a manifest stands for (`.json` files there are a dataset's metadata).
-DIRECTORY_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv", ".tar", ".tar.gz", ".tgz")
 
 
 @dataclass(frozen=True)
 class ManifestFile:
     uri: str
-    format: str  # jsonl | csv | parquet | webdataset
+    format: str  # jsonl | csv | parquet | arrow | webdataset
     size: int  # bytes
     label: str  # how error ids name the file: `<label>:<line>` (the base name unless two files share it)
     renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
     max_media_bytes: int | None = None  # fetch.max_bytes for media held in the file (WebDataset, Parquet cells)
+    row_ids: bool = False  # input.id_column: null: every row's id is `<label>:<line or row>`, none is read
+
+    @property
+    def id_field(self) -> str | None:
+        """The column read as `id` (input.id_column), or None when ids are made from the row's position."""
+        if self.row_ids:
+            return None
+        return next((old for old, new in self.renames if new == "id"), "id")
 
 
 @dataclass(frozen=True)
 class ReadUnit:
     index: int  # position of the unit in manifest order
     file: ManifestFile
-    start: int  # JSONL: first byte; Parquet: first row group; CSV: 0
-    stop: int  # JSONL: end byte (exclusive); Parquet: end row group (exclusive); CSV: file size
-    first_line: int = 1  # line (JSONL, CSV) or row (Parquet) number of the unit's first row, 1-based
-
-
-def manifest_suffix(name: str) -> str:
-    """The suffix that tells a manifest's format: `.jsonl`, `.tar`, and the two-part `.tar.gz`."""
-    name = name.lower()
-    return ".tar.gz" if name.endswith(".tar.gz") else PurePosixPath(name).suffix
+    start: int  # JSONL: first byte; Parquet: first row group; Arrow: first batch's offset (0: whole file); CSV: 0
+    stop: int  # JSONL, Arrow: end byte (exclusive); Parquet: end row group (exclusive); CSV: file size
+    first_line: int = 1  # line (JSONL, CSV) or row (Parquet, Arrow) number of the unit's first row, 1-based
 
 
 def detect_format(uri: str, configured: str) -> str:
@@ -69,7 +78,10 @@ def detect_format(uri: str, configured: str) -> str:
         return configured
     suffix = manifest_suffix(uri.split("?")[0])
     if suffix not in FORMATS:
-        raise ConfigError(f"manifest {uri}: cannot tell the format from {suffix or 'no extension'!r}; set input.format")
+        raise ConfigError(
+            f"manifest {uri}: cannot tell the format from {suffix or 'no extension'!r} (known: {', '.join(FORMATS)}); "
+            "set input.format"
+        )
     return FORMATS[suffix]
 
 
@@ -77,52 +89,33 @@ def expand_manifests(
     patterns: list[str],
     storage: StorageConfig,
     configured_format: str = "auto",
-    renames: dict[str, str] | None = None,
+    renames: dict[str, str | None] | None = None,
     max_media_bytes: int | None = None,
 ) -> list[ManifestFile]:
-    """Patterns -> manifest files (globs expanded and sorted, sizes from the listing; a directory stands for the
-    manifest files directly in it, such as a Parquet dataset's shards). No match is fatal. `renames`: columns
-    read under another name (`input.image_column` -> `image`); `max_media_bytes`: the most bytes of one image
-    held in a manifest (`fetch.max_bytes`)."""
+    """Patterns -> manifest files, in the order of the patterns (what each stands for: `discover`; sizes from
+    the listing). No match is fatal. `renames`: columns read under another name (`input.image_column` ->
+    `image`); {"id": None} means ids are made from each row's position (`input.id_column: null`);
+    `max_media_bytes`: the most bytes of one image held in a manifest (`fetch.max_bytes`)."""
     found: list[tuple[str, int]] = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
-        if scheme and scheme not in SUPPORTED_SCHEMES:
-            raise ConfigError(f"manifest {pattern}: unsupported URI scheme {scheme!r}")
-        fs, path = fsspec_filesystem(pattern, storage)
-        try:
-            if any(c in path for c in "*?["):
-                matches = sorted(
-                    (p, info) for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"
-                )
-            else:
-                info = fs.info(path) if fs.exists(path) else None
-                matches = [(path, info)] if info and info.get("type") != "directory" else []
-                if info and info.get("type") == "directory":
-                    matches = sorted(
-                        (i["name"], i)
-                        for i in fs.ls(path, detail=True)
-                        if i.get("type") != "directory" and manifest_suffix(i["name"]) in DIRECTORY_SUFFIXES
-                    )
-        except Exception as exc:  # noqa: BLE001 - any listing failure is fatal here
-            raise ConfigError(f"manifest {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
-        if not matches:
-            globbed = any(c in path for c in "*?[")
-            raise ConfigError(f"manifest {pattern}: " + ("no file matches the pattern" if globbed else "no such file"))
         found += [
-            (f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, int(info.get("size") or 0))
-            for p, info in matches
+            (f"{scheme}://{p}" if scheme in OBJECT_STORE_SCHEMES else p, size)
+            for p, size in find_manifests(pattern, storage)
         ]
     labels = file_labels([uri for uri, _ in found])
-    pairs = tuple((old, new) for new, old in (renames or {}).items() if old != new)
+    renames = dict(renames or {})
+    row_ids = "id" in renames and renames["id"] is None
+    pairs = tuple((old, new) for new, old in renames.items() if old is not None and old != new)
     return [
-        ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs, max_media_bytes)
+        ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs, max_media_bytes, row_ids)
         for (uri, size), label in zip(found, labels)
     ]
 
 
-def input_renames(input_config) -> dict[str, str]:
-    """The manifest columns read under the reserved names: {"image": input.image_column, ...}."""
+def input_renames(input_config) -> dict[str, str | None]:
+    """The manifest columns read under the reserved names: {"image": input.image_column, ...}; "id" maps to None
+    when ids are made from the rows' positions (`input.id_column: null`)."""
     return {"image": input_config.image_column, "images": input_config.images_column, "id": input_config.id_column}
 
 
@@ -137,8 +130,8 @@ def file_labels(uris: list[str]) -> list[str]:
 
 
 def plan_units(files: list[ManifestFile], split_bytes: int) -> list[ReadUnit]:
-    """Units before layout: JSONL files cut into byte ranges (first lines still unknown), one unit per CSV
-    file, one per Parquet file (cut into row groups by `parquet_units`)."""
+    """Units before layout: JSONL files cut into byte ranges (first lines still unknown), one unit per other
+    file (Parquet and Arrow files are cut into runs by `number_units` once their layout is known)."""
     units: list[ReadUnit] = []
     for file in files:
         if file.format == "jsonl" and file.size > split_bytes:
@@ -150,19 +143,27 @@ def plan_units(files: list[ManifestFile], split_bytes: int) -> list[ReadUnit]:
 
 
 def needs_layout(unit: ReadUnit) -> bool:
-    """Whether the unit's first line number or row groups must be read from the file first."""
-    return unit.file.format == "parquet" or (unit.file.format == "jsonl" and unit.stop - unit.start < unit.file.size)
+    """Whether the unit's first line number, row groups or record batches must be read from the file first."""
+    fmt = unit.file.format
+    return fmt in ("parquet", "arrow") or (fmt == "jsonl" and unit.stop - unit.start < unit.file.size)
 
 
 def number_units(units: list[ReadUnit], layouts: dict[int, object], split_bytes: int) -> list[ReadUnit]:
-    """Final units in manifest order, from the layout of the units that needed one: for a JSONL range, the
-    newlines before it in its own range (`count_newlines`); for a Parquet file, its row groups as
-    (rows, bytes) (`parquet_row_groups`)."""
+    """Final units in manifest order, from the layout of the units that needed one (`read.unit_layout`): for a JSONL
+    range, the newlines before it in its own range; for a Parquet file, its row groups as (rows, bytes); for
+    an Arrow file, its record batches as (rows, bytes, start offset, end offset)."""
     out: list[ReadUnit] = []
     lines_before: dict[str, int] = {}
     for unit in units:
         if unit.file.format == "parquet":
             out += parquet_units(unit, layouts[unit.index], split_bytes, len(out))
+            continue
+        if unit.file.format == "arrow":
+            batches = layouts[unit.index]
+            for start, stop, first in runs([(rows, size) for rows, size, *_ in batches], split_bytes):
+                # (A file whose batches cannot be read apart is laid out as one batch at offset 0: read whole.)
+                begin, end = (batches[start][2], batches[stop - 1][3]) if stop > start else (unit.file.size,) * 2
+                out.append(replace(unit, index=len(out), start=begin, stop=end, first_line=first))
             continue
         if needs_layout(unit):  # a JSONL file cut into byte ranges
             before = lines_before.get(unit.file.uri, 0)
@@ -174,19 +175,29 @@ def number_units(units: list[ReadUnit], layouts: dict[int, object], split_bytes:
     return out
 
 
+def runs(parts: list[tuple[int, int]], split_bytes: int) -> list[tuple[int, int, int]]:
+    """Consecutive parts (row groups, record batches: (rows, bytes) each) in runs of about `split_bytes`, as
+    (first part, end part (exclusive), number of the run's first row, 1-based). A file without parts is one
+    empty run."""
+    out, start, row, size, first_row = [], 0, 1, 0, 1
+    for part, (rows, nbytes) in enumerate(parts):
+        if part > start and size + nbytes > split_bytes:
+            out.append((start, part, first_row))
+            start, size, first_row = part, 0, row
+        size += nbytes
+        row += rows
+    out.append((start, len(parts), first_row))
+    return out
+
+
 def parquet_units(
     unit: ReadUnit, row_groups: list[tuple[int, int]], split_bytes: int, first_index: int
 ) -> list[ReadUnit]:
     """Runs of consecutive row groups of about `split_bytes` of column data, each numbered by its first row."""
-    units, start, row, size, first_row = [], 0, 1, 0, 1
-    for group, (rows, nbytes) in enumerate(row_groups):
-        if group > start and size + nbytes > split_bytes:
-            units.append(replace(unit, index=first_index + len(units), start=start, stop=group, first_line=first_row))
-            start, size, first_row = group, 0, row
-        size += nbytes
-        row += rows
-    units.append(replace(unit, index=first_index + len(units), start=start, stop=len(row_groups), first_line=first_row))
-    return units
+    return [
+        replace(unit, index=first_index + i, start=start, stop=stop, first_line=first)
+        for i, (start, stop, first) in enumerate(runs(row_groups, split_bytes))
+    ]
 
 
 def count_newlines(uri: str, start: int, stop: int, storage: StorageConfig) -> int:
@@ -207,19 +218,33 @@ def count_newlines(uri: str, start: int, stop: int, storage: StorageConfig) -> i
     return count
 
 
-def parquet_row_groups(uri: str, storage: StorageConfig) -> list[tuple[int, int]]:
-    """(rows, column data bytes) per row group, from the Parquet footer."""
+def parquet_row_groups(uri: str, storage: StorageConfig, id_field: str | None = "id") -> list[tuple[int, int]]:
+    """(rows, column data bytes) per row group, from the Parquet footer; the file must have the `id_field`
+    column (input.id_column) unless it is None."""
     import pyarrow.parquet as pq
 
     fs, path = fsspec_filesystem(uri, storage)
     with open_manifest(fs, path, uri) as f:
         try:
             meta = pq.ParquetFile(f).metadata
+            columns = meta.schema.to_arrow_schema().names  # top-level columns, not the leaves of structs
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"manifest {uri}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None
-        if "id" not in meta.schema.names:
-            raise ConfigError(f"manifest {uri}: no `id` column (columns: {meta.schema.names})")
+        check_id_column(uri, columns, id_field)
         return [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
+
+
+def check_id_column(uri: str, columns: list[str], id_field: str | None, what: str = "columns") -> None:
+    """Raise the `ConfigError` of a tabular manifest without its id column, naming the columns it has and the
+    two fixes: another column as the id, or ids made from the rows' positions."""
+    if id_field is None or id_field in columns:
+        return
+    shown = ", ".join(columns[:20]) + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
+    setting = "input.id_column" if id_field == "id" else f"input.id_column ({id_field!r})"
+    raise ConfigError(
+        f"manifest {uri}: no `{id_field}` column ({what}: {shown or 'none'}); set {setting} to the column that "
+        "holds each row's id, or input.id_column: null to name rows `<file>:<row>`"
+    )
 
 
 def open_manifest(fs, path: str, uri: str):

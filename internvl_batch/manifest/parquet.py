@@ -1,5 +1,7 @@
 """Parquet manifests: a read unit's row groups as raw rows, with the media held in cells bounded.
 
+(`manifest.arrow` reads Arrow IPC files with the same per-row checks, `bounded_rows`.)
+
 Parquet datasets (Hugging Face `datasets` writes them so) hold images in their cells: encoded bytes, or an
 `Image` struct {bytes, path}. A cell larger than `fetch.max_bytes` (the file's `max_media_bytes`) is never
 passed on: its row becomes an error row saying so. Arrow cannot read part of a column chunk, so the bound
@@ -21,40 +23,45 @@ import numpy as np
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.manifest.files import ReadUnit, open_manifest
+from internvl_batch.manifest.files import ReadUnit, check_id_column, open_manifest
 from internvl_batch.manifest.row_errors import row_error
 
 MEDIA_COLUMNS = ("image", "images", "document")  # the reserved names whose cells may hold media bytes
 
 
 def parquet_rows(
-    unit: ReadUnit, storage: StorageConfig, id_field: str = "id"
+    unit: ReadUnit, storage: StorageConfig, id_field: str | None = "id"
 ) -> Iterator[tuple[int, dict | Exception]]:
-    """The unit's row groups as (row number, raw row or ManifestError), in file order."""
+    """The unit's row groups as (row number, raw row or ManifestError), in file order. `id_field`: the column
+    read as `id` (input.id_column), which the file must have; None when ids are made from row numbers."""
     import pyarrow.parquet as pq
 
     uri = unit.file.uri
     fs, path = fsspec_filesystem(uri, storage)
     number = unit.first_line
-    renamed = {new: old for old, new in unit.file.renames}
-    media = [renamed.get(name, name) for name in MEDIA_COLUMNS]  # as the file names them
+    media = media_columns(unit)
     limit = unit.file.max_media_bytes
     with open_manifest(fs, path, uri) as f:
         try:
             reader = pq.ParquetFile(f)
             names = reader.schema_arrow.names
-            if id_field not in names:
-                raise ConfigError(f"manifest {uri}: no `{id_field}` column (columns: {names})")
+            check_id_column(uri, names, id_field)
             for group in range(unit.start, unit.stop):
                 unread = _columns_over_limit(reader.metadata.row_group(group), media, limit)
                 table = reader.read_row_group(group, columns=[n for n in names if n not in unread])
-                for row in _rows(table, id_field, media, limit, unread):
+                for row in bounded_rows(table, id_field, media, limit, unread):
                     yield number, row
                     number += 1
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"manifest {uri}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None
+
+
+def media_columns(unit: ReadUnit) -> list[str]:
+    """The columns that may hold media bytes, as the file names them (input.image_column, ...)."""
+    renamed = {new: old for old, new in unit.file.renames}
+    return [renamed.get(name, name) for name in MEDIA_COLUMNS]
 
 
 def _columns_over_limit(group, media: list[str], limit: int | None) -> dict[str, int]:
@@ -70,7 +77,9 @@ def _columns_over_limit(group, media: list[str], limit: int | None) -> dict[str,
     return {name: size for name, size in sizes.items() if size > group.num_rows * limit}
 
 
-def _rows(table, id_field: str, media: list[str], limit: int | None, unread: dict[str, int]) -> list:
+def bounded_rows(table, id_field: str | None, media: list[str], limit: int | None, unread: dict[str, int]) -> list:
+    """A table's rows as dicts, or ManifestErrors for the rows that hold an image over `limit` (whose bytes are
+    dropped before they become Python objects) and, when `unread` names a media column left unread, for all."""
     over = _oversized_cells(table, media, limit) if limit is not None else {}
     if over:  # drop the big cells before they are copied into Python objects
         import pyarrow as pa
@@ -131,7 +140,7 @@ def _cell_sizes(array) -> np.ndarray:
     return np.zeros(len(array), np.int64)
 
 
-def _table_rows(table, id_field: str) -> list[dict | ManifestError]:
+def _table_rows(table, id_field: str | None) -> list[dict | ManifestError]:
     """A row group's rows as dicts. Arrow does not check that a Parquet string column holds UTF-8 (files
     written by other tools may not): a row with such a cell becomes an error row naming the column."""
     try:

@@ -1,9 +1,15 @@
 """Reading one `ReadUnit`: its raw rows as (line number, dict) or (line number, ManifestError).
 
 Malformed lines are values, never exceptions: they become error rows named `<file label>:<line>`. Problems
-with the file as a whole (unreadable, not UTF-8 CSV, no `id` column, not Parquet) raise `ConfigError`, which
-stops the job before any model work. `UnitRows` also counts what the report needs: blank lines (skipped) and,
-for JSONL, rows that have an `id` field (a file where none has one is fatal, checked per file by the caller).
+with the file as a whole (unreadable, not UTF-8 CSV, no `id` column, not Parquet or Arrow) raise
+`ConfigError`, which stops the job before any model work. `UnitRows` also counts what the report needs: blank
+lines (skipped) and, for JSONL, rows that have an `id` field (a file where none has one is fatal, checked per
+file by the caller).
+
+Row numbers are 1-based: the line for JSONL and CSV (CSV: the line a record ends on, the header being line
+1), the row for Parquet and Arrow (row n is `datasets`' index n - 1), the sample for WebDataset. With
+`input.id_column: null` every row's id is `<file label>:<number>`, the name an error row without a readable
+id gets in any case; it is stable while the files and their names are unchanged (`files.file_labels`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from typing import Any
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError, RowError  # noqa: F401 - ManifestError: re-exported
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.manifest.files import ReadUnit, open_manifest
+from internvl_batch.manifest.files import (
+    ReadUnit,
+    check_id_column,
+    count_newlines,
+    open_manifest,
+    parquet_row_groups,
+)
 from internvl_batch.manifest.row_errors import row_error, text_problem
 
 READ_CHUNK = 8 * 2**20
@@ -38,7 +50,7 @@ class UnitRows:
         self.storage = storage
         self.blank_lines = 0
         self.rows_with_id_field = 0
-        self.id_field = next((old for old, new in unit.file.renames if new == "id"), "id")  # input.id_column
+        self.id_field = unit.file.id_field  # input.id_column; None: ids made from row numbers
 
     def __iter__(self) -> Iterator[tuple[int, dict | Exception]]:
         fmt = self.unit.file.format
@@ -50,11 +62,16 @@ class UnitRows:
             from internvl_batch.manifest.webdataset import webdataset_rows
 
             rows = webdataset_rows(self.unit, self.storage)
+        elif fmt == "arrow":
+            from internvl_batch.manifest.arrow import arrow_rows
+
+            rows = arrow_rows(self.unit, self.storage, self.id_field)
         else:
             from internvl_batch.manifest.parquet import parquet_rows
 
             rows = parquet_rows(self.unit, self.storage, self.id_field)
-        return _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
+        rows = _renamed(rows, self.unit.file.renames) if self.unit.file.renames else rows
+        return _numbered(rows, self.unit.file.label) if self.id_field is None else rows
 
     def _read_all(self) -> bytes:
         fs, path = fsspec_filesystem(self.unit.file.uri, self.storage)
@@ -79,6 +96,19 @@ class UnitRows:
             number += 1
 
 
+def unit_layout(unit: ReadUnit, storage: StorageConfig):
+    """What `files.number_units` needs of a unit with `files.needs_layout` (run on the workers before the scan):
+    JSONL: the newlines before its byte range; Parquet: its row groups; Arrow: its record batches. Also checks
+    that the file has its id column."""
+    if unit.file.format == "parquet":
+        return parquet_row_groups(unit.file.uri, storage, unit.file.id_field)
+    if unit.file.format == "arrow":
+        from internvl_batch.manifest.arrow import arrow_batches
+
+        return arrow_batches(unit.file.uri, storage, unit.file.id_field)
+    return count_newlines(unit.file.uri, unit.start, unit.stop, storage)
+
+
 def _renamed(rows: Iterator[tuple[int, dict | Exception]], renames) -> Iterator[tuple[int, dict | Exception]]:
     """Rows with columns read under another name (`input.image_column: picture` -> `image`)."""
     for number, row in rows:
@@ -86,6 +116,17 @@ def _renamed(rows: Iterator[tuple[int, dict | Exception]], renames) -> Iterator[
             for old, new in renames:
                 if old in row:
                     row[new] = row.pop(old)
+        yield number, row
+
+
+def _numbered(rows: Iterator[tuple[int, dict | Exception]], label: str) -> Iterator[tuple[int, dict | Exception]]:
+    """Rows with ids made from their numbers (`input.id_column: null`): `<label>:<number>`, also for error rows
+    (whose reader may have named them by a key, as WebDataset does)."""
+    for number, row in rows:
+        if isinstance(row, dict):
+            row["id"] = f"{label}:{number}"
+        else:
+            row.row_id = f"{label}:{number}"
         yield number, row
 
 
@@ -116,7 +157,7 @@ def _owned_lines(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[bytes
             yield carry, True
 
 
-def _json_row(line: bytes, number: int, id_field: str = "id") -> dict | ManifestError:
+def _json_row(line: bytes, number: int, id_field: str | None = "id") -> dict | ManifestError:
     # orjson parses a line ~3x faster; where it would differ from the json module (its errors, NaN and
     # Infinity, integers of 19 digits or more, lone surrogate escapes) the json module decides, so rows read
     # exactly as they did.
@@ -150,15 +191,16 @@ def _json_type(value) -> str:
     return type(value).__name__
 
 
-def _csv_rows(uri: str, data: bytes, id_field: str = "id") -> Iterator[tuple[int, dict | Exception]]:
+def _csv_rows(uri: str, data: bytes, id_field: str | None = "id") -> Iterator[tuple[int, dict | Exception]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"manifest {uri}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
-    if not header or id_field not in header:
-        raise ConfigError(f"manifest {uri}: no `{id_field}` column (header: {header})")
+    if not header:
+        raise ConfigError(f"manifest {uri}: no header line (the first line names the columns)")
+    check_id_column(uri, header, id_field, "header")
     for values in reader:
         number = reader.line_num
         if not any(v.strip() for v in values):

@@ -8,7 +8,11 @@ A sample becomes a row:
 - `image`: the bytes of its image member (`jpg`, `jpeg`, `png`, `webp`, `bmp`, `gif`, `tif`, `tiff`), held in
   the row like a Parquet dataset's image, never fetched (`<shard>:<n>#1:<member>` in the output's `media`);
 - the fields of its `.json` member (a `question`, `task`, ... there are used as in any manifest; the others
-  can be passed through with `input.passthrough_columns`), and its `.txt` member as `txt`.
+  can be passed through with `input.passthrough_columns`);
+- its small members that webdataset's own decoders read as text or numbers, each as the column its extension
+  names: `.txt`, `.text`, `.transcript` as text; `.cls`, `.cls2`, `.class`, `.count`, `.index`, `.inx` (a
+  class label and the like, written as decimal text: what `wds.TarWriter` writes for an int) as an int
+  when the text is one, else as the text. They take precedence over JSON fields of the same name.
 
 Shards are read streaming (tar's sequential mode over the object-store stream): no shard is downloaded to
 disk. Members are bounded before they are read: a member over `fetch.max_bytes` (from its tar header) is
@@ -36,6 +40,10 @@ from internvl_batch.manifest.files import ReadUnit, manifest_suffix, open_manife
 from internvl_batch.manifest.row_errors import row_error, text_problem
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+# Members read into a column of their own name (webdataset's autodecode: "txt text transcript" -> str,
+# "cls cls2 class count index inx" -> int). `.id` is left out: the key is the sample's id.
+TEXT_MEMBERS = frozenset({"txt", "text", "transcript"})
+NUMBER_MEMBERS = frozenset({"cls", "cls2", "class", "count", "index", "inx"})
 
 
 def _error(message: str) -> Exception:
@@ -66,9 +74,9 @@ class Oversized:
 def webdataset_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[int, dict | Exception]]:
     """The shard's samples as (sample number, raw row or ManifestError), in shard order.
 
-    Memory per sample is bounded: only image, `.json` and `.txt` members are read, each only when its header
-    says it is within `fetch.max_bytes` (others are skipped unread: a tar header cannot lie about how much is
-    read), and a sample's second image is not read (the sample is an error anyway). A `.tar` is read as
+    Memory per sample is bounded: only image, `.json`, text and number members are read, each only when its
+    header says it is within `fetch.max_bytes` (others are skipped unread: a tar header cannot lie about how
+    much is read), and a sample's second image is not read (the sample is an error anyway). A `.tar` is read as
     plain tar; gzip is decompressed only for shards named `.tar.gz` / `.tgz`."""
     uri = unit.file.uri
     name = posixpath.basename(uri)
@@ -131,7 +139,12 @@ def _member_data(tar, member, extension: str, members: dict, unit: ReadUnit) -> 
     """A member's bytes when the sample needs them and they are within the limit; `Oversized` when they are
     not; None for a member the row never uses (or a second image), left unread."""
     kind = extension.rsplit(".", 1)[-1]
-    wanted = kind in ("json", "txt") or (kind in IMAGE_EXTENSIONS and not _images(members))
+    wanted = (
+        extension == "json"
+        or extension in TEXT_MEMBERS
+        or extension in NUMBER_MEMBERS
+        or (kind in IMAGE_EXTENSIONS and not _images(members))
+    )
     if not wanted:
         return None
     limit = unit.file.max_media_bytes
@@ -143,6 +156,14 @@ def _member_data(tar, member, extension: str, members: dict, unit: ReadUnit) -> 
 
 def _images(members: dict) -> list[tuple[str, object]]:
     return [(name, data) for ext, (name, data) in members.items() if ext.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS]
+
+
+def _number(text: str) -> int | str:
+    """A number member's value: the int its text spells (`"3"`, `" 3\\n"`), else the text as written."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return text
 
 
 def _row(key: str, members: dict[str, tuple[str, object]], limit: int | None) -> dict | Exception:
@@ -167,8 +188,11 @@ def _row(key: str, members: dict[str, tuple[str, object]], limit: int | None) ->
             return row_error(f"sample {key}: {members['json'][0]}: {problem}", key)
         row.update(fields)
         row["id"] = key  # the key, unless input.id_column names a field of the JSON (renamed after reading)
-    if "txt" in members:
-        row["txt"] = members["txt"][1].decode("utf-8", errors="replace")
+    for extension, (_, data) in members.items():
+        if extension in TEXT_MEMBERS:
+            row[extension] = data.decode("utf-8", errors="replace")
+        elif extension in NUMBER_MEMBERS:
+            row[extension] = _number(data.decode("utf-8", errors="replace"))
     images = _images(members)
     if len(images) != 1:
         found = ", ".join(sorted(members)) or "nothing"

@@ -74,12 +74,17 @@ class ReplicaPlan:
     tokens_per_row: int
 
     @property
-    def fits(self) -> bool:
+    def weights_fit(self) -> bool:
         return all(g.room_gb > 0 for g in self.per_gpu)
 
     @property
+    def fits(self) -> bool:
+        """The weights and at least one row per batch fit on every GPU (`internvl-batch plan` exits 1 if not)."""
+        return self.max_batch_rows >= 1
+
+    @property
     def max_batch_rows(self) -> int:
-        return min(g.max_rows for g in self.per_gpu) if self.fits else 0
+        return min(g.max_rows for g in self.per_gpu) if self.weights_fit else 0
 
 
 def plan_replica(
@@ -141,6 +146,13 @@ def render(plan: ReplicaPlan) -> str:
     total = sum(g.weights_gb for g in plan.per_gpu)
     if plan.fits:
         lines.append(f"fits: weights {total:.1f} GiB in all; largest batch that fits: {plan.max_batch_rows} rows")
+    elif plan.weights_fit:
+        tight = min(plan.per_gpu, key=lambda g: g.max_rows)
+        lines.append(
+            f"does NOT fit: the weights ({total:.1f} GiB in all) leave no room for one row of {plan.tokens_per_row} "
+            f"tokens on GPU {tight.gpu} ({tight.room_gb:.1f} GiB left, {tight.per_row_gb:.2f} GiB a row); use fewer "
+            "tiles or tokens per row, more GPUs per replica, or bigger GPUs"
+        )
     else:
         lines.append(f"does NOT fit: weights {total:.1f} GiB in all; use more GPUs per replica or bigger GPUs")
     return "\n".join(lines)

@@ -117,10 +117,14 @@ def add_model_stages(
     run_id: str | None,
     passthrough: list[str],
     crash_ledger=None,
+    input_cpus: float = 0.0,
 ):
     """Request rows -> output rows: the CPU actor pool, then the model replicas. `crash_ledger`: the run's
-    (`crash_ledger.RemoteCrashLedger`); one is started if none is given."""
+    (`crash_ledger.RemoteCrashLedger`); one is started if none is given. `input_cpus`: CPUs the stages before
+    these need while the actors run (`sizing.py`: the actors' reservations leave them to the input)."""
     from ray.data import ActorPoolStrategy
+
+    from internvl_batch.pipeline.sizing import cluster_cpus, pool_sizes
 
     # Imported here, not with the module: every Ray worker that runs a read or scan task imports this package,
     # and the stages bring torch (~2 s of CPU per worker process) that only the actors need.
@@ -136,13 +140,14 @@ def add_model_stages(
 
         crash_ledger = RemoteCrashLedger.start()
     res = config.resources
+    sizes = pool_sizes(res, cluster_cpus(), input_cpus)
     ds = ds.map_batches(
         PrepareStage,
         fn_constructor_kwargs=PrepareStage.sections(config),
         batch_format="pyarrow",
         batch_size=res.rows_per_block,  # the stage works through a block in cpu_batch_size pieces
-        compute=ActorPoolStrategy(min_size=res.cpu_actors[0], max_size=res.cpu_actors[1]),
-        num_cpus=res.cpus_per_actor,
+        compute=ActorPoolStrategy(min_size=sizes.cpu_actors[0], max_size=sizes.cpu_actors[1]),
+        num_cpus=sizes.cpus_per_actor,
         resources=res.cpu_actor_resources or None,
         **fault_tolerance(config),
     )
@@ -160,7 +165,7 @@ def add_model_stages(
         batch_size=res.gpu_batch_size,
         compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
         num_gpus=num_gpus,
-        num_cpus=1,
+        num_cpus=sizes.replica_cpus,
         resources=res.replica_resources or None,
         runtime_env={"env_vars": replica_env(num_gpus)},
         **fault_tolerance(config),
@@ -197,7 +202,7 @@ def build_dataset(
         concurrency=min(config.resources.read_tasks, len(units)),
         override_num_blocks=blocks,
     )
-    passthrough = list(config.input.passthrough_columns)
+    passthrough = dict(config.input.passthrough_columns)  # manifest column -> output name
     ds = add_model_stages(ds, config, model_name, num_gpus, run_id, passthrough, crash_ledger)
     # A small pool of writer actors: writing a file is short and mostly I/O, so writers reserve no CPU (on a
     # small cluster the CPUs are all held by the other actors), and, being actors, they are not worker
@@ -220,21 +225,26 @@ def build_dataset(
     return ds
 
 
-def _rows_to_requests(batch, task_config, max_new_tokens, base_uri):
-    from internvl_batch.stages.rows_in import RowsStage
-
-    return RowsStage(task_config, max_new_tokens, base_uri)(batch)
-
-
 def build_api_dataset(
-    dataset, config: PipelineConfig, model_name: str, run_id: str, base_uri: str | None, passthrough: list[str]
+    dataset,
+    config: PipelineConfig,
+    model_name: str,
+    run_id: str,
+    base_location: str | None,
+    passthrough: dict[str, str],
 ):
-    """The Python API's pipeline (`api.Processor`): a user's rows -> request rows -> output rows."""
+    """The Python API's pipeline (`api.Processor`): a user's rows -> request rows -> output rows. The user's
+    dataset is read by its own tasks (1 CPU each by default), which the actor pools leave room for.
+    `base_location`: what relative media paths resolve against (`api.base_location`)."""
+    from internvl_batch.pipeline.api_rows import rows_to_requests
+    from internvl_batch.pipeline.sizing import API_INPUT_CPUS
+
     rows = dataset.map_batches(
-        _rows_to_requests,
-        fn_args=(config.task, config.generation.max_new_tokens, base_uri),
+        rows_to_requests,
+        fn_args=(config.task, config.generation.max_new_tokens, base_location),
         batch_format="pyarrow",
         batch_size=config.resources.rows_per_block,
         num_cpus=0,
     )
-    return add_model_stages(rows, config, model_name, replica_gpus(config), run_id, passthrough)
+    num_gpus = replica_gpus(config)
+    return add_model_stages(rows, config, model_name, num_gpus, run_id, passthrough, input_cpus=API_INPUT_CPUS)

@@ -9,14 +9,8 @@ import logging
 from dataclasses import dataclass
 
 from internvl_batch.config import JobConfig
-from internvl_batch.manifest.files import (
-    ReadUnit,
-    count_newlines,
-    needs_layout,
-    number_units,
-    parquet_row_groups,
-    plan_units,
-)
+from internvl_batch.manifest.files import ReadUnit, needs_layout, number_units, plan_units
+from internvl_batch.manifest.read import unit_layout
 from internvl_batch.pipeline.calls import get, remote
 
 log = logging.getLogger("internvl_batch.pipeline")
@@ -26,17 +20,11 @@ MAX_PARTITIONS = 64
 RESULT_FILES_PER_TASK = 64
 
 
-def _layout(unit: ReadUnit, storage):
-    if unit.file.format == "parquet":
-        return parquet_row_groups(unit.file.uri, storage)
-    return count_newlines(unit.file.uri, unit.start, unit.stop, storage)
-
-
 def read_units(config: JobConfig, files) -> list[ReadUnit]:
-    """Manifest files -> numbered read units; line counts and row groups are read by tasks."""
+    """Manifest files -> numbered read units; line counts, row groups and record batches are read by tasks."""
     units = plan_units(files, config.input.split_bytes)
     todo = [u for u in units if needs_layout(u)]
-    layout = remote(_layout, num_cpus=0.5)
+    layout = remote(unit_layout, num_cpus=0.5)
     results = get([layout.remote(u, config.storage) for u in todo])
     return number_units(units, {u.index: r for u, r in zip(todo, results)}, config.input.split_bytes)
 
@@ -114,7 +102,7 @@ def _scan(unit, config, done_keys, passthrough, partitions):
 def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
     from internvl_batch.scan import merge_positions, reduce_partition, unify_types
 
-    total_bytes = sum(u.file.size for u in units if u.file.format != "parquet" or u.start == 0)
+    total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))
     scan = remote(_scan, num_cpus=1, num_returns=partitions + 1)
     outputs = [scan.remote(u, config, done_ref, passthrough, partitions) for u in units]

@@ -1,12 +1,11 @@
 """`internvl-batch report OUTPUT`: a self-contained HTML page of what a job produced (`output.report: true`
-writes `<output>/report.html` at the end of a run). `collect.py` reads the output in bounded memory,
-`media.py` makes the thumbnails, `plots.py` the plots, `page.py` the page."""
+writes `<output>/.internvl-batch/report.html` at the end of a run). `collect.py` reads the output in bounded
+memory (either layout, see `output_layout.py`; it moves nothing), `media.py` makes the thumbnails, `plots.py`
+the plots, `page.py` the page."""
 
 from __future__ import annotations
 
 from internvl_batch.config import FetchConfig, StorageConfig
-
-REPORT_FILE = "report.html"
 
 
 def write_report(
@@ -18,11 +17,15 @@ def write_report(
     fetch: FetchConfig | None = None,
     local_roots: list[str] | None = None,
 ) -> str:
-    """Write the report of `output_path` to `out` (default `<output>/report.html`, local or object storage);
-    returns where it went. `sample`: ok rows per task in the gallery; `max_files`: result files read at most.
-    Local media are read only under `local_roots` (`--local-root`), else `fetch.local_roots` when set, else
-    the roots the output's latest run recorded; with none of these, not at all (`media.report_fetch_config`)."""
-    from internvl_batch.output_dir import write_output_file
+    """Write the report of `output_path` to `out` (default `<output>/.internvl-batch/report.html`, also on an
+    output of the legacy layout; local or object storage); returns where it went. `sample`: ok rows per task in
+    the gallery; `max_files`: result files read at most. Local media are read only under `local_roots`
+    (`--local-root`), else `fetch.local_roots` when set, else the roots the output's latest run recorded; with
+    none of these, not at all (`media.report_fetch_config`).
+
+    Raises ConfigError (one line) for a path where there is no output, or an output without result files,
+    before anything is written."""
+    from internvl_batch.output_dir import report_path, write_output_file
     from internvl_batch.report.collect import collect
     from internvl_batch.report.media import MediaThumbnails, report_fetch_config
     from internvl_batch.report.page import render
@@ -31,5 +34,5 @@ def write_report(
     data = collect(output_path, storage, sample, max_files)
     fetch = report_fetch_config(output_path, storage, fetch, local_roots)
     page = render(data, MediaThumbnails(storage, fetch))
-    target = out or f"{output_path.rstrip('/')}/{REPORT_FILE}"
+    target = out or report_path(output_path)
     return write_output_file(target, storage, page)  # a new file renamed over the target: a link is replaced

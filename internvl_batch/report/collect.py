@@ -1,6 +1,9 @@
 """What a report shows, read from a job's output path in bounded memory.
 
-- Run summaries: `_summary.json` (the latest run) and `_runs/*.json` (every run: one small file each).
+- The output, in either layout (`output_layout.py`; nothing is moved): a path without an output, or an
+  output without result files, is a ConfigError (one line: what is there instead), not an empty page.
+- Run summaries: `.internvl-batch/summary.json` (the latest run) and `.internvl-batch/runs/*.json` (every run:
+  one small file each); on a legacy output `_summary.json` and `_runs/*.json`.
 - Rows: a few light columns of the result files, up to `max_files` of them (beyond that, that many files
   spread evenly over the output stand for the rest) and up to `MAX_ROWS` rows in all (each file read gives
   its first `MAX_ROWS // files` rows): memory does not grow with the output or with `output.rows_per_file`.
@@ -25,9 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.output_dir import RUNS_DIR, SUMMARY_FILE
-from internvl_batch.results import result_files
+from internvl_batch.output_dir import read_summary as read_summary  # `media.py` reads the recorded roots
+from internvl_batch.output_layout import DATA_DIR, OutputListing, list_output
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 
 LIGHT_COLUMNS = (
@@ -58,7 +62,7 @@ UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, O
 @dataclass
 class ReportData:
     output_path: str
-    summary: dict | None  # the latest run's _summary.json
+    summary: dict | None  # the latest run's summary
     runs: list[dict]  # every run's summary, oldest first (without config and versions)
     files_total: int
     files_read: int
@@ -84,13 +88,14 @@ class ReportData:
 def collect(
     output_path: str, storage: StorageConfig, sample: int = 12, max_files: int = 200, seed: int = 0
 ) -> ReportData:
-    """Read what the report needs; `sample`: ok rows per task in the gallery."""
+    """Read what the report needs; `sample`: ok rows per task in the gallery. Raises ConfigError when there is
+    no output at `output_path`, or no result files in it (`require_results`)."""
     fs, path = fsspec_filesystem(output_path, storage)
-    files = result_files(output_path, storage)
+    listing = require_results(output_path, list_output(fs, path))
+    files = listing.result_files
     chosen = files if len(files) <= max_files else [files[i * len(files) // max_files] for i in range(max_files)]
-    data = ReportData(
-        output_path, _read_json(fs, f"{path.rstrip('/')}/{SUMMARY_FILE}"), _runs(fs, path), len(files), len(chosen)
-    )
+    summary = _read_json(fs, listing.summary_file) if listing.summary_file else None
+    data = ReportData(output_path, summary, _runs(fs, listing), len(files), len(chosen))
     tables = []
     rows_per_file = max(1, MAX_ROWS // max(1, len(chosen)))
     for number, file in enumerate(chosen):
@@ -109,6 +114,19 @@ def collect(
     _count(data, table)
     _sample_gallery(data, fs, chosen, table, sample, random.Random(seed))
     return data
+
+
+def require_results(output_path: str, listing: OutputListing) -> OutputListing:
+    """`listing` (of `output_path`) when it has result files; else ConfigError, one line: no output there, or
+    what the output holds instead of results."""
+    if not listing.exists:
+        raise ConfigError(f"no output at {output_path}")
+    if not listing.result_files:
+        raise ConfigError(
+            f"{output_path} holds no results of this job ({listing.describe()}; its result files are named "
+            f"{DATA_DIR}/part-<run id>-<12 hex>.parquet)"
+        )
+    return listing
 
 
 def _read_light(fs, file: str, limit: int) -> tuple[pa.Table, bool]:
@@ -214,26 +232,21 @@ def _sample_gallery(data: ReportData, fs, files: list[str], table: pa.Table, sam
         rows.sort(key=lambda r: (str(r["id"]), r.get("page") or 0))
 
 
-def read_summary(output_path: str, storage: StorageConfig) -> dict | None:
-    """The output's latest run's `_summary.json`, or None (none, or not JSON)."""
-    fs, path = fsspec_filesystem(output_path, storage)
-    return _read_json(fs, f"{path.rstrip('/')}/{SUMMARY_FILE}")
-
-
-def _runs(fs, path: str) -> list[dict]:
+def _runs(fs, listing: OutputListing) -> list[dict]:
+    """Every recorded run's record, oldest first, without its config, versions and manifest report."""
     runs = []
-    directory = f"{path.rstrip('/')}/{RUNS_DIR}"
-    if fs.isdir(directory):
-        for name in sorted(fs.ls(directory, detail=False)):
-            summary = _read_json(fs, name)
-            if summary:
-                runs.append({k: v for k, v in summary.items() if k not in ("config", "versions", "manifest")})
+    for file in listing.record_files.values():
+        summary = _read_json(fs, file)
+        if summary:
+            runs.append({k: v for k, v in summary.items() if k not in ("config", "versions", "manifest")})
     return runs
 
 
 def _read_json(fs, file: str) -> dict | None:
+    """A JSON object from `file`, or None (gone since it was listed, not JSON, not an object)."""
     try:
         with fs.open(file, "r") as f:
-            return json.load(f)
+            found = json.load(f)
     except (FileNotFoundError, ValueError):
         return None
+    return found if isinstance(found, dict) else None

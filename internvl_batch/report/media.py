@@ -35,7 +35,7 @@ def report_fetch_config(
 
     - `local_roots` when given (`internvl-batch report --local-root DIR`, relative to the working directory);
     - else `fetch.local_roots` when it is set (the job's own report passes its resolved config);
-    - else the roots the output's latest run recorded (`_summary.json`: config.fetch.local_roots; only absolute
+    - else the roots the output's latest run recorded (its summary: config.fetch.local_roots; only absolute
       paths: a relative one meant the job's working directory), and `[]` without such a record: no local
       media are read."""
     fetch = fetch or FetchConfig()

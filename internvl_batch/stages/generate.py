@@ -52,7 +52,7 @@ class GenerateStage:
         json_schema: dict | None,
         model_name: str,
         run_id: str | None = None,
-        passthrough: list[str] = (),
+        passthrough: dict[str, str] | list[str] = (),
         reserved_gpus: float | None = None,
         max_crashes_per_row: int = 2,
         max_replica_load_deaths: int = 3,
@@ -68,7 +68,8 @@ class GenerateStage:
             )
         self.model_name = model_name
         self.run_id = run_id
-        self.passthrough = list(passthrough)  # input columns copied to the output unchanged
+        # Manifest columns copied to the output unchanged: manifest name -> output name (a list: the same).
+        self.passthrough = dict(passthrough) if isinstance(passthrough, dict) else {n: n for n in passthrough}
         self.max_crashes_per_row = max_crashes_per_row
         self.crash_ledger = crash_ledger
         self.json_parser = None

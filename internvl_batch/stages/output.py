@@ -27,7 +27,8 @@
 | run_id | string | the run that wrote the row (sortable by time; the latest run's row is the current one) |
 | parsed | typed from task.json_schema | `json` rows: the validated answer (only when the job has a json schema) |
 
-Pass-through columns listed in `input.passthrough_columns` follow, unchanged.
+Pass-through columns of `input.passthrough_columns` follow, unchanged, under their output names (a name the
+output already has is refused when the config is read: `passthrough.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 
 from internvl_batch.errors import error_parts
 from internvl_batch.redact import redact_column
+from internvl_batch.stages.columns import carried
 
 # Columns that hold URIs as given (presigned URLs, user:password@): written with their secrets REDACTED; the
 # fetch used the full URI, which never leaves memory.
@@ -92,11 +94,14 @@ def output_schema(parsed_type: pa.DataType | None = None) -> pa.Schema:
 def to_output_table(
     table: pa.Table,
     model_name: str,
-    passthrough: list[str],
+    passthrough: dict[str, str] | list[str],
     run_id: str | None = None,
     parsed_type: pa.DataType | None = None,
 ) -> pa.Table:
-    """Select and type the output columns (missing ones become nulls), then the pass-through columns."""
+    """Select and type the output columns (missing ones become nulls), then the pass-through columns: each
+    manifest column (carried as `in.<name>`) under its output name (a list: its own name). Output names are
+    checked against the output's own when the config is read (`passthrough.clash_problem`); one that clashes
+    anyway is a bug and fails here rather than replacing a column."""
     n = table.num_rows
     schema = output_schema(parsed_type)
     errors = table.column("error") if "error" in table.column_names else pa.nulls(n, pa.string())
@@ -118,8 +123,10 @@ def to_output_table(
         else:
             arrays.append(pa.nulls(n, field.type))
     out = pa.Table.from_arrays(arrays, schema=schema)
-    for name in passthrough:
-        if name in schema.names:
-            continue
-        out = out.append_column(name, table.column(name) if name in table.column_names else pa.nulls(n))
+    renames = passthrough if isinstance(passthrough, dict) else {name: name for name in passthrough}
+    for source, name in renames.items():
+        if name in out.column_names:
+            raise ValueError(f"pass-through column {source!r} would replace the output's column {name!r}")
+        values = table.column(carried(source)) if carried(source) in table.column_names else pa.nulls(n)
+        out = out.append_column(name, values)
     return out

@@ -1,8 +1,8 @@
 """CPU stage: fetch media, decode and tile it once per row, then build and tokenise one prompt per task.
 
 Columns in: `id`, `media_kind`, `media`, `question`, `task`, `tasks` (the tasks to run, decided on the
-driver; resolved here when absent), `bound`, `num_segments`, `expression`, the task template's columns,
-`error` (a row that already has an error passes through, once per task).
+driver; resolved here when absent), `bound`, `num_segments`, `expression`, the task template's columns (`in.<name>`, or the row's own for
+id/question/...: `passthrough.template_columns`), `error` (a row that already has an error passes through, once per task).
 Columns out: one row per (input row, task), and for a PDF one row per (page, task) with `id` = `<id>#p<n>`,
 `page` (1-based) and `num_pages` (a document that cannot be read at all keeps one row per task, with its own
 id): the input's columns, with `task` and `question` (the prompt's question, defaults filled in) replaced,
@@ -45,6 +45,7 @@ from internvl_batch.errors import (
     format_row_error,
 )
 from internvl_batch.model.bundle import ModelBundle
+from internvl_batch.passthrough import template_columns
 from internvl_batch.stages.columns import column, require_columns
 from internvl_batch.stages.isolated_decoder import IsolatedDecoder
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
@@ -136,8 +137,11 @@ class PrepareStage:
         video_policy = KindPolicy(video.max_bytes, "video.max_bytes", video.in_memory_max_bytes)
         self.fetcher = MediaFetcher(storage, fetch, {"video": video_policy}, video.temp_dir)
         self.tasks = TaskPrompter(task, generation.max_new_tokens)
-        self.row_columns = ["question", "expression", *template_fields(task.template)]
-        self.input_columns = list(dict.fromkeys([*self.INPUT_COLUMNS, *self.row_columns]))
+        # Row fields the prompts read -> their columns (a template's own fields travel as `in.<name>`).
+        self.row_columns = {"question": "question", "expression": "expression"} | template_columns(
+            template_fields(task.template)
+        )
+        self.input_columns = list(dict.fromkeys([*self.INPUT_COLUMNS, *self.row_columns.values()]))
         self.max_images = preprocess.max_images_per_row
         self.chunk_rows = cpu_batch_size
         limit = generation.max_input_tokens
@@ -176,7 +180,7 @@ class PrepareStage:
         media, kinds = column(batch, "media"), column(batch, "media_kind")
         bounds, segments, row_tasks = column(batch, "bound"), column(batch, "num_segments"), column(batch, "task")
         assigned = column(batch, "tasks")  # decided on the driver (resume skips the (id, task) pairs done)
-        fields = {name: column(batch, name) for name in self.row_columns}
+        fields = {name: column(batch, source) for name, source in self.row_columns.items()}
         for i, uris in enumerate(media):
             if errors[i] is None and len(uris) > self.max_images:
                 limit = LimitError(f"row has {len(uris)} images, over preprocess.max_images_per_row={self.max_images}")

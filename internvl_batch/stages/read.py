@@ -5,11 +5,11 @@ Runs inside Ray Data's read tasks (`pipeline.ManifestDatasource`); callable with
 tasks, drop the (id, task) keys already done (`KeySet` from earlier results), and resolve its media paths
 only if something is left to do. Rows already done cost a parse and a hash lookup.
 
-Columns out (`REQUEST_SCHEMA`, then the pass-through columns with the types the scan settled on): `id`,
-`source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs; an image held in the manifest itself is
-named `<manifest>:<line>#<n>`), `media_data` (those images' bytes, per entry; null when every entry is a URI),
-`question`, `task`, `tasks` (the tasks still to do), `expression`, `bound`, `num_segments`, `error`
-("manifest: ..." / "task: ..." or null).
+Columns out (`REQUEST_SCHEMA`): `id`, `source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs;
+an image held in the manifest itself is named `<manifest>:<line>#<n>`), `media_data` (those images' bytes, per
+entry; null when every entry is a URI), `question`, `task`, `tasks` (the tasks still to do), `expression`,
+`bound`, `num_segments`, `error` ("manifest: ..." / "task: ..." or null); then the carried manifest columns
+as `in.<name>` (pass-through and template columns, typed as settled for the job: `passthrough.py`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.errors import MANIFEST, RowError, format_row_error
+from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.keys import KeySet
 from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.rows import MediaResolver, ParsedRow
+from internvl_batch.passthrough import carried, to_type
 from internvl_batch.requests import TaskAssigner, unit_chunks
 from internvl_batch.scan import MIXED
 
@@ -110,14 +111,13 @@ def request_row(
 ) -> RequestRow:
     """One request row: the parsed row with its media resolved to absolute URIs and its tasks to do."""
     media, error, data = row.media, row.error, row.media_data
-    if error is None:
-        try:
-            media = tuple(
-                resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
-                for k, uri in enumerate(row.media)
-            )
-        except RowError as exc:
-            error = format_row_error(MANIFEST, exc)
+    try:  # also for a row that failed a check already: its `media` names what it pointed to, absolute
+        media = tuple(
+            resolve(uri) if data is None or data[k] is None else embedded_name(source or str(row.id), k, uri)
+            for k, uri in enumerate(row.media)
+        )
+    except RowError as exc:
+        error = error or format_row_error(MANIFEST, exc)
     if error is not None:
         data = None  # an error row carries no image
     values = {name: raw.get(name) if isinstance(raw, dict) else None for name in passthrough}
@@ -145,24 +145,44 @@ def embedded_name(source: str, index: int, name: str) -> str:
 
 
 def requests_table(rows: list[RequestRow], passthrough_types: dict[str, object]) -> pa.Table:
-    """Request rows as one Arrow table; pass-through columns typed as the scan decided for the whole job."""
+    """Request rows as one Arrow table; the carried manifest columns as `in.<name>` (`passthrough.carried`),
+    typed as settled for the whole job (`passthrough.settle_types`). A row with a value that does not fit its
+    column's type becomes an error row naming the column (its value null), unless it already is one."""
     values = list(zip(*rows)) if rows else [()] * len(RequestRow._fields)
     columns = [pa.array(column, f.type) for column, f in zip(values, REQUEST_SCHEMA)]
     fields = list(REQUEST_SCHEMA)
+    problems: dict[int, str] = {}
     for name, type_ in passthrough_types.items():
-        if name in REQUEST_SCHEMA.names:
-            continue
-        columns.append(passthrough_array([r.passthrough.get(name) for r in rows], type_))
-        fields.append(pa.field(name, columns[-1].type))
+        cells = [r.passthrough.get(name) for r in rows]
+        array, misfits = passthrough_array(cells, type_)
+        for k in misfits:
+            problems.setdefault(k, misfit_message(name, cells[k], type_))
+        columns.append(array)
+        fields.append(pa.field(carried(name), array.type))
+    if problems:
+        index = REQUEST_SCHEMA.get_field_index("error")
+        errors = columns[index].to_pylist()
+        for k, message in problems.items():
+            if errors[k] is None:
+                errors[k] = format_row_error(MANIFEST, ManifestError(message))
+        columns[index] = pa.array(errors, pa.string())
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
-def passthrough_array(values: list, type_) -> pa.Array:
+def passthrough_array(values: list, type_) -> tuple[pa.Array, list[int]]:
+    """A carried column as `type_` (None: only nulls seen; MIXED: JSON text), and the positions of values that
+    do not fit it."""
     if type_ is None:
-        return pa.nulls(len(values))
-    if type_ == MIXED:  # values of several types across the manifests: kept as JSON text
-        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
-    try:
-        return pa.array(values, type_)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. an int that a struct type cannot take
-        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string())
+        return pa.nulls(len(values)), []
+    if type_ == MIXED:  # values of several types across the manifests (or runs): kept as JSON text
+        return pa.array([None if v is None else json.dumps(v, default=str) for v in values], pa.string()), []
+    return to_type(values, type_)
+
+
+def misfit_message(name: str, value, type_) -> str:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return (
+        f"pass-through column `{name}` holds {shown}, which does not fit its type in this output ({type_}, set "
+        "by the values of its first run or of this run's manifests); correct the value, or write to a new output"
+    )

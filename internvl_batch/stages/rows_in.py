@@ -1,9 +1,9 @@
 """Rows stage (Python API): rows of a user's Ray Dataset, in the manifest's columns -> request rows.
 
-Columns in: `id` (optional here: a row without one keeps a null id), `image` / `images` / `video` (absolute
+Columns in: `id` (given to rows without one before this stage: `pipeline/api_rows.py`), `image` / `images` / `video` (absolute
 URIs, or relative to `base_uri`), optional `question`, `task`, `expression`, `bound`, `num_segments`, and
-any other columns, which pass through unchanged (with their Arrow types). Columns out: the read stage's
-`REQUEST_SCHEMA`, then the pass-through columns. A malformed row becomes a row with `error`, never an
+any other columns, which are carried unchanged (with their Arrow types). Columns out: the read stage's
+`REQUEST_SCHEMA`, then the carried columns as `in.<name>` (`passthrough.py`). A malformed row becomes a row with `error`, never an
 exception.
 """
 
@@ -12,15 +12,17 @@ from __future__ import annotations
 import pyarrow as pa
 
 from internvl_batch.manifest.rows import RESERVED, MediaResolver, parse_row
+from internvl_batch.passthrough import carried
 from internvl_batch.requests import TaskAssigner
 from internvl_batch.stages.read import request_row, requests_table
-from internvl_batch.tasks import TaskPrompter
+from internvl_batch.tasks import TaskPrompter, template_fields
 
 
 class RowsStage:
     def __init__(self, task_config, max_new_tokens: int, base_uri: str | None = None) -> None:
         self.assign = TaskAssigner(TaskPrompter(task_config, max_new_tokens))
         self.resolve = MediaResolver(base_uri)
+        self.template_fields = template_fields(task_config.template)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         wanted = [name for name in RESERVED if name in batch.column_names]
@@ -29,7 +31,8 @@ class RowsStage:
             parsed, tasks = self.assign(parse_row(raw, None))
             rows.append(request_row(parsed, tasks, raw, None, self.resolve, []))
         table = requests_table(rows, {})
+        # Every other column is carried as `in.<name>` (with its Arrow type), and so are the template's columns.
         for name in batch.column_names:
-            if name not in RESERVED and name not in table.column_names:
-                table = table.append_column(batch.schema.field(name), batch.column(name))
+            if name not in RESERVED or name in self.template_fields:
+                table = table.append_column(batch.schema.field(name).with_name(carried(name)), batch.column(name))
         return table

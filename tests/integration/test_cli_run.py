@@ -5,9 +5,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from internvl_batch.output_dir import data_path, read_summary, report_path
 
 CLI = [sys.executable, "-m", "internvl_batch.cli"]
 
@@ -78,9 +81,9 @@ def test_demo_end_to_end(demo):
     proc, tmp_path = demo
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "random weights" in proc.stdout and "OpenGVLab/InternVL2_5-4B" in proc.stdout
-    assert f"open {tmp_path / 'demo'}/report.html in a browser" in proc.stdout
-    assert (tmp_path / "demo" / "report.html").stat().st_size > 10_000
-    rows = [r for f in glob.glob(str(tmp_path / "demo" / "*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert f"open {report_path(tmp_path / 'demo')} in a browser" in proc.stdout
+    assert os.path.getsize(report_path(tmp_path / "demo")) > 10_000
+    rows = [r for f in glob.glob(f"{data_path(tmp_path / 'demo')}/*.parquet") for r in pq.read_table(f).to_pylist()]
     manifest = [
         json.loads(line)
         for line in open(os.path.join(os.path.dirname(__file__), "../../internvl_batch/assets/samples/manifest.jsonl"))
@@ -91,7 +94,7 @@ def test_demo_end_to_end(demo):
     assert all(r["status"] == "ok" and r["response"] is not None for r in rows)
     pages = {r["id"]: (r["page"], r["num_pages"], r["task"], r["num_tiles"]) for r in rows if r["page"] is not None}
     assert pages == {"scanned-report#p1": (1, 2, "ocr", [7]), "scanned-report#p2": (2, 2, "ocr", [7])}
-    summary = json.loads((tmp_path / "demo" / "_summary.json").read_text())
+    summary = read_summary(tmp_path / "demo")
     assert summary["rows_ok"] == len(expected) and summary["results_written"] == len(manifest)
     assert summary["one_row_per_input"]
 
@@ -146,7 +149,7 @@ def test_the_report_in_a_headless_browser(demo, tmp_path):
     assert main(["report", str(out), "--sample", "20"]) == 0
     page = chromium(tmp_path)
     try:
-        page.get((out / "report.html").as_uri())
+        page.get(Path(report_path(out)).as_uri())
         figures = page.execute_script("return document.querySelectorAll('#gallery figure.row').length")
         assert figures == 9 + 2  # the demo's rows (a PDF has a row per page) and the two added ok rows
         # The box sits where the row's pixels say, on the picture as displayed.

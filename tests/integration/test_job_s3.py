@@ -8,6 +8,7 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
+from internvl_batch.output_dir import report_path, runs_path, summary_path
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,7 +100,7 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     assert summary["rows_ok"] == 6 and summary["rows_failed"] == 5 and summary["one_row_per_input"]
     assert summary["images"] == 9  # 4 images, 3 of one row and 2 videos
     assert summary["output_tokens"] == sum(r["num_output_tokens"] or 0 for r in rows.values())
-    with s3.open(f"{bucket}/out/_summary.json") as f:
+    with s3.open(summary_path(f"{bucket}/out")) as f:
         text = f.read().decode()
     stored = json.loads(text)
     assert stored["rows_ok"] == 6 and stored["config"]["storage"]["endpoint_url"] == s3_endpoint
@@ -121,9 +122,9 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     # The report of this output, made from S3 (results and media) and written there: a resumed run's.
     from internvl_batch.report import write_report
 
-    assert write_report(f"s3://{bucket}/out", config.storage, fetch=config.fetch) == f"s3://{bucket}/out/report.html"
+    assert write_report(f"s3://{bucket}/out", config.storage, fetch=config.fetch) == report_path(f"s3://{bucket}/out")
     s3.invalidate_cache()
-    with s3.open(f"{bucket}/out/report.html", "rb") as f:
+    with s3.open(report_path(f"{bucket}/out"), "rb") as f:
         page = f.read().decode()
     assert "resumed: 6 results were already done" in page and "data:image/jpeg;base64," in page
     assert page.count("<figure class='row'") == 7 and "data-stage='decode'" in page
@@ -131,7 +132,7 @@ def test_job_reads_and_writes_s3(ray_local, s3, bucket, s3_endpoint, tiny_checkp
     assert fresh["rows_processed"] == 11 and fresh["rows_ok"] == 7
     s3.invalidate_cache()  # listings of the output made above are cached by s3fs
     assert len([f for f in s3.find(f"{bucket}/out") if f.endswith(".parquet")]) == 1  # earlier results discarded
-    assert len(s3.ls(f"{bucket}/out/_runs")) == 4  # one summary per run
+    assert len(s3.ls(runs_path(f"{bucket}/out"))) == 4  # one summary per run
 
 
 def test_parquet_dataset_webdataset_shards_and_http_media(ray_local, s3, bucket, s3_endpoint, tiny_checkpoint):

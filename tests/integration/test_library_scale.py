@@ -12,6 +12,7 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
 from internvl_batch.job import run_job
+from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results, write_result_file
 from tests.media import encode, make_photo
 
@@ -70,10 +71,10 @@ def test_sharded_manifests_duplicates_and_resume(ray_local, tmp_path, tiny_check
     again = run_job(load_config(None, base=base))
     assert (again["rows_processed"], again["rows_already_done"], again["one_row_per_input"]) == (0, 59, True)
 
-    files_before = sorted(p.name for p in (tmp_path / "out").glob("part-*"))
+    files_before = sorted(p.name for p in (tmp_path / "out").rglob("part-*"))
     with pytest.raises(ConfigError, match=r"2 ids appear more than once \(e.g. d1, d2\)"):
         run_job(load_config(None, ["input.duplicate_ids=error"], base=base))
-    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == files_before  # stopped before any model work
+    assert sorted(p.name for p in (tmp_path / "out").rglob("part-*")) == files_before  # stopped before any model work
 
     retried = run_job(load_config(None, ["output.retry_errors=true", "task.name=caption"], base=base))
     assert retried["rows_processed"] == 57 and retried["rows_already_done"] == 2 and retried["one_row_per_input"]
@@ -103,7 +104,7 @@ def test_missing_results_are_named(ray_local, tmp_path, tiny_checkpoint, monkeyp
 
     with pytest.raises(JobFailed, match=r"input ids have no result \(e.g. \['r4 \(caption\)'\]\)"):
         run_job(config)
-    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    summary = read_summary(tmp_path / "out")
     assert summary["one_row_per_input"] is False and summary["missing_ids"] == ["r4 (caption)"]
     assert summary["rows_processed"] == 5 and summary["results_expected"] == 6
 
@@ -185,9 +186,9 @@ def test_python_api_on_a_users_dataset(ray_local, tmp_path, tiny_checkpoint):
     assert by[("cat", "caption")]["status"] == "ok" and by[("cat", "ocr")]["num_tiles"] == [13]
     assert by[("cat", "caption")]["score"] == 0.5 and by[("cat", "caption")]["id"] == "a"
     assert by[("dog", "caption")]["error"].startswith("fetch: FetchError:")
-    assert by[("no id", "caption")]["status"] == "ok" and by[("no id", "caption")]["id"] is None
+    assert by[("no id", "caption")]["status"] == "ok" and by[("no id", "caption")]["id"].startswith("row:")
     assert "relative media path 'a.jpg'" in by[("relative", "ocr")]["error"]
-    relative = Processor(processor.config, base_uri=str(tmp_path / "rows.jsonl"))
+    relative = Processor(processor.config, base_uri=str(tmp_path))
     assert relative(ray.data.from_items(items[3:])).take_all()[0]["status"] == "ok"
 
 

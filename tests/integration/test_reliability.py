@@ -12,6 +12,7 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import main, run_job
+from internvl_batch.output_dir import summary_path
 from internvl_batch.results import read_results
 from tests.integration.conftest import fence_violations
 from tests.integration.fault_proxy import FaultProxy, Rule
@@ -261,7 +262,7 @@ def test_bad_input_and_transient_faults(ray_local, s3, bucket, s3_endpoint, tiny
         )
         assert main(config=config) == 1
         denied_requests = proxy.requests_for("/m/denied.jpg")
-    with s3.open(f"{bucket}/out/_summary.json") as f:
+    with s3.open(summary_path(f"{bucket}/out")) as f:
         summary = json.loads(f.read())
     assert summary["status"] == "failed" and "max_error_fraction" in summary["problems"][0]
 
@@ -334,7 +335,7 @@ def test_killed_model_replica_is_replaced(ray_local, tmp_path, tiny_checkpoint):
     killed = None
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and killed is None:
-        files = list(out.glob("part-*.parquet")) if out.exists() else []
+        files = list(out.rglob("part-*.parquet")) if out.exists() else []
         pids = _generate_actor_pids()
         if files and pids and runner.is_alive():
             killed = pids[0]

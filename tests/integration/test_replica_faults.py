@@ -12,6 +12,7 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
+from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results
 from tests.integration.conftest import stop_shared_ray
 from tests.media import encode, make_photo
@@ -132,7 +133,7 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
         assert rows[bad]["error"].startswith(
             "generate: ReplicaCrashed: a model replica's process died while generating this row, 2 times"
         )
-    summary = json.loads((tmp_path / "out" / "_summary.json").read_text())
+    summary = read_summary(tmp_path / "out")
     assert code == 3 and summary["status"] == "ok_with_crashed_rows"
     assert (summary["replica_crashes"], summary["rows_crashed"]) == (len(crashes), 2)
     assert summary["errors_by_type"] == {"generate: ReplicaCrashed": 2}

@@ -15,6 +15,7 @@ import time
 import pytest
 import yaml
 
+from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results
 from tests.media import encode, make_photo
 
@@ -72,7 +73,7 @@ def run_three_times(config, env, out, rows):
 
     first = run_cli(["run", str(config)], env)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None and len(list(out.glob("part-*.parquet"))) < 3:
+    while time.monotonic() < deadline and first.poll() is None and len(list(out.rglob("part-*.parquet"))) < 3:
         time.sleep(0.2)
     assert first.poll() is None, "the first run ended before it could be killed:\n" + first.stdout.read()[-3000:]
     os.killpg(first.pid, signal.SIGKILL)
@@ -83,18 +84,18 @@ def run_three_times(config, env, out, rows):
     second = run_cli(["run", str(config)], env)
     log = second.communicate(timeout=600)[0]
     assert second.returncode == 0, log[-3000:]
-    summary = json.loads((out / "_summary.json").read_text())
+    summary = read_summary(out)
     assert summary["rows_already_done"] >= partial.num_rows
     assert summary["rows_already_done"] + summary["rows_processed"] == ROWS
     current = read_results(str(out))
     assert sorted(current.column("id").to_pylist()) == [r["id"] for r in rows]
     assert set(current.column("status").to_pylist()) == {"ok"}
-    assert not list(out.glob(".part-*.tmp"))
+    assert not list(out.rglob(".part-*.tmp"))
 
     third = run_cli(["run", str(config)], env)
     log = third.communicate(timeout=600)[0]
     assert third.returncode == 0, log[-3000:]
-    summary = json.loads((out / "_summary.json").read_text())
+    summary = read_summary(out)
     assert (summary["rows_processed"], summary["rows_already_done"]) == (0, ROWS)
     assert "MapBatches(GenerateStage)" not in log  # no pipeline, no model: nothing was left to do
     assert read_results(str(out)).num_rows == ROWS

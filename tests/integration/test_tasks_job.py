@@ -109,7 +109,7 @@ def test_documents_have_a_row_per_page_and_resume_by_document(ray_local, tmp_pat
         (3, 3),
     ]
 
-    for file in out.glob("part-*.parquet"):  # lose page 2's result file
+    for file in out.rglob("part-*.parquet"):  # lose page 2's result file
         if pq.read_table(file, columns=["id"]).column("id").to_pylist() == ["scan#p2"]:
             file.unlink()
     second = run_job(config)

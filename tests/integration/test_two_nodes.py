@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.output_dir import summary_path
 from internvl_batch.results import read_results
 from tests.integration.conftest import free_port
 from tests.integration.ray_nodes import RayNode, wait_for_nodes
@@ -108,7 +109,7 @@ def test_job_on_two_nodes_with_replicas_on_the_worker(s3, bucket, s3_endpoint, t
     assert current["gone"]["error"].startswith("fetch: FetchError:") and "not found" in current["gone"]["error"]
     assert current["part-0.jsonl:4"]["error"].startswith("manifest: ManifestError: line 4 is not valid JSON")
     assert all(current[i]["status"] == "ok" for i in expected if i not in ("gone", "part-0.jsonl:4"))
-    with s3.open(f"{bucket}/captions/_summary.json") as f:
+    with s3.open(summary_path(f"{bucket}/captions")) as f:
         summary = json.loads(f.read())
     assert summary["one_row_per_input"] and summary["rows_processed"] == len(expected) == summary["results_expected"]
 

@@ -76,7 +76,7 @@ def test_int_means_fixed_pool():
     [
         ("generation.max_new_tokenz=5", "generation.max_new_tokenz: unknown key"),
         ("generation.max_new_tokens=many", "generation.max_new_tokens: Input should be a valid integer"),
-        ("resources.gpu_replicas=[4, 1]", "resources.gpu_replicas: Value error, need 1 <= min <= max"),
+        ("resources.gpu_replicas=[4, 1]", "resources.gpu_replicas: need 1 <= min <= max"),
         ("storage.secret_access_key=abc", "storage.secret_access_key: unknown key"),
     ],
 )

@@ -132,5 +132,5 @@ def test_the_python_api_default_is_the_working_directory_and_base_uris(tiny_chec
     from internvl_batch.api import Processor
 
     monkeypatch.chdir(tmp_path)
-    processor = Processor({"model": {"path": str(tiny_checkpoint)}}, base_uri=str(tmp_path / "rows" / "m.jsonl"))
+    processor = Processor({"model": {"path": str(tiny_checkpoint)}}, base_uri=str(tmp_path / "rows"))
     assert processor.config.fetch.local_roots == [str(tmp_path / "rows"), str(tmp_path)]

@@ -9,7 +9,7 @@ import pytest
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.output_dir import write_summary
+from internvl_batch.output_dir import run_record_path, summary_path, write_summary
 from internvl_batch.redact import RedactingFilter, redact_column, redact_text
 from internvl_batch.stages.output import to_output_table
 
@@ -99,8 +99,8 @@ def test_summary_files_hold_no_credentials(tmp_path):
     (tmp_path / "out").mkdir()
     summary = {"run_id": "20261203T000000000000Z-abcdef", "config": config.model_dump(mode="json"), "n": 1}
     write_summary(str(tmp_path / "out"), StorageConfig(), summary)
-    for path in (tmp_path / "out" / "_summary.json", tmp_path / "out" / "_runs" / f"{summary['run_id']}.json"):
-        text = path.read_text()
+    for path in (summary_path(tmp_path / "out"), run_record_path(tmp_path / "out", summary["run_id"])):
+        text = open(path, encoding="utf-8").read()
         assert not any(secret in text for secret in SECRETS), text
         written = json.loads(text)
         assert written["config"]["storage"]["endpoint_url"] == "https://REDACTED@minio.internal:9000"

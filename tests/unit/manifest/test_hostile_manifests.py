@@ -140,7 +140,7 @@ def test_webdataset_members_over_fetch_max_bytes_are_not_read(tmp_path):
             ("00001.json", b"{}"),
             ("00002.json", b'{"question": "bad \\udfff"}'),
             ("00002.jpg", photo(2)),
-            ("00003.cls", bytes(30_000)),  # a member no row uses: never read, whatever its size
+            ("00003.npy", bytes(30_000)),  # a member no row uses: never read, whatever its size
             ("00003.png", photo(3)),
             ("00004.jpg", photo(4)),
         ]

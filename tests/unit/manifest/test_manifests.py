@@ -101,7 +101,7 @@ def test_csv_with_lists_and_bad_line(tmp_path):
     assert [r["id"] for r in rows] == ["1", "2", "3", "m.csv:5"]
     assert rows[1]["media"] == [str(tmp_path / "b.jpg"), str(tmp_path / "c.jpg")]
     assert rows[2]["media"] == [str(tmp_path / "d.jpg"), str(tmp_path / "e.jpg")]
-    assert rows[0]["shot"] == "x" and rows[1]["question"] is None
+    assert rows[0]["in.shot"] == "x" and rows[1]["question"] is None
     assert "6 fields, the header has 5" in rows[3]["error"]
 
 
@@ -111,7 +111,7 @@ def test_parquet(tmp_path):
         pa.table({"id": ["p1", "p2"], "image": ["a.jpg", None], "images": [None, ["b.jpg"]], "score": [0.5, 0.7]}), m
     )
     rows, _ = load([m], passthrough_columns=["score"])
-    assert [(r["id"], r["media_kind"], r["score"]) for r in rows] == [("p1", "image", 0.5), ("p2", "images", 0.7)]
+    assert [(r["id"], r["media_kind"], r["in.score"]) for r in rows] == [("p1", "image", 0.5), ("p2", "images", 0.7)]
 
 
 def test_glob_and_several_manifests_keep_order(tmp_path):

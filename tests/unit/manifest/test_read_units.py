@@ -204,7 +204,10 @@ def test_passthrough_types_agree_across_units(tmp_path):
         },
     )
     table, _, _ = read_manifests(config)
-    assert table.schema.field("n").type == pa.int64() and table.schema.field("f").type == pa.float64()
-    assert table.schema.field("mixed").type == pa.string() and table.column("mixed").to_pylist()[:2] == ["0", "1"]
-    assert table.schema.field("tags").type == pa.list_(pa.string()) and table.schema.field("absent").type == pa.null()
-    assert table.column("f").to_pylist()[49:51] == [49.0, 50.5]
+    assert table.schema.field("in.n").type == pa.int64() and table.schema.field("in.f").type == pa.float64()
+    assert table.schema.field("in.mixed").type == pa.string() and table.column("in.mixed").to_pylist()[:2] == ["0", "1"]
+    assert (
+        table.schema.field("in.tags").type == pa.list_(pa.string())
+        and table.schema.field("in.absent").type == pa.null()
+    )
+    assert table.column("in.f").to_pylist()[49:51] == [49.0, 50.5]

@@ -80,7 +80,7 @@ def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
     rows = {r["id"]: r for r in table.to_pylist()}
     assert totals.rows == 9
     assert [rows[f"0000{i}"]["error"] for i in range(3)] == [None] * 3
-    assert rows["00000"]["url"] == "https://example.com/0.jpg" and rows["00000"]["txt"] == "caption of 00000"
+    assert rows["00000"]["in.url"] == "https://example.com/0.jpg" and rows["00000"]["in.txt"] == "caption of 00000"
     assert rows["00000"]["media"] == [f"{shards}/00000.tar:1#1:00000.jpg"] and rows["00000"]["media_data"][0] == photo(
         0
     )

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from internvl_batch.config import FetchConfig, StorageConfig
-from internvl_batch.output_dir import SUMMARY_FILE, new_run_id
+from internvl_batch.output_dir import data_path, new_run_id, summary_path, write_output_file
 from internvl_batch.report import write_report
 from internvl_batch.report.collect import collect
 from internvl_batch.report.media import report_fetch_config
@@ -99,7 +99,7 @@ def test_a_gallery_row_with_invalid_utf8_keeps_its_counts_and_is_named(out, phot
 
 def test_a_result_file_that_is_not_parquet_is_skipped(out, photo):
     write_rows(out, [{**OK, "id": "fine", "task": "caption", "media": [photo], "response": "Fine."}])
-    garbage = os.path.join(out, f"part-{new_run_id()}-{'0' * 12}.parquet")
+    garbage = os.path.join(data_path(out), f"part-{new_run_id()}-{'0' * 12}.parquet")
     with open(garbage, "wb") as f:
         f.write(b"not parquet at all")
     data = collect(out, StorageConfig())
@@ -113,14 +113,14 @@ def test_a_result_file_that_is_not_parquet_is_skipped(out, photo):
 def test_report_fetch_config_chooses_the_local_roots(out, tmp_path, monkeypatch):
     assert report_fetch_config(out, StorageConfig()).local_roots == []  # no run recorded: no local media
     recorded = {"run_id": "r", "config": {"fetch": {"local_roots": ["/data/images", "relative/dir", 7]}}}
-    (tmp_path / "out" / SUMMARY_FILE).write_text(json.dumps(recorded))
+    write_output_file(summary_path(out), StorageConfig(), json.dumps(recorded))
     assert report_fetch_config(out, StorageConfig()).local_roots == ["/data/images"]  # absolute roots only
     given = FetchConfig(local_roots=["/mnt/job"], retries=0)
     assert report_fetch_config(out, StorageConfig(), given) is given  # the job's own, resolved roots
     monkeypatch.chdir(tmp_path)
     chosen = report_fetch_config(out, StorageConfig(), given, ["here", "/abs"])  # --local-root replaces them
     assert chosen.local_roots == [str(tmp_path / "here"), "/abs"] and chosen.retries == 0
-    (tmp_path / "out" / SUMMARY_FILE).write_text("{not json")
+    write_output_file(summary_path(out), StorageConfig(), "{not json")
     assert report_fetch_config(out, StorageConfig()).local_roots == []
 
 
@@ -162,10 +162,10 @@ def test_without_a_recorded_run_no_local_media_are_embedded_unless_allowed(out, 
 def test_the_roots_recorded_by_the_latest_run_apply_by_default(out, tmp_path):
     elsewhere = outside_roots_output(tmp_path, out)
     summary = {"run_id": "r", "status": "ok", "config": {"fetch": {"local_roots": [str(tmp_path / "other")]}}}
-    (tmp_path / "out" / SUMMARY_FILE).write_text(json.dumps(summary))
+    write_output_file(summary_path(out), StorageConfig(), json.dumps(summary))
     assert NO_IMAGE not in page_of(out)
     summary["config"]["fetch"]["local_roots"].append(elsewhere)
-    (tmp_path / "out" / SUMMARY_FILE).write_text(json.dumps(summary))
+    write_output_file(summary_path(out), StorageConfig(), json.dumps(summary))
     assert page_of(out).count("data:image/jpeg;base64,") == 1
 
 

@@ -88,7 +88,7 @@ def test_prepare_contract(prepared, config):
     expected = ImagePreprocessor()(open(good["media"][0], "rb").read()).tiles
     assert np.array_equal(np.frombuffer(good["pixels"], np.uint8).reshape(expected.shape), expected)
     # Multi-image rows share the tile budget: max(1, 12 // 2) = 6 tiles each at most.
-    assert rows["pair"]["num_tiles"] == [7, 5] and rows["pair"]["label"] == "dog"
+    assert rows["pair"]["num_tiles"] == [7, 5] and rows["pair"]["in.label"] == "dog"
 
 
 def test_prepare_errors_name_stage_and_cause(prepared):

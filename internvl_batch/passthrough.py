@@ -1,0 +1,124 @@
+"""Pass-through columns: the user's manifest columns carried to the output, under which names and types.
+
+Names. `input.passthrough_columns` maps a manifest column to its output name (a list maps each to itself). An
+output name that the output already uses (`stages/output.py` OUTPUT_SCHEMA, `parsed`) is refused when the
+config is read, naming the clash and the rename that fixes it (`clash_problem`): a user's column is never
+overwritten or dropped without a word. Between the stages a carried column travels as `in.<manifest name>`
+(`carried`), so that no user column can collide with the pipeline's own (`source`, `tasks`, `error`, ...);
+the task template's columns travel the same way.
+
+Types. Within a run, the scan settles one type per column over every manifest (`scan.unify_types`; MIXED:
+several types, carried as JSON text). Across runs the output's type wins: a result file already written fixes
+each column's type (`pinned_types` reads it from the newest file's schema; one footer), and this run's values
+are converted to it (`settle_types`); a value that does not fit makes its row an error row naming the column
+(`stages/read.requests_table`), so that every result file of an output has the same schema and every reader
+can merge them.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from internvl_batch.stages.columns import carried
+
+# The output's own columns besides OUTPUT_SCHEMA's (`parsed`: json tasks).
+EXTRA_OUTPUT_NAMES = ("parsed",)
+# Manifest fields that request rows hold in columns of their own (`stages/read.py` REQUEST_SCHEMA).
+REQUEST_FIELDS = ("id", "question", "task", "expression", "bound", "num_segments")
+
+
+def template_columns(fields: list[str]) -> dict[str, str]:
+    """Where a task template's fields are read from: a manifest field the request rows hold themselves (id,
+    question, task, expression, bound, num_segments) from that column, any other from its carried column."""
+    return {name: name if name in REQUEST_FIELDS else carried(name) for name in fields}
+
+
+def output_names() -> tuple[str, ...]:
+    from internvl_batch.stages.output import OUTPUT_SCHEMA
+
+    return (*OUTPUT_SCHEMA.names, *EXTRA_OUTPUT_NAMES)
+
+
+def clash_problem(renames: dict[str, str], option: str = "input.passthrough_columns") -> str | None:
+    """Why a pass-through mapping (manifest column -> output name) cannot be written, or None."""
+    taken = set(output_names())
+    clashes = [(source, name) for source, name in renames.items() if name in taken]
+    if clashes:
+        source, name = clashes[0]
+        example = f"{{{source}: input_{name}}}"
+        names = ", ".join(f"`{n}`" for _, n in clashes)
+        return (
+            f"{names} {'is a column' if len(clashes) == 1 else 'are columns'} the output already has (see the "
+            f"output schema); rename in the output with a mapping, e.g. {option}: {example}"
+        )
+    seen: dict[str, str] = {}
+    for source, name in renames.items():
+        if not name:
+            return f"{option}: the output name of `{source}` is empty"
+        if name in seen:
+            return f"{option}: `{seen[name]}` and `{source}` would both be written as `{name}`"
+        seen[name] = source
+    return None
+
+
+def pinned_types(output_path: str, storage, renames: dict[str, str]) -> dict[str, pa.DataType]:
+    """The types the output's result files already give the pass-through columns (manifest column -> type),
+    from the newest result file's schema; none when the output has no result file or a column is not in it
+    (or only nulls were written: a null column takes any type later)."""
+    import pyarrow.parquet as pq
+
+    from internvl_batch.filesystems import fsspec_filesystem
+    from internvl_batch.results import result_files
+
+    files = result_files(output_path, storage)
+    if not files or not renames:
+        return {}
+    fs, _ = fsspec_filesystem(output_path, storage)
+    with fs.open(files[-1], "rb") as f:  # sorted by name: part-<run_id>-..., so the newest run's
+        schema = pq.ParquetFile(f).schema_arrow
+    pinned = {}
+    for source, name in renames.items():
+        if name in schema.names and not pa.types.is_null(schema.field(name).type):
+            pinned[source] = schema.field(name).type
+    return pinned
+
+
+def settle_types(scanned: dict, pinned: dict[str, pa.DataType]) -> dict:
+    """This run's type per carried column: the output's where it has one (`pinned`), else the scan's.
+
+    A string column of the output takes this run's other values as JSON text (MIXED), as a run that saw several
+    types writes them; any other type of the output is kept, and values are converted to it (or their rows
+    become error rows)."""
+    from internvl_batch.scan import MIXED
+
+    settled = dict(scanned)
+    for name, type_ in pinned.items():
+        if name not in settled:
+            continue
+        seen = settled[name]
+        if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+            settled[name] = seen if seen in (None, MIXED) or pa.types.is_string(seen) else MIXED
+        else:
+            settled[name] = type_
+    return settled
+
+
+def to_type(values: list, type_: pa.DataType) -> tuple[pa.Array, list[int]]:
+    """`values` (Python objects as read from a manifest) as an array of `type_`, and the positions of values
+    that do not fit it (null there). Safe conversions only: 3 -> 3.0 and "7" -> 7, never 1.5 -> 1 or "7px"."""
+    try:
+        return pa.array(values, type_), []
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
+    try:
+        return pa.array(values).cast(type_), []
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        pass
+    out, bad = [], []
+    for k, value in enumerate(values):
+        try:
+            out.append(pa.array([value]).cast(type_)[0].as_py() if value is not None else None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            out.append(None)
+            bad.append(k)
+    return pa.array(out, type_), bad

@@ -1,0 +1,102 @@
+"""`internvl-batch run` as a user runs it, on the tiny checkpoint: Ctrl-C mid-run exits 130 with one line, the
+result files written stay, and the same command resumes from them (its driver on the tests' shared cluster). The runs print our lines (progress,
+summary), not Ray Data's progress blocks or Ray's constructor-arguments error line."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from internvl_batch.results import read_results
+from tests.media import encode, make_photo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CLI = [sys.executable, "-m", "internvl_batch.cli"]
+ROWS = 16
+RAY_NOISE = (
+    "logging_progress",  # Ray Data's progress blocks when stdout is not a terminal
+    "Running Dataset",
+    "Total Progress",
+    "Execution plan of Dataset",
+    "has constructor arguments in the object store",  # core_worker.cc's error line
+    "core_worker.cc",
+)
+
+
+def write_config(tmp_path, checkpoint):
+    """A job slow enough to interrupt: 16 photos of 13 tiles each, a result file every 2 rows."""
+    (tmp_path / "photo.jpg").write_bytes(encode(make_photo(640, 480), "JPEG"))
+    lines = [json.dumps({"id": f"r{i:02d}", "image": "photo.jpg"}) for i in range(ROWS)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "input: {manifests: m.jsonl}\n"
+        "output: {path: out, rows_per_file: 2}\n"
+        f"model: {{path: {checkpoint}}}\n"
+        "generation: {max_new_tokens: 16}\n"
+        "resources: {cpu_actors: 1, cpu_batch_size: 2, rows_per_block: 4, gpu_replicas: 1, gpu_batch_size: 2}\n"
+    )
+    return config
+
+
+def result_files(tmp_path):
+    return glob.glob(str(tmp_path / "out" / "**" / "part-*.parquet"), recursive=True)
+
+
+def environment(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    env["INTERNVL_BATCH_CACHE"] = str(tmp_path / "cache")
+    return env
+
+
+@pytest.mark.timeout(900)
+def test_ctrl_c_mid_run_keeps_the_results_and_the_same_command_resumes(ray_local, tmp_path, tiny_checkpoint):
+    import ray
+
+    config = write_config(tmp_path, tiny_checkpoint)
+    command = CLI + ["run", str(config)]
+    log = tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment(tmp_path), cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 400
+            while not result_files(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proc.poll() is None, "the run ended before it could be interrupted:\n" + log.read_text()
+            assert result_files(tmp_path), "no result file within 400 s:\n" + log.read_text()
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+            code = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    kept = result_files(tmp_path)
+    assert code == 130, text
+    assert text.strip().splitlines()[-1] == (
+        f"internvl-batch: interrupted: the result files written so far stay in {tmp_path / 'out'}; run the same "
+        "command again to resume (what they hold is not done again)"
+    )
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert kept and not any(noise in text for noise in RAY_NOISE), text
+
+    # The same command again; its driver joins the tests' shared cluster (as under `ray job submit`), which
+    # spares the suite a second local Ray start: what is resumed comes from the output alone.
+    env = environment(tmp_path) | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    done = sum(pq.ParquetFile(path).metadata.num_rows for path in kept)
+    assert f"resuming: {done} of {ROWS} results already exist; {ROWS - done} to produce" in output
+    assert f"progress: {ROWS - done}/{ROWS - done} results written" in output
+    assert "== internvl-batch summary ==" in output and "status: ok" in output
+    assert not any(noise in output for noise in RAY_NOISE), output
+    results = read_results(str(tmp_path / "out"))
+    assert sorted(results.column("id").to_pylist()) == [f"r{i:02d}" for i in range(ROWS)]
+    assert set(results.column("status").to_pylist()) == {"ok"}
