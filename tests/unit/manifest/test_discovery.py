@@ -9,29 +9,14 @@ import pytest
 import webdataset as wds
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
 from internvl_batch.manifest.discover import brace_expand
 from internvl_batch.manifest.files import expand_manifests
-from internvl_batch.manifest_local import read_manifests
-from tests.media import encode, make_photo
-
-
-def photo(seed: int) -> bytes:
-    return encode(make_photo(96, 64, seed=seed), "JPEG")
+from tests.unit.manifest.reading import photo, read_rows
 
 
 def read(manifests, **input_options):
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": [str(m) for m in manifests], **input_options},
-            "output": {"path": "unused"},
-            "model": {"path": "tiny"},
-        },
-    )
-    table, totals, _ = read_manifests(config)
-    return table.to_pylist() if table is not None else []
+    return read_rows(manifests, **input_options)[0]
 
 
 def split(name: str, rows: int) -> datasets.Dataset:

@@ -9,26 +9,13 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
-from internvl_batch.manifest_local import read_manifests
 from internvl_batch.passthrough import carried
-from tests.media import encode, make_photo
-
-
-def photo(seed: int) -> bytes:
-    return encode(make_photo(96, 64, seed=seed), "JPEG")
+from tests.unit.manifest.reading import photo, read_rows
 
 
 def read(manifests, **input_options):
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": [str(m) for m in manifests], **input_options},
-            "output": {"path": "unused"},
-            "model": {"path": "tiny"},
-        },
-    )
-    table, totals, report = read_manifests(config)
-    return (table.to_pylist() if table is not None else []), totals
+    rows, totals, _ = read_rows(manifests, **input_options)
+    return rows, totals
 
 
 def hf_parquet(path, rows: int = 4, **columns) -> None:

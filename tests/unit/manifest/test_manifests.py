@@ -9,10 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
 from internvl_batch.manifest import resolve_relative
-from internvl_batch.manifest_local import read_manifests
+from tests.unit.manifest.reading import read_rows
 
 
 class Report:
@@ -22,16 +21,8 @@ class Report:
 
 
 def load(paths, **kwargs):
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": [str(p) for p in paths], **kwargs},
-            "output": {"path": "unused"},
-            "model": {"path": "tiny"},
-        },
-    )
-    table, totals, report = read_manifests(config)
-    return (table.to_pylist() if table is not None else []), Report(report, totals)
+    rows, totals, report = read_rows(paths, **kwargs)
+    return rows, Report(report, totals)
 
 
 def jsonl(path, rows):
