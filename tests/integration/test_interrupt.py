@@ -1,5 +1,7 @@
-"""`internvl-batch run` as a user runs it, on the tiny checkpoint: Ctrl-C mid-run exits 130 with one line, the
-result files written stay, and the same command resumes from them (its driver on the tests' shared cluster). The runs print our lines (progress,
+"""Interrupted runs and resume, with `internvl-batch run` as users run it, on the tiny checkpoint: Ctrl-C
+mid-run exits 130 with one line and the result files written stay; the same command, its driver on a running
+Ray cluster (as `ray job submit` runs it), killed with SIGKILL partway; run again, every id exactly once; a
+fourth run does nothing. The runs print our lines (progress,
 summary), not Ray Data's progress blocks or Ray's constructor-arguments error line."""
 
 import glob
@@ -13,6 +15,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results
 from tests.media import encode, make_photo
 
@@ -57,7 +60,7 @@ def environment(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_ctrl_c_mid_run_keeps_the_results_and_the_same_command_resumes(ray_local, tmp_path, tiny_checkpoint):
+def test_ctrl_c_then_a_killed_driver_then_resume_gives_every_id_once(ray_local, tmp_path, tiny_checkpoint):
     import ray
 
     config = write_config(tmp_path, tiny_checkpoint)
@@ -86,13 +89,25 @@ def test_ctrl_c_mid_run_keeps_the_results_and_the_same_command_resumes(ray_local
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     assert kept and not any(noise in text for noise in RAY_NOISE), text
 
-    # The same command again; its driver joins the tests' shared cluster (as under `ray job submit`), which
-    # spares the suite a second local Ray start: what is resumed comes from the output alone.
+    # The same command again, its driver on the tests' shared cluster (as under `ray job submit`): killed with
+    # SIGKILL once it has written more, as when the pod running it is lost (the cluster ends that job's actors).
     env = environment(tmp_path) | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    killed = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and killed.poll() is None and len(result_files(tmp_path)) < len(kept) + 2:
+        time.sleep(0.1)
+    assert killed.poll() is None, "the second run ended before it could be killed"
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    kept = result_files(tmp_path)
+    done = sum(pq.ParquetFile(path).metadata.num_rows for path in kept)
+    assert done < ROWS
+
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     output = again.stdout + again.stderr
     assert again.returncode == 0, output
-    done = sum(pq.ParquetFile(path).metadata.num_rows for path in kept)
     assert f"resuming: {done} of {ROWS} results already exist; {ROWS - done} to produce" in output
     assert f"progress: {ROWS - done}/{ROWS - done} results written" in output
     assert "== internvl-batch summary ==" in output and "status: ok" in output
@@ -100,3 +115,12 @@ def test_ctrl_c_mid_run_keeps_the_results_and_the_same_command_resumes(ray_local
     results = read_results(str(tmp_path / "out"))
     assert sorted(results.column("id").to_pylist()) == [f"r{i:02d}" for i in range(ROWS)]
     assert set(results.column("status").to_pylist()) == {"ok"}
+    assert not list((tmp_path / "out").rglob(".part-*.tmp"))
+
+    # A run over a finished output does nothing: no pipeline, no model.
+    last = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert last.returncode == 0, last.stdout + last.stderr
+    summary = read_summary(tmp_path / "out")
+    assert (summary["rows_processed"], summary["rows_already_done"]) == (0, ROWS)
+    assert "MapBatches(GenerateStage)" not in last.stdout + last.stderr
+    assert read_results(str(tmp_path / "out")).num_rows == ROWS
