@@ -74,7 +74,10 @@ def pinned_types(output_path: str, storage, renames: dict[str, str]) -> dict[str
     if not files or not renames:
         return {}
     fs, _ = fsspec_filesystem(output_path, storage)
-    with fs.open(files[-1], "rb") as f:  # sorted by name: part-<run_id>-..., so the newest run's
+    # The newest run's file: names are part-<run_id>-..., and run ids sort by time (whatever folder, in an
+    # output of the previous layout not moved yet, holds the file).
+    newest = max(files, key=lambda file: file.rstrip("/").rsplit("/", 1)[-1])
+    with fs.open(newest, "rb") as f:
         schema = pq.ParquetFile(f).schema_arrow
     pinned = {}
     for source, name in renames.items():
