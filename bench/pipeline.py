@@ -42,6 +42,7 @@ def make_media(root: Path, count: int) -> Path:
 
 def plain_loop(config) -> tuple[float, int]:
     from internvl_batch.manifest_local import read_manifests
+    from internvl_batch.pipeline.sizing import replica_batch_size
     from internvl_batch.stages.generate import GenerateStage
     from internvl_batch.stages.prepare import PrepareStage
 
@@ -49,7 +50,8 @@ def plain_loop(config) -> tuple[float, int]:
     table, _, _ = read_manifests(config)
     prepare, generate = PrepareStage.from_config(config), GenerateStage.from_config(config, "tiny")
     ok = 0
-    step = config.resources.gpu_batch_size
+    on_gpu = generate.predictor.device.type == "cuda"  # the loop's replica: the Ray job's uses the same rule
+    step = replica_batch_size(config.resources, 1 if on_gpu else 0, config.model.device)
     for start in range(0, table.num_rows, step):
         chunk = table.slice(start, step)
         out = generate(pa.concat_tables(list(prepare(chunk))))

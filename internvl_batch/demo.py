@@ -23,5 +23,5 @@ def demo_config(output: str = "outputs/demo", max_new_tokens: int = 16) -> dict:
         "output": {"path": output, "resume": False, "report": True},
         "model": {"path": "tiny"},
         "generation": {"max_new_tokens": max_new_tokens},
-        "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1, "gpu_batch_size": 8},
+        "resources": {"cpu_actors": 1, "cpu_batch_size": 4, "gpu_replicas": 1},
     }

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from internvl_batch.config.base import Section, _pair
+from internvl_batch.config.model import PositiveInt
 
 
 class InputConfig(Section):
@@ -218,8 +219,12 @@ class ResourcesConfig(Section):
     gpu_replicas: tuple[int, int] = Field(
         (1, 1), description="Model replicas (GPU actors) as (min, max); an int means a fixed pool."
     )
-    gpu_batch_size: int = Field(
-        32, ge=1, description="Rows handed to a model replica per call (split further into micro-batches)."
+    gpu_batch_size: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="Rows handed to a model replica per call; auto = 256 where the replicas run on GPUs, 32 on "
+        "CPU. The static engine keeps its slots full only while the call has rows waiting (a row that finishes "
+        "hands its slot to a waiting one; the call's last rows finish with slots empty), so a call should hold "
+        "several times the rows that generate at once (batching.max_batch_rows and max_batch_tokens).",
     )
     rows_per_block: int = Field(
         256,

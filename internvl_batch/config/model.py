@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from internvl_batch.config.base import Section
+
+# A count of at least 1 (in unions with "auto", where a field-level `ge` cannot apply).
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class ModelConfig(Section):
@@ -27,7 +30,10 @@ class ModelConfig(Section):
         "auto", description="Torch device for a one-device replica; auto = cuda if available, else cpu."
     )
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
-        "auto", description="Attention kernel; auto = flash_attention_2 when importable on CUDA, else sdpa."
+        "auto",
+        description="Attention kernel; auto = sdpa with the static engine (its padded decode needs a mask, not "
+        "flash-attention's unpadding); with generation.engine=generate, flash_attention_2 where flash-attn imports, "
+        "the GPU is sm80 or newer and the dtype float16/bfloat16, else sdpa.",
     )
     gpus_per_replica: int = Field(
         1, ge=1, le=16, description="GPUs one model replica uses (one Ray actor); ignored on a cluster without GPUs."
@@ -59,12 +65,37 @@ class GenerationConfig(Section):
     min_new_tokens: int = Field(
         0, ge=0, description="Generate at least this many tokens (ignores the stop token before; for benchmarks)."
     )
+    engine: Literal["auto", "static", "generate"] = Field(
+        "auto",
+        description="static = our decode loop: a static KV cache in row slots, no host synchronisation per "
+        "step, rows leave at their stop token or limit and waiting rows take their slots (continuous batching); "
+        "generate = transformers' `generate` per micro-batch (rows wait for the longest); auto = static.",
+    )
+    compile: bool | None = Field(
+        None,
+        description="Compile the static engine's decode step with torch.compile (CUDA graphs on GPU): one "
+        "compile per (slots, cache length) bucket, reused across batches; default: on CUDA, off on CPU.",
+    )
+    poll_steps: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Static engine: decode steps between checks for finished rows (each check is one small "
+        "device-to-host copy; a finished row costs at most this many extra steps).",
+    )
 
 
 class BatchingConfig(Section):
-    max_batch_rows: int = Field(32, ge=1, description="Most rows in one GPU micro-batch.")
-    max_batch_tokens: int = Field(
-        65536, ge=1, description="Most tokens in one micro-batch, counted as rows x (longest prompt + max_new_tokens)."
+    max_batch_rows: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="Most rows generating at once on a replica (a micro-batch, or the static engine's slots); "
+        "auto = what `internvl-batch plan` says fits the replica's GPU memory for this model, tiles and "
+        "max_new_tokens (32 on CPU).",
+    )
+    max_batch_tokens: PositiveInt | Literal["auto"] = Field(
+        "auto",
+        description="Most tokens generating at once, counted as rows x (longest prompt + max_new_tokens); auto = "
+        "from the same plan as max_batch_rows (65536 on CPU).",
     )
     max_batch_tiles: int = Field(128, ge=1, description="Most image tiles in one micro-batch (vision tower memory).")
     vision_chunk_tiles: int = Field(64, ge=1, description="Tiles per vision-tower forward pass within a micro-batch.")

@@ -46,16 +46,61 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def resolve_attention(name: str, device: torch.device) -> str:
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
+# flash-attn 2 has kernels for half precision on Ampere (sm80) and newer only; elsewhere it rejects the inputs
+# on the first forward pass, after the model has loaded.
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+FLASH_MIN_CAPABILITY = (8, 0)
 
-            return "flash_attention_2"
-        except ImportError:
-            log.warning("flash-attn is not installed; using sdpa attention (pip install 'internvl-batch[gpu]')")
+
+def _flash_installed() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _why_not_flash(
+    device: torch.device, dtype: torch.dtype | None, capability: tuple[int, int] | None, flash_available: bool | None
+) -> str | None:
+    """Why flash-attn cannot run here, or None when it can. Probes only what the arguments leave open."""
+    if device.type != "cuda":
+        return f"flash-attn needs a CUDA device; the device is {device}"
+    if not (_flash_installed() if flash_available is None else flash_available):
+        return "flash-attn is not installed (pip install 'internvl-batch[gpu]')"
+    if dtype is not None and dtype not in FLASH_DTYPES:
+        return f"flash-attn needs float16/bfloat16; model.dtype is {str(dtype).removeprefix('torch.')}"
+    if capability is None:
+        capability = tuple(torch.cuda.get_device_capability(device))
+    if tuple(capability) < FLASH_MIN_CAPABILITY:
+        return f"flash-attn needs compute capability 8.0 or newer; {device} has {capability[0]}.{capability[1]}"
+    return None
+
+
+def resolve_attention(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    *,
+    capability: tuple[int, int] | None = None,
+    flash_available: bool | None = None,
+) -> str:
+    """The attention kernel for `model.attn_implementation` on `device` with the model's `dtype`.
+
+    `auto` is flash_attention_2 where flash-attn can run (a CUDA device of compute capability >= 8.0, dtype
+    float16/bfloat16 or None = not checked, flash_attn importable), else sdpa, with one warning saying why (none
+    on the CPU, where sdpa is the only choice). An explicit flash_attention_2 that cannot run raises
+    ModelLoadError before the model loads. `capability` (default: the device's) and `flash_available` (default:
+    whether flash_attn imports) let tests decide without a GPU. sdpa and eager are returned as given."""
+    if name not in ("auto", "flash_attention_2"):
+        return name
+    reason = _why_not_flash(device, dtype, capability, flash_available)
+    if reason is None:
+        return "flash_attention_2"
+    if name == "flash_attention_2":
+        raise ModelLoadError(f"model.attn_implementation=flash_attention_2 but {reason}; use sdpa (or auto)")
+    if device.type == "cuda":
+        log.warning("%s: using sdpa attention", reason)
     return "sdpa"
 
 

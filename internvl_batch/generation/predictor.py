@@ -1,9 +1,13 @@
 """The predictor: one model replica, loaded once, called per batch of prepared rows.
 
-A row arrives as token ids (from `PromptBuilder`) and uint8 tiles (from `ImagePreprocessor`). Per micro-batch
-the predictor normalises the tiles on the device, runs the vision tower in chunks, writes the image features
-into the token embeddings at the `<IMG_CONTEXT>` positions (what the reference does), and generates with left
-padding and an attention mask, stopping at `<|im_end|>`.
+A row arrives as token ids (from `PromptBuilder`) and uint8 tiles (from `ImagePreprocessor`). For each group
+of rows it prefills together, the predictor normalises the tiles on the device, runs the vision tower in
+chunks and writes the image features into the token embeddings at the `<IMG_CONTEXT>` positions (what the
+reference does). Then one of two engines (`generation.engine`) generates, stopping at `<|im_end|>`:
+- `static` (`engine.py`, `slots.py`): the rows of the call flow through a fixed set of cache slots; a row
+  leaves at its stop token or limit and a waiting row takes its slot; decode steps never wait on the host;
+- `generate`: transformers' `generate` per micro-batch, left-padded, with an attention mask.
+Out of memory halves the work in flight and lowers the replica's budget (down to one row: an error row).
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ import torch
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
 from internvl_batch.errors import GENERATE, OutOfMemoryError, format_row_error
+from internvl_batch.generation.auto_batch import resolve_limits
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
 from internvl_batch.generation.decoding import decoding_config, neutral_generation_defaults
+from internvl_batch.generation.engine import EngineRow, StaticEngine, plan_run
 from internvl_batch.generation.faults import is_out_of_memory
 from internvl_batch.generation.features import SharedImageFeatures
 from internvl_batch.generation.pixels import normalize_tiles
 from internvl_batch.generation.placement import replica_device_map, resolve_attention, resolve_device, resolve_dtype
+from internvl_batch.generation.sampling import Chooser
+from internvl_batch.generation.slots import ATTENTION
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.checkpoint import CheckpointInfo
 from internvl_batch.model.loader import load_model
@@ -71,7 +79,11 @@ class Predictor:
         self.shared_features = SharedImageFeatures()
         self.device = resolve_device(model.device, reserved_gpus)
         self.dtype = resolve_dtype(model.dtype, self.device)
-        self.attn_implementation = resolve_attention(model.attn_implementation, self.device)
+        self.engine_kind = engine_for(self.generation.engine, model.attn_implementation)
+        if self.engine_kind == "static" and model.attn_implementation in ("auto", "flash_attention_2"):
+            self.attn_implementation = "sdpa"  # the static engine's padded attention: a mask, no unpadding
+        else:
+            self.attn_implementation = resolve_attention(model.attn_implementation, self.device, self.dtype)
         bundle = ModelBundle.load(model, storage, weights=True, name=model_name)
         self.info: CheckpointInfo = bundle.info
         self.tokenizer, self.prompts = bundle.tokenizer, bundle.prompts
@@ -81,13 +93,15 @@ class Predictor:
         )
         neutral_generation_defaults(self.model)
         self._embed = self.model.get_input_embeddings()
+        self._start_engine()
         log.info(
-            "loaded %s (%s layout) on %s as %s with %s attention",
+            "loaded %s (%s layout) on %s as %s with %s attention, %s engine",
             self.info.name,
             self.info.layout,
             self.device,
             self.dtype,
             self.attn_implementation,
+            self.engine_kind,
         )
 
     @classmethod
@@ -101,25 +115,65 @@ class Predictor:
         neutral_generation_defaults(model)
         self.learned_max_tokens, self.out_of_memory_splits = None, 0
         self.shared_features = SharedImageFeatures()
+        self.engine_kind = engine_for(self.generation.engine, model.config.text_config._attn_implementation)
+        self._start_engine()
         return self
 
-    def limits(self) -> BatchLimits:
-        """The micro-batch budget: `batching`, with the token budget lowered after an out-of-memory error."""
-        b = self.batching
-        tokens = (
-            b.max_batch_tokens if self.learned_max_tokens is None else min(b.max_batch_tokens, self.learned_max_tokens)
+    def _start_engine(self) -> None:
+        """The static engine, where the model allows it (otherwise `generate`, with one line saying why)."""
+        self.engine = None
+        if self.engine_kind != "static":
+            return
+        text = self.model.config.text_config
+        kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+        if kinds != {"full_attention"} or text._attn_implementation not in ("sdpa", "eager", ATTENTION):
+            log.warning(
+                "the static engine needs full attention through sdpa or eager (this model: %s layers, %s); "
+                "using generation.engine=generate",
+                "/".join(sorted(kinds)),
+                text._attn_implementation,
+            )
+            self.engine_kind = "generate"
+            return
+        compile_step = self.generation.compile
+        if compile_step is None:  # compiles pay off where launches cost: on the GPU, one device per replica
+            compile_step = self.device.type == "cuda" and self.device_map is None
+        self.engine = StaticEngine(
+            self.model,
+            Chooser(self.generation, self.prompts.stop_token_id),
+            self.prompts.stop_token_id,
+            self.prompts.pad_token_id,
+            compile_step,
+            self.generation.poll_steps,
         )
-        return BatchLimits(b.max_batch_rows, tokens, b.max_batch_tiles, b.max_padding_fraction)
+
+    @property
+    def budget(self) -> tuple[int, int]:
+        """(rows, tokens) at once on this replica: `batching`, with `auto` resolved (once per config)."""
+        if getattr(self, "_budget_of", None) is not self.batching:
+            self._budget = resolve_limits(self.batching, self.model, self.device, self.dtype, self.device_map)
+            self._budget_of = self.batching
+        return self._budget
+
+    def limits(self) -> BatchLimits:
+        """The micro-batch budget: `batching` (auto resolved), the token budget lowered after out of memory."""
+        b = self.batching
+        rows, tokens = self.budget
+        if self.learned_max_tokens is not None:
+            tokens = min(tokens, self.learned_max_tokens)
+        return BatchLimits(rows, tokens, b.max_batch_tiles, b.max_padding_fraction)
 
     def generate(self, requests: list[GenerationRequest], watch=None) -> list[GenerationResult]:
         """Answers in the order of `requests`, computed in length-sorted micro-batches.
 
         `watch(positions)`, if given, is entered as a context manager around each micro-batch, with the
         positions in `requests` of its rows (the model stage records them as in flight: `crashes.py`)."""
+        self.shared_features = SharedImageFeatures(requests)  # the vision tower runs once per shared image
+        if self.engine is not None:
+            return self._generate_static(requests, watch)
         lengths = [len(r.input_ids) for r in requests]
         tiles = [0 if r.tiles is None else int(r.tiles.shape[0]) for r in requests]
         results: list[GenerationResult | None] = [None] * len(requests)
-        self.shared_features = SharedImageFeatures(requests)  # the vision tower runs once per shared image
         # One generate call has one token limit: rows are grouped by theirs, then micro-batched.
         groups: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
@@ -145,6 +199,54 @@ class Predictor:
                 pending = [i for i in pending if i not in done]
         return results  # type: ignore[return-value]
 
+    def _generate_static(self, requests: list[GenerationRequest], watch=None) -> list[GenerationResult]:
+        """All rows through the static engine; out of memory: fewer slots, and the unfinished rows again."""
+        results: list[GenerationResult | None] = [None] * len(requests)
+        pending = [
+            EngineRow(
+                i,
+                len(r.input_ids),
+                0 if r.tiles is None else int(r.tiles.shape[0]),
+                r.max_new_tokens or self.generation.max_new_tokens,
+            )
+            for i, r in enumerate(requests)
+        ]
+
+        def embed(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            group = [requests[i] for i in indices]
+            embeds = self._prompt_embeddings(group, left=False)
+            lengths = torch.tensor([len(r.input_ids) for r in group], device=embeds.device)
+            return embeds, lengths
+
+        def done(index: int, tokens: list[int]) -> None:
+            results[index] = self._result(len(requests[index].input_ids), tokens)
+            # Shared features are released when their last row is done, not when prefilled: a row that has
+            # to start again after an out-of-memory error finds them.
+            self.shared_features.finished([requests[index]])
+
+        while pending:
+            limits = self.limits()
+            shape = plan_run(pending, limits)
+            if self.generation.do_sample and self.generation.seed is not None:
+                torch.manual_seed(self.generation.seed)
+            try:
+                with watch([r.index for r in pending]) if watch is not None else nullcontext():
+                    self.engine.run(pending, shape, limits, embed, done)
+                pending = []
+            except Exception as exc:  # only out-of-memory is handled here; anything else is re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                self._release_memory()
+                failed = set(self.engine.in_flight) if shape.slots == 1 else set()
+                for index in failed:
+                    results[index] = self._alone_does_not_fit(requests[index])
+                    self.shared_features.finished([requests[index]])
+                if not failed:
+                    self.out_of_memory_splits += 1
+                    self._lower_budget(shape.slots * shape.length, shape.slots)
+                pending = [r for r in pending if r.index in self.engine.unfinished and r.index not in failed]
+        return results  # type: ignore[return-value]
+
     def _generate_fitting(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
         """Generate; a micro-batch that runs out of memory is halved and retried, down to single rows."""
         try:
@@ -154,21 +256,23 @@ class Predictor:
                 raise
         self._release_memory()
         if len(requests) == 1:
-            request = requests[0]
-            tiles = 0 if request.tiles is None else len(request.tiles)
-            log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
-            message = format_row_error(
-                GENERATE,
-                OutOfMemoryError(
-                    f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
-                    "lower preprocess.max_num or video segments"
-                ),
-            )
-            return [GenerationResult(None, [], len(request.input_ids), 0, None, error=message)]
+            return [self._alone_does_not_fit(requests[0])]
         self.out_of_memory_splits += 1
         self._lower_budget(len(requests) * (max(len(r.input_ids) for r in requests) + new_tokens), len(requests))
         half = len(requests) // 2
         return self._generate_fitting(requests[:half], new_tokens) + self._generate_fitting(requests[half:], new_tokens)
+
+    def _alone_does_not_fit(self, request: GenerationRequest) -> GenerationResult:
+        tiles = 0 if request.tiles is None else len(request.tiles)
+        log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
+        message = format_row_error(
+            GENERATE,
+            OutOfMemoryError(
+                f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
+                "lower preprocess.max_num or video segments"
+            ),
+        )
+        return GenerationResult(None, [], len(request.input_ids), 0, None, error=message)
 
     def _lower_budget(self, tokens: int, rows: int) -> None:
         # The micro-batch that ran out of memory cost `tokens` (rows x (longest prompt + new tokens)); later
@@ -179,11 +283,11 @@ class Predictor:
             self.learned_max_tokens = budget
             log.warning(
                 "out of memory on a micro-batch of %d rows (%d tokens); splitting it, and planning this "
-                "replica's micro-batches at %d tokens from now on (batching.max_batch_tokens=%d)",
+                "replica's micro-batches at %d tokens from now on (budget: %d)",
                 rows,
                 tokens,
                 budget,
-                self.batching.max_batch_tokens,
+                self.budget[1],
             )
         else:
             log.info("out of memory on a micro-batch of %d rows (%d tokens); splitting it", rows, tokens)
@@ -196,8 +300,10 @@ class Predictor:
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def _generate_micro_batch(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
-        input_ids, attention_mask = self._left_pad([r.input_ids for r in requests])
+    def _prompt_embeddings(self, requests: list[GenerationRequest], left: bool) -> torch.Tensor:
+        """[rows, longest prompt, hidden]: token embeddings, image features at the `<IMG_CONTEXT>` positions,
+        padded on the left (for `generate`'s mask) or the right (the static engine's slots)."""
+        input_ids, _ = self._pad([r.input_ids for r in requests], left)
         embeds = self._embed(input_ids)
         features = self.shared_features.features_for(requests, self._image_features)
         if features is not None:
@@ -207,6 +313,12 @@ class Predictor:
                     f"{int(slots.sum())} image token positions for {features.shape[0]} tiles x {features.shape[1]} tokens"
                 )
             embeds = embeds.masked_scatter(slots.unsqueeze(-1), features.to(embeds.dtype))
+        return embeds
+
+    @torch.inference_mode()
+    def _generate_micro_batch(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
+        _, attention_mask = self._pad([r.input_ids for r in requests], left=True)
+        embeds = self._prompt_embeddings(requests, left=True)
         if self.generation.do_sample and self.generation.seed is not None:
             torch.manual_seed(self.generation.seed)
         decoding = decoding_config(self.generation, new_tokens, self.prompts.stop_token_id, self.prompts.pad_token_id)
@@ -214,13 +326,15 @@ class Predictor:
         generated = output.tolist()  # one device-to-host copy for the micro-batch, not one per row
         return [self._result(len(r.input_ids), row) for r, row in zip(requests, generated)]
 
-    def _left_pad(self, sequences: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(self, sequences: list[np.ndarray], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids padded to the longest (with the pad token) and the mask of real tokens."""
         width = max(len(s) for s in sequences)
         ids = np.full((len(sequences), width), self.prompts.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(sequences), width), dtype=np.int64)
         for row, seq in enumerate(sequences):
-            ids[row, width - len(seq) :] = seq
-            mask[row, width - len(seq) :] = 1
+            place = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids[row, place] = seq
+            mask[row, place] = 1
         return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
 
     def _image_features(self, tiles: np.ndarray) -> torch.Tensor:
@@ -246,3 +360,11 @@ class Predictor:
             num_output_tokens=len(generated),
             finish_reason=finish,
         )
+
+
+def engine_for(engine: str, attn_implementation: str) -> str:
+    """`generation.engine` resolved: auto = static, except where flash-attention was asked for by name
+    (the static engine attends through sdpa with a mask)."""
+    if engine == "auto":
+        return "generate" if attn_implementation == "flash_attention_2" else "static"
+    return engine

@@ -10,7 +10,9 @@ parameter to a GPU; per GPU we add up:
   prefill's input embeddings of every row (about three copies during generate: the looked-up embeddings,
   the image features, and the merged `inputs_embeds` that generate keeps), with the output head.
 `usable` is `gpu_mem x utilization` (CUDA context, allocator fragmentation). These are estimates, good to
-choose `k` and batch sizes; measure on the real hardware before trusting a tight fit.
+choose `k` and batch sizes; measure on the real hardware before trusting a tight fit. The per-token costs are
+`generation/auto_batch.py`'s, which a loaded replica uses to size its own batches from the memory it finds free
+(`batching.max_batch_rows/max_batch_tokens: auto`), so the two agree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from internvl_batch.errors import ModelLoadError
+from internvl_batch.generation.auto_batch import llm_layer_counts, per_token_bytes, vision_workspace_bytes
 from internvl_batch.model.device_map import device_of, split_model
 from internvl_batch.model.family import family_config, family_name
 
@@ -106,23 +109,15 @@ def plan_replica(
     weights = [0] * gpus
     for pname, param in meta.named_parameters():
         weights[device_of(pname, device_map)] += param.numel() * size
-    layer_counts = [
-        sum(1 for m, g in device_map.items() if m.startswith("model.language_model.layers.") and g == gpu)
-        for gpu in range(gpus)
-    ]
+    layer_counts = llm_layer_counts(device_map, list(range(gpus)))
     tokens = tiles * 256 + prompt_tokens + max_new_tokens
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    kv_per_token_layer = 2 * text.num_key_value_heads * head_dim * size
-    activation_per_row = tokens * (2 * text.intermediate_size + 4 * text.hidden_size) * size
-    vit_workspace = vision_chunk_tiles * 1025 * (vision.intermediate_size + 4 * vision.hidden_size) * size
-    embeddings_per_row = 3 * tokens * text.hidden_size * size  # GPU 0 only (the main device)
+    per_token = per_token_bytes(text, layer_counts, size)  # the replica's `auto` batch limits use the same
+    vit_workspace = vision_workspace_bytes(vision, vision_chunk_tiles, size)
     usable = gpu_mem_gb * GIB * utilization
     per_gpu = []
     for gpu in range(gpus):
         workspace = vit_workspace if gpu == 0 else 0
-        per_row = tokens * kv_per_token_layer * layer_counts[gpu] + activation_per_row
-        if gpu == 0:
-            per_row += embeddings_per_row
+        per_row = tokens * per_token[gpu]
         per_gpu.append(
             GpuPlan(
                 gpu,

@@ -124,7 +124,7 @@ def add_model_stages(
     these need while the actors run (`sizing.py`: the actors' reservations leave them to the input)."""
     from ray.data import ActorPoolStrategy
 
-    from internvl_batch.pipeline.sizing import cluster_cpus, pool_sizes
+    from internvl_batch.pipeline.sizing import cluster_cpus, pool_sizes, replica_batch_size
 
     # Imported here, not with the module: every Ray worker that runs a read or scan task imports this package,
     # and the stages bring torch (~2 s of CPU per worker process) that only the actors need.
@@ -162,7 +162,7 @@ def add_model_stages(
             "crash_ledger": crash_ledger,
         },
         batch_format="pyarrow",
-        batch_size=res.gpu_batch_size,
+        batch_size=replica_batch_size(res, num_gpus, config.model.device),
         compute=ActorPoolStrategy(min_size=res.gpu_replicas[0], max_size=res.gpu_replicas[1]),
         num_gpus=num_gpus,
         num_cpus=sizes.replica_cpus,

@@ -30,6 +30,8 @@ log = logging.getLogger("internvl_batch.pipeline")
 
 REPLICA_CPUS = 1.0  # each model replica reserves one CPU for its Python process (tokenising, batching)
 API_INPUT_CPUS = 1.0  # a read or map task of a user's dataset asks for one CPU unless told otherwise
+GPU_CALL_ROWS = 256  # `resources.gpu_batch_size: auto` where the replicas run on GPUs
+CPU_CALL_ROWS = 32  # ... and where they run on the CPU
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,16 @@ def pool_sizes(resources, cluster_cpus: float, input_cpus: float) -> PoolSizes:
         sized.replica_cpus,
     )
     return sized
+
+
+def replica_batch_size(resources, num_gpus: float, model_device: str = "auto") -> int:
+    """Rows per call to a model replica: `resources.gpu_batch_size`, or for `auto` 256 where the replicas run
+    on GPUs and 32 where they run on the CPU. `num_gpus`: the GPUs each replica reserves
+    (`dataset.replica_gpus`: 0 where they run on the CPU); `model_device`: `model.device` (cpu keeps a replica
+    on the CPU whatever it reserved)."""
+    if resources.gpu_batch_size != "auto":
+        return resources.gpu_batch_size
+    return GPU_CALL_ROWS if num_gpus > 0 and model_device != "cpu" else CPU_CALL_ROWS
 
 
 def _down(cpus: float) -> float:

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig, PipelineConfig, StorageConfig
 from internvl_batch.generation.crashes import model_load_guard, row_keys, triage
-from internvl_batch.generation.faults import exit_replica, is_replica_fault
+from internvl_batch.generation.faults import describe_deterministic, exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, GenerationResult, Predictor
 from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
@@ -144,6 +144,8 @@ class GenerateStage:
         except Exception as exc:
             if is_replica_fault(exc):
                 exit_replica(exc)  # never returns
+            if description := describe_deterministic(exc):
+                exc.add_note(description)  # why the job stops instead of retrying on another replica
             raise
 
     @contextmanager

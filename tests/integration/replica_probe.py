@@ -28,7 +28,9 @@ def install() -> None:
     from internvl_batch.generation.predictor import Predictor
 
     directory = Path(probe_dir)
-    init, generate = Predictor.__init__, Predictor._generate_micro_batch
+    # Faults are raised where both engines build a micro-batch's (or prefill group's) prompt embeddings:
+    # inside the region in which the model stage records the rows as in flight.
+    init, embeddings = Predictor.__init__, Predictor._prompt_embeddings
 
     def recording_init(self, *args, **kwargs):
         if (directory / "die-on-load").exists():
@@ -44,7 +46,7 @@ def install() -> None:
         }
         (directory / f"replica-{os.getpid()}.json").write_text(json.dumps(record))
 
-    def faulty_generate(self, requests, new_tokens):
+    def faulty_embeddings(self, requests, left):
         import torch
 
         poison = directory / "poison"
@@ -64,7 +66,7 @@ def install() -> None:
             except FileExistsError:
                 continue
             raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
-        return generate(self, requests, new_tokens)
+        return embeddings(self, requests, left)
 
     Predictor.__init__ = recording_init
-    Predictor._generate_micro_batch = faulty_generate
+    Predictor._prompt_embeddings = faulty_embeddings

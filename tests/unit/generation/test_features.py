@@ -54,18 +54,19 @@ def test_each_image_goes_through_the_vision_tower_once(predictor):
 
 
 def test_shared_features_survive_out_of_memory_splits(predictor):
-    from tests.unit.generation.test_faults import MemoryCapacity
+    from tests.unit.generation.test_faults import MemoryCapacity, inject
 
     requests, tiles_per_pass = _task_requests(predictor, shared=True)
     expected = [r.output_ids for r in predictor.generate(requests)]
-    generate = predictor.model.generate
-    predictor.model.generate = MemoryCapacity(generate, positions=10**9)
+    width = max(len(r.input_ids) for r in requests)
+    capacity = MemoryCapacity(positions=width)  # one row fits, two do not
+    undo = inject(predictor, capacity)
     try:
-        width = max(len(r.input_ids) for r in requests)
-        predictor.model.generate.positions = width  # one row fits, two do not
         assert [r.output_ids for r in predictor.generate(requests)] == expected
     finally:
-        predictor.model.generate, predictor.learned_max_tokens = generate, None
+        undo()
+        predictor.learned_max_tokens = None
+    assert capacity.raised >= 1
     assert predictor.shared_features.tiles_computed == tiles_per_pass
 
 

@@ -3,6 +3,7 @@ only (never the checkpoint's generation defaults)."""
 
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError, ModelLoadError
 from internvl_batch.generation.decoding import decoding_config
-from internvl_batch.generation.placement import replica_device_map, resolve_device
+from internvl_batch.generation.placement import replica_device_map, resolve_attention, resolve_device
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.model.device_map import EMBEDDINGS_MODULE, split_model
 from internvl_batch.model.loader import dispatch_arguments
@@ -27,6 +28,75 @@ def test_a_replica_without_a_reserved_gpu_runs_on_the_cpu_even_where_cuda_is_vis
     assert resolve_device("cpu", reserved_gpus=0, cuda_available=True) == torch.device("cpu")
     with pytest.raises(ModelLoadError, match="reserved no GPU"):
         resolve_device("cuda:0", reserved_gpus=0, cuda_available=True)
+
+
+CUDA = torch.device("cuda")
+PLACEMENT_LOG = "internvl_batch.generation.placement"
+
+
+@pytest.mark.parametrize("capability", [(7, 5), (8, 0), (9, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("flash_available", [True, False])
+def test_auto_attention_is_flash_only_where_flash_attn_runs(capability, dtype, flash_available, caplog):
+    # flash-attn 2 has kernels for float16/bfloat16 on sm80 and newer; elsewhere it fails on the first batch
+    expected = flash_available and capability >= (8, 0) and dtype != torch.float32
+    with caplog.at_level("INFO", logger=PLACEMENT_LOG):
+        chosen = resolve_attention("auto", CUDA, dtype, capability=capability, flash_available=flash_available)
+    assert chosen == ("flash_attention_2" if expected else "sdpa")
+    lines = [r.getMessage() for r in caplog.records if r.name == PLACEMENT_LOG]
+    if expected:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and lines[0].endswith(": using sdpa attention"), lines
+
+
+@pytest.mark.parametrize(
+    "dtype, capability, flash_available, reason",
+    [
+        (torch.float32, (9, 0), True, "flash-attn needs float16/bfloat16; model.dtype is float32"),
+        (torch.float64, (9, 0), True, "flash-attn needs float16/bfloat16; model.dtype is float64"),
+        (torch.bfloat16, (7, 5), True, "flash-attn needs compute capability 8.0 or newer; cuda has 7.5"),
+        (torch.bfloat16, (9, 0), False, "flash-attn is not installed"),
+    ],
+)
+def test_why_auto_attention_falls_back_to_sdpa_and_an_explicit_flash_choice_fails(
+    dtype, capability, flash_available, reason, caplog
+):
+    kwargs = {"capability": capability, "flash_available": flash_available}
+    with caplog.at_level("INFO", logger=PLACEMENT_LOG):
+        assert resolve_attention("auto", CUDA, dtype, **kwargs) == "sdpa"
+    assert [r.getMessage() for r in caplog.records if r.name == PLACEMENT_LOG][0].startswith(reason)
+    with pytest.raises(ModelLoadError, match=f"model.attn_implementation=flash_attention_2 but {reason}") as raised:
+        resolve_attention("flash_attention_2", CUDA, dtype, **kwargs)
+    assert "\n" not in str(raised.value)
+
+
+def test_attention_without_a_dtype_and_on_the_cpu(caplog):
+    # the two-argument call checks the device only
+    assert resolve_attention("auto", CUDA, capability=(8, 0), flash_available=True) == "flash_attention_2"
+    assert resolve_attention("flash_attention_2", CUDA, capability=(8, 6), flash_available=True) == "flash_attention_2"
+    with caplog.at_level("INFO", logger=PLACEMENT_LOG):
+        assert resolve_attention("auto", torch.device("cpu"), torch.float32, flash_available=True) == "sdpa"
+    assert not [r for r in caplog.records if r.name == PLACEMENT_LOG]  # sdpa is the CPU's only choice: no warning
+    with pytest.raises(ModelLoadError, match="needs a CUDA device"):
+        resolve_attention("flash_attention_2", torch.device("cpu"), torch.bfloat16, flash_available=True)
+    for name in ("sdpa", "eager"):  # taken as given, whatever the device
+        assert resolve_attention(name, CUDA, torch.float32, capability=(7, 0), flash_available=False) == name
+
+
+def test_attention_probes_the_device_and_flash_attn_by_default(monkeypatch):
+    asked = []
+
+    def capability_of(device):
+        asked.append(device)
+        return (7, 5)
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability_of)
+    assert resolve_attention("auto", torch.device("cuda:1"), torch.bfloat16, flash_available=True) == "sdpa"
+    assert asked == [torch.device("cuda:1")]
+    monkeypatch.setitem(sys.modules, "flash_attn", None)  # `import flash_attn` raises ImportError
+    with pytest.raises(ModelLoadError, match="flash-attn is not installed"):
+        resolve_attention("flash_attention_2", CUDA, torch.bfloat16, capability=(9, 0))
 
 
 def test_replicas_that_reserve_no_gpu_do_not_see_any():

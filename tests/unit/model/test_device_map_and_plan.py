@@ -76,17 +76,37 @@ def test_plan_cli(capsys, tiny_internlm2_6b_checkpoint):
     assert main(["plan", "OpenGVLab/NotAModel"]) == 2
 
 
-def test_shipped_configs_follow_the_plan():
+def test_shipped_configs_follow_the_plan(family_models):
     from pathlib import Path
 
+    import torch
+
     from internvl_batch.config_loader import load_config
+    from internvl_batch.generation.auto_batch import resolve_limits
+    from internvl_batch.generation.placement import replica_device_map
 
     repo = Path(__file__).resolve().parents[3]
     for size in ("1b", "2b", "4b", "8b", "26b", "38b", "78b"):
         config = load_config(repo / "configs" / f"internvl2_5-{size}.yaml")
-        plan = plan_replica(config.model.path, config.model.gpus_per_replica, 80)
+        gpus = config.model.gpus_per_replica
+        plan = plan_replica(config.model.path, gpus, 80, max_new_tokens=config.generation.max_new_tokens)
         assert plan.fits, size
-        assert config.batching.max_batch_rows <= plan.max_batch_rows, size
+        if config.batching.max_batch_rows != "auto":
+            assert config.batching.max_batch_rows <= plan.max_batch_rows, size
+        if config.batching.max_batch_tokens != "auto":
+            assert config.batching.max_batch_tokens <= plan.max_batch_rows * plan.tokens_per_row, size
+            continue
+        # auto: what a replica finds free on 80 GB GPUs once its weights are loaded holds the rows plan counts
+        model = family_models[config.model.path.split("/")[-1]]
+        device_map = replica_device_map(model.config.text_config.num_hidden_layers, gpus, torch.device("cuda"), gpus)
+        free = [round((80 - g.weights_gb) * 2**30) for g in plan.per_gpu]
+        _, tokens = resolve_limits(
+            config.batching, model, torch.device("cuda"), torch.bfloat16, device_map, free_bytes=free
+        )
+        # plan keeps back 10% of each whole GPU, the replica 10% of what its weights leave free: it fits a few
+        # rows more where the weights take much of a GPU (26B: 48 of 80 GB)
+        margin = max(0.1 * g.weights_gb / g.per_row_gb for g in plan.per_gpu)
+        assert plan.max_batch_rows <= tokens // plan.tokens_per_row <= plan.max_batch_rows + margin + 1, size
 
 
 def test_plan_budgets_the_embeddings_on_gpu_0():
