@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256, help="generated tokens per row (default 256)")
     p.set_defaults(func=cmd_plan)
 
-    from internvl_batch.run_options import add_run_options
+    from internvl_batch.run_options import add_run_options, add_set_option
 
     p = sub.add_parser("run", help="run the batch job described by a config on Ray (local unless an address is set)")
     p.add_argument("config", help="YAML config (see configs/)")
@@ -246,14 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
     p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the demo config (repeatable)",
-    )
+    add_set_option(p, "override a field of the demo config (repeatable)")
     p.add_argument(
         "--force",
         action="store_true",

@@ -15,15 +15,13 @@ def build_parser(prog: str = "caption") -> argparse.ArgumentParser:
     return parser
 
 
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE` (repeatable), collected in `overrides`: the run commands and the demo share it."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)",
-    )
+    add_set_option(parser, "override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")
     parser.add_argument(
         "--no-resume", action="store_true", help="discard earlier results under the output path and start over"
     )

@@ -122,7 +122,7 @@ class StaticEngine:
             # Poll after poll_steps steps, or sooner when a row must have reached its token limit by then.
             todo = min([self.poll_steps] + [row.max_new_tokens - 1 - (steps - at) for row, at in busy.values()])
             for _ in range(max(todo, 0)):
-                self.decode_step(state, cache, columns)
+                self._step(state, cache, columns)
                 steps += 1
                 self.steps_run += 1
             for slot, tokens in self._finished(state, busy):
@@ -132,6 +132,18 @@ class StaticEngine:
                 free.append(slot)
             if not waiting and busy and len(busy) <= slots // 2 and slots > MIN_SLOTS:
                 cache, state, free, slots = self._shrink(cache, state, busy, slots)
+
+    def _step(self, state, cache, columns) -> None:
+        try:
+            self.decode_step(state, cache, columns)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            # The compiler failed on this step (before it ran: nothing changed); device errors and out of
+            # memory are not compiler exceptions and go on up. Uncompiled, the step computes the same.
+            if self.decode_step is self.slot_model.decode_step:
+                raise
+            log.warning("compiling the decode step failed (%s); running it uncompiled", str(exc).splitlines()[0])
+            self.decode_step = self.slot_model.decode_step
+            self.decode_step(state, cache, columns)
 
     def _admit(self, waiting, free, busy, steps, state, cache, limits, embed) -> None:
         joining = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]

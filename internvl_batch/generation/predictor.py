@@ -81,7 +81,9 @@ class Predictor:
         self.dtype = resolve_dtype(model.dtype, self.device)
         self.engine_kind = engine_for(self.generation.engine, model.attn_implementation)
         if self.engine_kind == "static" and model.attn_implementation in ("auto", "flash_attention_2"):
-            self.attn_implementation = "sdpa"  # the static engine's padded attention: a mask, no unpadding
+            if model.attn_implementation == "flash_attention_2":
+                log.warning("generation.engine=static attends with sdpa (a mask, no unpadding): not flash_attention_2")
+            self.attn_implementation = "sdpa"
         else:
             self.attn_implementation = resolve_attention(model.attn_implementation, self.device, self.dtype)
         bundle = ModelBundle.load(model, storage, weights=True, name=model_name)
@@ -237,7 +239,12 @@ class Predictor:
                 if not is_out_of_memory(exc):
                     raise
                 self._release_memory()
-                failed = set(self.engine.in_flight) if shape.slots == 1 else set()
+                failed = set()
+                if shape.slots == 1:  # one row at a time does not fit: the row in its slot, or else (the cache
+                    # itself did not fit) the row whose prompt and limit set the cache's length
+                    failed = set(self.engine.in_flight) or {
+                        max(pending, key=lambda r: r.length + r.max_new_tokens).index
+                    }
                 for index in failed:
                     results[index] = self._alone_does_not_fit(requests[index])
                     self.shared_features.finished([requests[index]])

@@ -74,18 +74,18 @@ class SlotCache:
         self.keys = [torch.zeros(shape, dtype=dtype, device=d) for d in layer_devices]
         self.values = [torch.zeros(shape, dtype=dtype, device=d) for d in layer_devices]
         self.slots, self.length = slots, length
+        self._rows = {d: torch.arange(slots, device=d) for d in set(layer_devices)}  # each slot's own index
         self._write: dict[torch.device, tuple] = {}  # decode: per device, (slot, column) of each slot's token
         self._prefill_rows: dict[torch.device, torch.Tensor] | None = None  # prefill: slot of each joining row
 
     def decode_at(self, positions: torch.Tensor) -> None:
         """The next `update`s write one token per slot at column `positions[slot]`."""
         self._prefill_rows = None
-        rows = torch.arange(self.slots, device=positions.device)
-        self._write = {d: (rows.to(d, non_blocking=True), positions.to(d, non_blocking=True)) for d in self._devices()}
+        self._write = {d: (rows, positions.to(d, non_blocking=True)) for d, rows in self._rows.items()}
 
     def prefill_into(self, rows: torch.Tensor) -> None:
         """The next `update`s write whole prompts (columns 0..width-1) into slots `rows`."""
-        self._prefill_rows = {d: rows.to(d, non_blocking=True) for d in self._devices()}
+        self._prefill_rows = {d: rows.to(d, non_blocking=True) for d in self._rows}
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         keys, values = self.keys[layer_idx], self.values[layer_idx]
@@ -108,11 +108,9 @@ class SlotCache:
         smaller.keys = [k.index_select(0, slots.to(k.device)) for k in self.keys]
         smaller.values = [v.index_select(0, slots.to(v.device)) for v in self.values]
         smaller.slots, smaller.length = len(slots), self.length
+        smaller._rows = {d: torch.arange(len(slots), device=d) for d in self._rows}
         smaller._write, smaller._prefill_rows = {}, None
         return smaller
-
-    def _devices(self) -> set[torch.device]:
-        return {k.device for k in self.keys}
 
 
 class DecodeState:

@@ -147,3 +147,40 @@ def test_the_compiled_step_gives_the_same_tokens(tiny_checkpoint):
     with torch.inference_mode():
         explanation = torch._dynamo.explain(engine.slot_model.decode_step)(state, cache, torch.arange(256))
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1, explanation.break_reasons
+
+
+def test_a_decode_step_the_compiler_cannot_build_runs_uncompiled(tiny_checkpoint, caplog):
+    static = _predictor(tiny_checkpoint, "static", rows=8)
+    rows = _requests(static.prompts)[:4]
+    expected = [r.output_ids for r in static.generate(rows)]
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no compiler for this device")
+
+    engine = static.engine
+    engine.decode_step = torch.compile(engine.slot_model.decode_step, backend=broken_backend)
+    with caplog.at_level("WARNING"):
+        assert [r.output_ids for r in static.generate(rows)] == expected
+    assert "compiling the decode step failed" in caplog.text
+    assert engine.decode_step == engine.slot_model.decode_step
+
+
+def test_a_row_whose_cache_alone_does_not_fit_is_an_error_row(tiny_checkpoint, monkeypatch):
+    import internvl_batch.generation.engine as engine_module
+
+    static = _predictor(tiny_checkpoint, "static", rows=8)
+    rows = _requests(static.prompts)[:3]
+    rows[1].max_new_tokens = 2000  # its cache length alone is over this replica's memory
+    expected = static.generate([rows[0], rows[2]])
+    real_cache = engine_module.SlotCache
+
+    def cache_within(devices, heads, dim, slots, length, dtype):
+        if slots * length > 2048:  # what the real allocation raises on a GPU that small
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate a cache of {slots} x {length}")
+        return real_cache(devices, heads, dim, slots, length, dtype)
+
+    monkeypatch.setattr(engine_module, "SlotCache", cache_within)
+    results = static.generate(rows)
+    assert results[1].error.startswith("generate: OutOfMemoryError: a row of ")
+    assert [results[0].output_ids, results[2].output_ids] == [r.output_ids for r in expected]
+    assert results[0].error is None and results[2].error is None
