@@ -194,6 +194,7 @@ def main() -> None:
         new_tokens=args.new_tokens,
         stop_token=stop,
         generated_lengths=dict(min=min(lengths), median=statistics.median(lengths), max=max(lengths)),
+        rows_stopped_early=sum(n < args.new_tokens for n in lengths),
         torch=torch.__version__,
         engines={},
     )

@@ -57,10 +57,15 @@ def decode_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 
 
 def use_decode_attention(text_model) -> None:
-    """Run the text model's sdpa attention through `decode_attention` (the same numbers, eager or compiled)."""
+    """Run the text model's sdpa attention through `decode_attention` (the same numbers, eager or compiled),
+    for every caller of the model, with transformers' sdpa masks."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
     AttentionInterface.register(ATTENTION, decode_attention)
+    # transformers builds no mask at all for an attention name without a mask function: `generate` on this
+    # model (another caller of the same weights) would then ignore padding and causality.
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
     if text_model.config._attn_implementation == "sdpa":
         text_model.config._attn_implementation = ATTENTION
 

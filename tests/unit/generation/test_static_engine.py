@@ -184,3 +184,13 @@ def test_a_row_whose_cache_alone_does_not_fit_is_an_error_row(tiny_checkpoint, m
     assert results[1].error.startswith("generate: OutOfMemoryError: a row of ")
     assert [results[0].output_ids, results[2].output_ids] == [r.output_ids for r in expected]
     assert results[0].error is None and results[2].error is None
+
+
+def test_the_same_model_still_generates_through_transformers(tiny_checkpoint):
+    # The engine registers its attention for the model's text layers; `generate` on the same model (padded
+    # rows: 1- and 5-tile images) must still get transformers' masks with it.
+    static = _predictor(tiny_checkpoint, "static", rows=8)
+    rows = _requests(static.prompts)[:6]
+    expected = [r.output_ids for r in static.generate(rows)]
+    static.engine = None  # the predictor's other engine, on the same model
+    assert [r.output_ids for r in static.generate(rows)] == expected
