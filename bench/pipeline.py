@@ -41,7 +41,7 @@ def make_media(root: Path, count: int) -> Path:
 
 
 def plain_loop(config) -> tuple[float, int]:
-    from internvl_batch.manifest_local import read_manifests
+    from internvl_batch.manifest.local import read_manifests
     from internvl_batch.pipeline.sizing import replica_batch_size
     from internvl_batch.stages.generate import GenerateStage
     from internvl_batch.stages.prepare import PrepareStage

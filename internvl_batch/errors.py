@@ -37,6 +37,23 @@ class UnsupportedModelError(ModelLoadError):
     """The checkpoint is readable but its architecture is not supported (yet)."""
 
 
+class JobFailed(InternVLBatchError):
+    """The pipeline ran but the job as a whole failed."""
+
+
+class ColumnContractError(ValueError):
+    """A stage was handed a table without a column it needs: a wiring mistake (a bug in the pipeline builder or
+    a caller), never bad input."""
+
+
+class TransientHTTPError(Exception):
+    """Worth retrying: a 5xx/429/408 response, a timeout, a reset. `retry_after`: the server's wish, seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- row errors: one input row's problem; the job records it and goes on --------------------------------------
 
 

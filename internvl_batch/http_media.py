@@ -33,20 +33,12 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
 from internvl_batch.config import FetchConfig
-from internvl_batch.errors import AddressRefused, FetchError
+from internvl_batch.errors import AddressRefused, FetchError, TransientHTTPError
 
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix; the IPv4 is the last 32 bits
 REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 256 * 1024
-
-
-class TransientHTTPError(Exception):
-    """Worth retrying: a 5xx/429/408 response, a timeout, a reset. `retry_after`: the server's wish, seconds."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def address_refusal(address: str, allow_private: bool) -> str | None:

@@ -19,9 +19,10 @@ from importlib import metadata
 
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
-from internvl_batch.errors import InternVLBatchError
+from internvl_batch.errors import InternVLBatchError, JobFailed
 from internvl_batch.local_media import with_local_roots
 from internvl_batch.manifest.files import ManifestFile, expand_manifests, input_renames
+from internvl_batch.manifest.scan import manifest_report
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
@@ -29,7 +30,6 @@ from internvl_batch.output_dir import new_run_id, prepare_output, write_summary
 from internvl_batch.passthrough import pinned_types, settle_types
 from internvl_batch.redact import install_log_redaction, redact_text
 from internvl_batch.run_options import build_parser, overrides_from_args
-from internvl_batch.scan import manifest_report
 from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
 from internvl_batch.tasks import template_fields
 
@@ -50,10 +50,6 @@ PACKAGES = (
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process ended by Ctrl-C
-
-
-class JobFailed(InternVLBatchError):
-    """The pipeline ran but the job as a whole failed."""
 
 
 class JobInterrupted(Exception):
@@ -122,9 +118,9 @@ def init_ray(config: JobConfig) -> float:
 
 def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats) -> None:
     """The rows to do, in waves (`resources.wave_rows`): each wave is one Ray Data execution."""
+    from internvl_batch.manifest.scan import plan_waves
     from internvl_batch.pipeline import build_dataset
     from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
-    from internvl_batch.scan import plan_waves
 
     ledger = RemoteCrashLedger.start()  # the run's record of rows in flight on the model replicas
     waves = plan_waves(units, scan.totals, config.resources.wave_rows)

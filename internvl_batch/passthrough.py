@@ -92,7 +92,7 @@ def settle_types(scanned: dict, pinned: dict[str, pa.DataType]) -> dict:
     A string column of the output takes this run's other values as JSON text (MIXED), as a run that saw several
     types writes them; any other type of the output is kept, and values are converted to it (or their rows
     become error rows)."""
-    from internvl_batch.scan import MIXED
+    from internvl_batch.manifest.scan import MIXED
 
     settled = dict(scanned)
     for name, type_ in pinned.items():

@@ -166,7 +166,7 @@ def result_records(
     """(id, task, run_id, page, position) of every row of some result files (paths as `result_files` gives them),
     split by a hash of the id (a page row's: its document's, so that a document's rows meet); a position is
     `(file number << 32) | row`, files numbered from `first_index`."""
-    from internvl_batch.scan import partition_of
+    from internvl_batch.manifest.scan import partition_of
 
     fs, _ = fsspec_filesystem(output_path, storage)
     tables = []

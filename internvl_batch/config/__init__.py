@@ -6,7 +6,7 @@ Sections: `input` (manifests), `output`, `model`, `preprocess` (tiling), `genera
 silently does nothing. Credentials are never part of the config: they come from the environment or the
 standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles, instance/pod roles).
 
-Sections live in `base.py`, `model.py`, `media.py` and `job.py`; import them from here. Loading (YAML + `--set a.b=value` overrides) and one-line error messages live in `config_loader.py`.
+Sections live in `base.py`, `model.py`, `media.py`, `task.py` and `job.py`; import them from here. Loading (YAML + `--set a.b=value` overrides) and one-line error messages live in `config_loader.py`.
 """
 
 from __future__ import annotations
@@ -14,16 +14,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from internvl_batch.config.base import Section
-from internvl_batch.config.job import (
-    InputConfig,
-    OutputConfig,
-    PromptConfig,
-    RayConfig,
-    ResourcesConfig,
-    TaskConfig,
-)
+from internvl_batch.config.job import InputConfig, OutputConfig, RayConfig, ResourcesConfig
 from internvl_batch.config.media import FetchConfig, PreprocessConfig, StorageConfig, VideoConfig
 from internvl_batch.config.model import BatchingConfig, GenerationConfig, ModelConfig
+from internvl_batch.config.task import PromptConfig, TaskConfig
 
 __all__ = [
     "BatchingConfig",

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from internvl_batch.config.base import Section
-from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS
+
+# Pillow refuses images above 2x this many pixels by default; we make the limit explicit and configurable.
+DEFAULT_MAX_PIXELS = 178_956_970
 
 
 class PreprocessConfig(Section):

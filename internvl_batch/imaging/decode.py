@@ -21,11 +21,9 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from internvl_batch.config.media import DEFAULT_MAX_PIXELS
 from internvl_batch.errors import ImageDecodeError, PixelLimitError
 from internvl_batch.imaging.sniff import looks_like
-
-# Pillow refuses images above 2x this many pixels by default; we make the limit explicit and configurable.
-DEFAULT_MAX_PIXELS = 178_956_970
 
 # Modes whose `.convert('RGB')` copies one grey channel into R, G and B (LA drops alpha, 1 maps to 0/255 as
 # its conversion to L does), so their pixels can stay grey until after the resize.

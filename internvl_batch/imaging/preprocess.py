@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from internvl_batch.imaging.decode import DEFAULT_MAX_PIXELS, decode_pixels
+from internvl_batch.config.media import DEFAULT_MAX_PIXELS
+from internvl_batch.imaging.decode import decode_pixels
 from internvl_batch.imaging.tiles import cut_tiles
 from internvl_batch.imaging.tiling import TilePlan, plan_tiles
 

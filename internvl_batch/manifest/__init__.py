@@ -1,7 +1,7 @@
 """Manifests: which files a pattern stands for (`discover`), files and read units (`files`), reading a unit
 (`read`; per format: `parquet`, `arrow`, `webdataset`), checking a row (`rows`).
 
-The driver only lists files and plans units; rows are read on the workers (`internvl_batch.scan`,
+The driver only lists files and plans units; rows are read on the workers (`internvl_batch.manifest.scan`,
 `internvl_batch.stages.read`). `read_manifests` runs the same passes in one process, for tests and tools.
 """
 

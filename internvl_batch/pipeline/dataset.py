@@ -18,7 +18,7 @@ log = logging.getLogger("internvl_batch.pipeline")
 def _read_unit(unit, config, passthrough_types, done_ref, drop_ref):
     import ray
 
-    from internvl_batch.requests import TaskAssigner
+    from internvl_batch.manifest.requests import TaskAssigner
     from internvl_batch.stages.read import RequestReader
     from internvl_batch.tasks import TaskPrompter
 

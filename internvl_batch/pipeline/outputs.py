@@ -40,8 +40,8 @@ def results_dataset(output_path: str, storage=None, columns: list[str] | None = 
     from ray.data.datasource import Datasource, ReadTask
 
     from internvl_batch.config import StorageConfig
+    from internvl_batch.manifest.scan import merge_positions
     from internvl_batch.results import result_files
-    from internvl_batch.scan import merge_positions
 
     storage = storage or StorageConfig()
     files = result_files(output_path, storage)  # the listing: one path per result file (~1000 rows each)

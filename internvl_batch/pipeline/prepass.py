@@ -90,8 +90,8 @@ class ScanResult:
 
 
 def _scan(unit, config, done_keys, passthrough, partitions):
-    from internvl_batch.requests import TaskAssigner
-    from internvl_batch.scan import scan_unit
+    from internvl_batch.manifest.requests import TaskAssigner
+    from internvl_batch.manifest.scan import scan_unit
     from internvl_batch.tasks import TaskPrompter
 
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
@@ -100,7 +100,7 @@ def _scan(unit, config, done_keys, passthrough, partitions):
 
 
 def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
-    from internvl_batch.scan import merge_positions, reduce_partition, unify_types
+    from internvl_batch.manifest.scan import merge_positions, reduce_partition, unify_types
 
     total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from internvl_batch.errors import ColumnContractError
+
 # Manifest columns carried between the stages (pass-through and template columns: `passthrough.py`) travel as
 # `in.<name>`, so that no user column can collide with the pipeline's own (`source`, `tasks`, `error`, ...).
 CARRIED_PREFIX = "in."
@@ -19,10 +21,6 @@ CARRIED_PREFIX = "in."
 def carried(name: str) -> str:
     """The column name a manifest column travels under between the stages."""
     return CARRIED_PREFIX + name
-
-
-class ColumnContractError(ValueError):
-    """A stage was handed a table without a column it needs."""
 
 
 def require_columns(table: pa.Table, stage: str, names) -> None:

@@ -25,10 +25,10 @@ from internvl_batch.config import StorageConfig
 from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.keys import KeySet
 from internvl_batch.manifest.files import ReadUnit
+from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
 from internvl_batch.manifest.rows import MediaResolver, ParsedRow
+from internvl_batch.manifest.scan import MIXED
 from internvl_batch.passthrough import carried, to_type
-from internvl_batch.requests import TaskAssigner, unit_chunks
-from internvl_batch.scan import MIXED
 
 REQUEST_SCHEMA = pa.schema(
     [

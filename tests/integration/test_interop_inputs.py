@@ -19,7 +19,7 @@ import pytest
 import webdataset as wds
 
 from internvl_batch.config_loader import load_config
-from internvl_batch.manifest_local import read_manifests
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.passthrough import carried
 from tests.media import encode, make_photo
 from tests.media_server import MediaServer

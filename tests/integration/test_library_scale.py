@@ -100,7 +100,7 @@ def test_missing_results_are_named(ray_local, tmp_path, tiny_checkpoint, monkeyp
             return super().__call__(batch.filter(pa.array([i != "r4" for i in batch.column("id").to_pylist()])))
 
     monkeypatch.setattr(write, "WriteStage", LossyWriteStage)
-    from internvl_batch.job import JobFailed
+    from internvl_batch.errors import JobFailed
 
     with pytest.raises(JobFailed, match=r"input ids have no result \(e.g. \['r4 \(caption\)'\]\)"):
         run_job(config)
@@ -195,9 +195,9 @@ def test_python_api_on_a_users_dataset(ray_local, tmp_path, tiny_checkpoint):
 def test_reading_ahead_is_bounded_in_blocks(ray_local, tmp_path, tiny_checkpoint):
     """Ray Data backpressures by bytes; the job adds a bound in blocks on the manifest read (read_ahead.py)."""
     from internvl_batch.manifest.files import ManifestFile, ReadUnit
+    from internvl_batch.manifest.scan import ScanTotals
     from internvl_batch.pipeline import ScanResult, build_dataset
     from internvl_batch.pipeline.read_ahead import LIMIT_KEY, ReadAheadPolicy
-    from internvl_batch.scan import ScanTotals
 
     config = load_config(
         None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.keys import KeySet, add_checksums, key_checksum, key_hashes
-from internvl_batch.manifest_local import read_manifests
+from internvl_batch.manifest.local import read_manifests
 
 
 def test_hashes_are_stable_across_processes():

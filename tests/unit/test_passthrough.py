@@ -8,8 +8,8 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
 from internvl_batch.manifest.rows import MediaResolver, parse_row
+from internvl_batch.manifest.scan import MIXED
 from internvl_batch.passthrough import carried, clash_problem, pinned_types, settle_types, to_type
-from internvl_batch.scan import MIXED
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
 from internvl_batch.stages.read import request_row, requests_table
 

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.manifest.files import ManifestFile, ReadUnit
-from internvl_batch.scan import RECORD_SCHEMA, ScanTotals, plan_waves, reduce_partition
+from internvl_batch.manifest.scan import RECORD_SCHEMA, ScanTotals, plan_waves, reduce_partition
 
 
 def records(rows):

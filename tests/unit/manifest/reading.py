@@ -2,7 +2,7 @@
 process), for the manifest tests."""
 
 from internvl_batch.config_loader import load_config
-from internvl_batch.manifest_local import read_manifests
+from internvl_batch.manifest.local import read_manifests
 from tests.media import encode, make_photo
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.rows import parse_row
-from internvl_batch.manifest_local import read_manifests
 from tests.media import encode, make_photo
 
 HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # what datasets' Image feature writes

@@ -12,7 +12,7 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.keys import key_hashes
-from internvl_batch.manifest_local import read_manifests
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.stages.output import to_output_table
 from tests.media import encode, make_photo
 

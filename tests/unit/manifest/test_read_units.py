@@ -22,8 +22,8 @@ from internvl_batch.manifest.files import (
     parquet_row_groups,
     plan_units,
 )
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.read import UnitRows
-from internvl_batch.manifest_local import read_manifests
 
 STORAGE = StorageConfig()
 

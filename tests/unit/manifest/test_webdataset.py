@@ -7,8 +7,8 @@ import tarfile
 import pytest
 
 from internvl_batch.config_loader import load_config
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.webdataset import sample_key
-from internvl_batch.manifest_local import read_manifests
 from tests.media import encode, make_photo
 
 

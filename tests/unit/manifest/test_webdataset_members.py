@@ -4,7 +4,7 @@ written as decimal text) as an int column, `.txt` and the other text members as 
 import webdataset as wds
 
 from internvl_batch.config_loader import load_config
-from internvl_batch.manifest_local import read_manifests
+from internvl_batch.manifest.local import read_manifests
 from internvl_batch.passthrough import carried
 from tests.media import encode, make_photo
 

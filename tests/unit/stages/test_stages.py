@@ -6,8 +6,8 @@ import pytest
 
 from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
+from internvl_batch.manifest.requests import TaskAssigner
 from internvl_batch.manifest.rows import MediaResolver, parse_row
-from internvl_batch.requests import TaskAssigner
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 from internvl_batch.stages.prepare import PrepareStage
@@ -189,7 +189,7 @@ def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
 def test_a_stage_refuses_a_table_without_a_column_it_needs(config, batch, tmp_path):
     """A wiring mistake fails at once, naming the column, instead of reading as a column of nulls."""
     from internvl_batch.config import StorageConfig
-    from internvl_batch.stages.columns import ColumnContractError
+    from internvl_batch.errors import ColumnContractError
     from internvl_batch.stages.write import write_batch
 
     with pytest.raises(ColumnContractError, match="PrepareStage needs the column\\(s\\) media_kind; the table has id"):
@@ -212,7 +212,8 @@ def test_declared_columns_are_the_columns_made(batch, prepared):
 
 
 def test_wiring_check_names_a_column_no_stage_gives():
-    from internvl_batch.stages.columns import ColumnContractError, check_wiring
+    from internvl_batch.errors import ColumnContractError
+    from internvl_batch.stages.columns import check_wiring
     from internvl_batch.stages.read import REQUEST_SCHEMA
     from internvl_batch.stages.write import WriteStage
 

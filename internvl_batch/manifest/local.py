@@ -19,8 +19,8 @@ from internvl_batch.manifest.files import (
     plan_units,
 )
 from internvl_batch.manifest.read import unit_layout
-from internvl_batch.requests import TaskAssigner
-from internvl_batch.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
+from internvl_batch.manifest.requests import TaskAssigner
+from internvl_batch.manifest.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
 from internvl_batch.stages.read import RequestReader
 from internvl_batch.tasks import TaskPrompter, template_fields
 

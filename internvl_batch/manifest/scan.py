@@ -27,7 +27,7 @@ from internvl_batch.errors import ConfigError
 from internvl_batch.keys import KeySet, add_checksums
 from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.read import UnitRows
-from internvl_batch.requests import TaskAssigner, unit_chunks
+from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
 
 RECORD_SCHEMA = pa.schema(
     [
