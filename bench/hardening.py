@@ -9,7 +9,7 @@ Each guard against its own baseline, in the same process and run (best of `--run
   `s3://` URIs (nothing to redact); baseline: the same tables built without redaction;
 - the local-root check (`local_media.LocalRoots`, a `realpath` per file) on `--files` small local images read by
   the fetcher; baseline: `fetch.local_roots` unset (no root check);
-- the size bound on Parquet image cells (`manifest/parquet.py`: footer check, per-cell lengths by Arrow) on a
+- the size bound on Parquet image cells (`manifest/formats/parquet.py`: footer check, per-cell lengths by Arrow) on a
   manifest of `--rows` embedded images; baseline: the same file read without a limit.
 """
 
@@ -81,7 +81,8 @@ def parquet_cells(rows: int, runs: int, root: Path) -> tuple[float, float]:
     import pyarrow.parquet as pq
 
     from internvl_batch.config import StorageConfig
-    from internvl_batch.manifest.files import expand_manifests, number_units, parquet_row_groups, plan_units
+    from internvl_batch.manifest.files import expand_manifests, number_units, plan_units
+    from internvl_batch.manifest.formats.parquet import parquet_row_groups
     from internvl_batch.manifest.read import UnitRows
     from tests.media import encode, make_photo
 

@@ -33,6 +33,12 @@ from pathlib import Path
 from internvl_batch.config import PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.filesystems import is_local, local_path
+from internvl_batch.job import check_model
+from internvl_batch.local_media import default_local_roots
+from internvl_batch.manifest.rows import RESERVED
+from internvl_batch.model.locate import display_name
+from internvl_batch.output_schema import clash_problem
+from internvl_batch.pipeline.dataset import build_api_dataset
 
 # Media paths resolve against a manifest's location, i.e. the folder the manifest is in
 # (`manifest.rows.MediaResolver`): the API's base folder is given as the location of a notional manifest in it.
@@ -68,14 +74,10 @@ class Processor:
         self.base_uri = base_uri
         self._location = base_location(base_uri)
         if self.config.fetch.local_roots is None:  # local media: the working directory and base_uri's tree
-            from internvl_batch.local_media import default_local_roots
-
             roots = default_local_roots([self._location] if base_uri else [], local_run=True)
             self.config = self.config.model_copy(
                 update={"fetch": self.config.fetch.model_copy(update={"local_roots": roots})}
             )
-        from internvl_batch.job import check_model
-        from internvl_batch.model.locate import display_name
 
         check_model(self.config)
         self.model_name = display_name(self.config.model.path)
@@ -87,10 +89,6 @@ class Processor:
         column that is not one of the manifest's own (id, image, question, ...). A column whose output name the
         output already has (status, error, model, ...) raises ValueError naming the rename, before anything
         runs: a user's column is never overwritten or dropped."""
-        from internvl_batch.manifest.rows import RESERVED
-        from internvl_batch.passthrough import clash_problem
-        from internvl_batch.pipeline import build_api_dataset
-
         if passthrough is None:
             passthrough = [name for name in dataset.schema().names if name not in RESERVED]
         renames = dict(passthrough) if isinstance(passthrough, dict) else {name: name for name in passthrough}

@@ -35,11 +35,9 @@ def _add_preprocess_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _preprocessor_from_args(args):
+def cmd_inspect(args) -> int:
     from internvl_batch.config import PreprocessConfig
-    from internvl_batch.imaging import ImagePreprocessor
-    from internvl_batch.model.checkpoint import read_checkpoint_info
-    from internvl_batch.model.locate import resolve_model_path
+    from internvl_batch.inspect_media import VideoOptions, preprocessor_for, run_inspect
 
     options = PreprocessConfig(
         max_num=args.max_num,
@@ -49,14 +47,7 @@ def _preprocessor_from_args(args):
         mode="fast" if args.fast else "exact",
         **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
     )
-    info = read_checkpoint_info(resolve_model_path(args.model)) if args.model else None
-    return ImagePreprocessor.from_options(options, info), (info.tokens_per_tile if info else 256)
-
-
-def cmd_inspect(args) -> int:
-    from internvl_batch.inspect_media import VideoOptions, run_inspect
-
-    pre, tokens_per_tile = _preprocessor_from_args(args)
+    pre, tokens_per_tile = preprocessor_for(options, args.model)
     save = Path(args.save_tiles) if args.save_tiles else None
     video = VideoOptions(args.num_segments, tuple(args.bound) if args.bound else None)
     return run_inspect([Path(p) for p in args.images], pre, video, tokens_per_tile, save, args.json)
@@ -86,42 +77,16 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from internvl_batch.config_loader import load_config
     from internvl_batch.job import main as job_main
-    from internvl_batch.job import overrides_from_args
 
-    try:
-        config = load_config(args.config, overrides_from_args(args))
-    except InternVLBatchError as exc:
-        print(f"internvl-batch: error: {redact_text(str(exc))}", file=sys.stderr)
-        return 2
-    return job_main(config=config, verbose=_verbose(args))
+    return job_main(config_path=args.config, overrides=overrides_from_args(args), verbose=_verbose(args))
 
 
 def cmd_demo(args) -> int:
-    from internvl_batch.config_loader import load_config
-    from internvl_batch.demo import TINY_NOTE, demo_config
-    from internvl_batch.job import main as job_main
+    from internvl_batch.demo import run_demo
 
     overrides = list(args.overrides) + (["output.force=true"] if args.force else [])
-    config = load_config(None, overrides, base=demo_config(args.output))
-    print(TINY_NOTE, flush=True)
-    code = job_main(config=config, verbose=_verbose(args))
-    if code == 0:
-        from internvl_batch.results import read_results
-
-        print(f"\nresults in {config.output.path} (Parquet; internvl_batch.read_results() reads them):")
-        rows = read_results(config.output.path, config.storage).to_pylist()
-        width = max([len(str(r["id"])) for r in rows] + [12])
-        for row in rows:
-            answer = row["response"] if row["status"] == "ok" else row["error"]
-            print(f"  {str(row['id']):<{width}} {row['task']:<17} {str(answer)[:60]!r}")
-        if config.output.report:
-            from internvl_batch.output_dir import report_path
-
-            print(f"\nopen {report_path(config.output.path)} in a browser to see them with their pictures")
-        print(TINY_NOTE)
-    return code
+    return run_demo(args.output, overrides, _verbose(args))
 
 
 def _verbose(args) -> bool:
@@ -217,8 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256, help="generated tokens per row (default 256)")
     p.set_defaults(func=cmd_plan)
 
-    from internvl_batch.run_options import add_run_options, add_set_option
-
     p = sub.add_parser("run", help="run the batch job described by a config on Ray (local unless an address is set)")
     p.add_argument("config", help="YAML config (see configs/)")
     add_run_options(p)
@@ -255,6 +218,60 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(p)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+# --- options of the job's runs, shared by `run` and `jobs/caption.py` (`ray job submit`) -------------------------
+
+
+def caption_parser() -> argparse.ArgumentParser:
+    """The options of `jobs/caption.py` (`ray job submit ... -- python jobs/caption.py --config C`)."""
+    parser = argparse.ArgumentParser(prog="caption", description="Run the InternVL batch job described by a config.")
+    parser.add_argument("--config", required=True, help="YAML config (see configs/)")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Ray Data's progress bars and execution logs too"
+    )
+    add_run_options(parser)
+    return parser
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE` (repeatable), collected in `overrides`: the run commands and the demo share it."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    add_set_option(parser, "override a config field, e.g. --set generation.max_new_tokens=64 (repeatable)")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="discard earlier results under the output path and start over"
+    )
+    parser.add_argument(
+        "--retry-errors", action="store_true", help="also reprocess ids whose latest result is an error"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an output directory that holds files this job did not write (output.force=true); only "
+        "the job's own files are ever deleted, and an empty path, a filesystem root or the home directory are "
+        "refused regardless",
+    )
+
+
+def overrides_from_args(args) -> list[str]:
+    """`--set` values, then the flags as the config fields they stand for."""
+    extra = (
+        (["output.resume=false"] if args.no_resume else [])
+        + (["output.retry_errors=true"] if args.retry_errors else [])
+        + (["output.force=true"] if getattr(args, "force", False) else [])
+    )
+    return list(args.overrides) + extra
+
+
+def caption_main(argv: list[str] | None = None) -> int:
+    """`jobs/caption.py`: parse its options and run the job (`job.main`: exit codes, one-line errors)."""
+    from internvl_batch.job import main as job_main
+
+    args = caption_parser().parse_args(argv)
+    return job_main(config_path=args.config, overrides=overrides_from_args(args), verbose=args.verbose)
 
 
 def main(argv: list[str] | None = None) -> int:

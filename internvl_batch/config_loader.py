@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.errors import ConfigError
+from internvl_batch.manifest.formats import AUTO, format_choices, format_names
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -113,8 +114,29 @@ def format_validation_error(
 ) -> str:
     """One line for every problem pydantic found, grouped by where the value came from (the config file or
     `source`, or an override); `data`: the validated dict (for what a section already has)."""
+    return format_problems(error.errors(), source, schema, data, overrides)
+
+
+def registry_problems(data: dict, schema: type[BaseModel] = JobConfig) -> list[dict]:
+    """The problems pydantic cannot see, in its error dicts' shape: values that must name a registered thing
+    (`config` may not import the registries above it). Now: `input.format`, a manifest format's name."""
+    section = data.get("input") if "input" in schema.model_fields else None
+    value = section.get("format") if isinstance(section, dict) else None
+    if isinstance(value, str) and value != AUTO and value not in format_names():
+        return [{"loc": ("input", "format"), "type": "value_error", "msg": f"must be {format_choices()}"}]
+    return []
+
+
+def format_problems(
+    problems: list[dict],
+    source: str,
+    schema: type[BaseModel] = JobConfig,
+    data: dict | None = None,
+    overrides: list[list[str]] | None = None,
+) -> str:
+    """`format_validation_error` for a list of pydantic-shaped error dicts (loc, type, msg)."""
     groups: dict[str, list[str]] = {}
-    for item in error.errors():
+    for item in problems:
         loc = tuple(item["loc"])
         pair = _pair_field(schema, loc)
         if pair and item["type"] != "value_error":  # a wrong shape or type, not the validator's own check
@@ -142,10 +164,14 @@ def config_from_dict(
     overrides: list[list[str]] | None = None,
 ) -> JobConfig:
     """Validate `data`; `overrides`: the keys set by overrides, so that their errors are named after them."""
+    problems = registry_problems(data, schema)
     try:
-        return schema.model_validate(data)
+        config = schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, schema, data, overrides)) from None
+        raise ConfigError(format_problems([*exc.errors(), *problems], source, schema, data, overrides)) from None
+    if problems:
+        raise ConfigError(format_problems(problems, source, schema, data, overrides))
+    return config
 
 
 def _relative_local(value, base: Path, must_exist: bool = False):

@@ -22,7 +22,9 @@ from internvl_batch.errors import DECODE, FETCH, LIMITS, LimitError, RowError, f
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.decode import exif_orientation, open_image
 from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
-from internvl_batch.imaging.video import VideoSampler
+from internvl_batch.imaging.video import VideoSampler, open_video
+from internvl_batch.model.checkpoint import read_checkpoint_info
+from internvl_batch.model.locate import resolve_model_path
 
 MAX_PAGES = PreprocessConfig.model_fields["max_pages"].default  # the job's default `preprocess.max_pages`
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpeg", ".mpg", ".ts")
@@ -51,6 +53,13 @@ class VideoOptions:
     num_segments: int = 8
     bound: tuple[float, float] | None = None
     sampler: VideoSampler | None = None
+
+
+def preprocessor_for(options: PreprocessConfig, model: str | None) -> tuple[ImagePreprocessor, int]:
+    """The job's preprocessor for `options`, with the tiling defaults of `model`'s checkpoint (a directory or
+    Hub id; None: the reference's), and the image tokens per tile."""
+    info = read_checkpoint_info(resolve_model_path(model)) if model else None
+    return ImagePreprocessor.from_options(options, info), (info.tokens_per_tile if info else 256)
 
 
 def is_pdf_file(path: Path, data: bytes) -> bool:
@@ -135,8 +144,6 @@ def _inspect_video(
     except RowError as exc:
         row.error = format_row_error(DECODE, exc)
         return row
-    from internvl_batch.imaging.video import open_video
-
     first = open_video(data)[0].shape  # frame size as decoded (height, width, channels)
     row.height, row.width = int(first[0]), int(first[1])
     row.grid, row.tiles = "1x1/frame", sampled.num_frames

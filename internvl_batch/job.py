@@ -17,19 +17,29 @@ import time
 from datetime import datetime, timezone
 from importlib import metadata
 
+import ray
+import ray.data
+
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError, JobFailed
 from internvl_batch.local_media import with_local_roots
-from internvl_batch.manifest.files import ManifestFile, expand_manifests, input_renames
-from internvl_batch.manifest.scan import manifest_report
+from internvl_batch.manifest.files import expand_manifests, input_renames
+from internvl_batch.manifest.scan import manifest_report, plan_waves
+from internvl_batch.manifest.units import ManifestFile
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
 from internvl_batch.output_dir import new_run_id, prepare_output, write_summary
 from internvl_batch.passthrough import pinned_types, settle_types
+from internvl_batch.pipeline.console import absorb_actor_restart_warning, quiet_ray_data
+from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
+from internvl_batch.pipeline.dataset import build_dataset, replica_gpus
+from internvl_batch.pipeline.driver import interrupted_line, interruptible, ray_running, shut_down_ray
+from internvl_batch.pipeline.prepass import load_done_keys, read_units, scan_manifests
+from internvl_batch.pipeline.reading import ManifestDatasource
 from internvl_batch.redact import install_log_redaction, redact_text
-from internvl_batch.run_options import build_parser, overrides_from_args
+from internvl_batch.report import write_report
 from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
 from internvl_batch.tasks import template_fields
 
@@ -105,11 +115,6 @@ def carried_columns(config: JobConfig) -> list[str]:
 
 def init_ray(config: JobConfig) -> float:
     """Connect to (or start) Ray; returns the GPUs each model replica requests."""
-    import ray
-
-    from internvl_batch.pipeline import replica_gpus
-    from internvl_batch.pipeline.console import absorb_actor_restart_warning
-
     if not ray.is_initialized():
         ray.init(address=config.ray.address, log_to_driver=True)
     absorb_actor_restart_warning()  # else every run prints a Ray error line about actor arguments (console.py)
@@ -118,10 +123,6 @@ def init_ray(config: JobConfig) -> float:
 
 def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats) -> None:
     """The rows to do, in waves (`resources.wave_rows`): each wave is one Ray Data execution."""
-    from internvl_batch.manifest.scan import plan_waves
-    from internvl_batch.pipeline import build_dataset
-    from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
-
     ledger = RemoteCrashLedger.start()  # the run's record of rows in flight on the model replicas
     waves = plan_waves(units, scan.totals, config.resources.wave_rows)
     interrupted = False
@@ -149,21 +150,15 @@ def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_
 def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str]:
     """Up to `limit` (id, task) keys of the manifests without a result: a second distributed pass, made only
     when the counts say something is missing."""
-    import ray.data
-
-    from internvl_batch.pipeline import load_done_keys, manifest_datasource
-
     done_ref, _ = load_done_keys(
         config.model_copy(update={"output": config.output.model_copy(update={"retry_errors": False})})
     )
-    rows = ray.data.read_datasource(manifest_datasource(config, units, scan, done_ref)).take(limit)
+    rows = ray.data.read_datasource(ManifestDatasource(config, units, scan, done_ref)).take(limit)
     return [f"{row['id']} ({task})" for row in rows for task in row["tasks"]][:limit]
 
 
 def run_job(config: JobConfig) -> dict:
     """Run the whole job; returns the summary (also written to `<output>/.internvl-batch/summary.json`)."""
-    from internvl_batch.pipeline import load_done_keys, read_units, scan_manifests
-
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     run_id = new_run_id()
@@ -243,8 +238,6 @@ def exit_code(summary: dict, config: JobConfig) -> int:
 
 def write_run_report(config: JobConfig) -> None:
     """`output.report`: the HTML report of the output; a report that cannot be made never fails the job."""
-    from internvl_batch.report import write_report
-
     try:
         where = write_report(config.output.path, config.storage, fetch=config.fetch)
         print(f"report: {where}", flush=True)
@@ -256,22 +249,24 @@ def write_run_report(config: JobConfig) -> None:
         )
 
 
-def main(argv: list[str] | None = None, config: JobConfig | None = None, verbose: bool = False) -> int:
-    """Parse arguments (unless a config is given), run, and map failures to exit codes with one-line errors.
-    `verbose`: Ray Data's progress bars and execution logs on the console (`pipeline/console.py`). Ray is shut
-    down before returning when this call started it (`pipeline/driver.py`)."""
-    from internvl_batch.pipeline.console import quiet_ray_data
-    from internvl_batch.pipeline.driver import interrupted_line, interruptible, ray_running, shut_down_ray
-
+def main(
+    config: JobConfig | None = None,
+    verbose: bool = False,
+    config_path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> int:
+    """Run the job on `config`, or on the config loaded from `config_path` with `--set` style `overrides`
+    (loading errors are exit code 2 with one line, like every other configuration problem), and map failures to
+    exit codes with one-line errors. Command-line parsing is `cli.py`'s. `verbose`: Ray Data's progress bars and
+    execution logs on the console (`pipeline/console.py`). Ray is shut down before returning when this call
+    started it (`pipeline/driver.py`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     started_ray = not ray_running()
     code = 2
     try:
         if config is None:
-            args = build_parser().parse_args(argv)
-            verbose = verbose or args.verbose
-            config = load_config(args.config, overrides_from_args(args))
+            config = load_config(config_path, list(overrides))
         quiet_ray_data(verbose)
         with interruptible():
             summary = run_job(config)

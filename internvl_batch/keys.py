@@ -36,7 +36,7 @@ def _digests(texts: list[str]) -> np.ndarray:
     if not texts:
         return np.zeros((0, 2), np.uint64)
     blake = hashlib.blake2b
-    # surrogatepass: text that is not Unicode is refused as a row error when read (manifest.read); here it
+    # surrogatepass: text that is not Unicode is refused as a row error when read (manifest/row_errors.py); here it
     # must still hash rather than stop a whole scan.
     digests = b"".join(blake(text.encode("utf-8", "surrogatepass"), digest_size=16).digest() for text in texts)
     return np.frombuffer(digests, dtype="<u8").reshape(-1, 2).astype(np.uint64, copy=False)

@@ -1,8 +1,8 @@
 """Pass-through columns: the user's manifest columns carried to the output, under which names and types.
 
 Names. `input.passthrough_columns` maps a manifest column to its output name (a list maps each to itself). An
-output name that the output already uses (`stages/output.py` OUTPUT_SCHEMA, `parsed`) is refused when the
-config is read, naming the clash and the rename that fixes it (`clash_problem`): a user's column is never
+output name that the output already uses (`output_schema.py`: OUTPUT_SCHEMA, `parsed`) is refused when the
+config is read, naming the clash and the rename that fixes it (`output_schema.clash_problem`): a user's column is never
 overwritten or dropped without a word. Between the stages a carried column travels as `in.<manifest name>`
 (`carried`), so that no user column can collide with the pipeline's own (`source`, `tasks`, `error`, ...);
 the task template's columns travel the same way.
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from internvl_batch.stages.columns import carried
+from internvl_batch.filesystems import fsspec_filesystem
+from internvl_batch.manifest.scan import MIXED
+from internvl_batch.output_schema import carried, clash_problem  # noqa: F401 - re-exported
+from internvl_batch.results import result_files
 
-# The output's own columns besides OUTPUT_SCHEMA's (`parsed`: json tasks).
-EXTRA_OUTPUT_NAMES = ("parsed",)
 # Manifest fields that request rows hold in columns of their own (`stages/read.py` REQUEST_SCHEMA).
 REQUEST_FIELDS = ("id", "question", "task", "expression", "bound", "num_segments")
 
@@ -33,42 +34,11 @@ def template_columns(fields: list[str]) -> dict[str, str]:
     return {name: name if name in REQUEST_FIELDS else carried(name) for name in fields}
 
 
-def output_names() -> tuple[str, ...]:
-    from internvl_batch.stages.output import OUTPUT_SCHEMA
-
-    return (*OUTPUT_SCHEMA.names, *EXTRA_OUTPUT_NAMES)
-
-
-def clash_problem(renames: dict[str, str], option: str = "input.passthrough_columns") -> str | None:
-    """Why a pass-through mapping (manifest column -> output name) cannot be written, or None."""
-    taken = set(output_names())
-    clashes = [(source, name) for source, name in renames.items() if name in taken]
-    if clashes:
-        source, name = clashes[0]
-        example = f"{{{source}: input_{name}}}"
-        names = ", ".join(f"`{n}`" for _, n in clashes)
-        return (
-            f"{names} {'is a column' if len(clashes) == 1 else 'are columns'} the output already has (see the "
-            f"output schema); rename in the output with a mapping, e.g. {option}: {example}"
-        )
-    seen: dict[str, str] = {}
-    for source, name in renames.items():
-        if not name:
-            return f"{option}: the output name of `{source}` is empty"
-        if name in seen:
-            return f"{option}: `{seen[name]}` and `{source}` would both be written as `{name}`"
-        seen[name] = source
-    return None
-
-
 def pinned_types(output_path: str, storage, renames: dict[str, str]) -> dict[str, pa.DataType]:
     """The types the output's result files already give the pass-through columns (manifest column -> type),
     from the newest result file's schema; none when the output has no result file or a column is not in it
     (or only nulls were written: a null column takes any type later)."""
     import pyarrow.parquet as pq
-
-    from internvl_batch.filesystems import fsspec_filesystem
-    from internvl_batch.results import result_files
 
     files = result_files(output_path, storage)
     if not files or not renames:
@@ -92,8 +62,6 @@ def settle_types(scanned: dict, pinned: dict[str, pa.DataType]) -> dict:
     A string column of the output takes this run's other values as JSON text (MIXED), as a run that saw several
     types writes them; any other type of the output is kept, and values are converted to it (or their rows
     become error rows)."""
-    from internvl_batch.manifest.scan import MIXED
-
     settled = dict(scanned)
     for name, type_ in pinned.items():
         if name not in settled:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from internvl_batch.config import StorageConfig
 from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.keys import document_ids, key_hashes, page_shares
+from internvl_batch.manifest.scan import partition_of
 from internvl_batch.output_dir import RUN_ID, data_path, list_output, write_output_file
 
 RECORD_SCHEMA = pa.schema(
@@ -166,8 +167,6 @@ def result_records(
     """(id, task, run_id, page, position) of every row of some result files (paths as `result_files` gives them),
     split by a hash of the id (a page row's: its document's, so that a document's rows meet); a position is
     `(file number << 32) | row`, files numbered from `first_index`."""
-    from internvl_batch.manifest.scan import partition_of
-
     fs, _ = fsspec_filesystem(output_path, storage)
     tables = []
     for number, file in enumerate(files, start=first_index):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import FetchError, RowError, UnsupportedURIError
 from internvl_batch.filesystems import HTTP_SCHEMES, fsspec_filesystem, is_local, scheme_of
+from internvl_batch.http_media import HttpReader
 from internvl_batch.local_media import LocalRoots
 
 _PERMANENT = (
@@ -170,8 +171,6 @@ class MediaFetcher:
 
     def _read_http(self, uri: str, policy: KindPolicy) -> bytes | LocalFile:
         if self._http is None:
-            from internvl_batch.http_media import HttpReader
-
             self._http = HttpReader(self.fetch_config)
         try:
             if policy.spill_bytes is None:

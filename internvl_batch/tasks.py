@@ -21,26 +21,59 @@ tiled once; one output row per (id, task)). `generation.max_new_tokens` caps eve
 from __future__ import annotations
 
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from internvl_batch.errors import TaskError
+from internvl_batch.grounding import parse_boxes
+from internvl_batch.structured import JsonAnswerParser, check_schema
 
 SHORT_ANSWER = "\nAnswer the question using a single word or phrase."
 GROUNDING = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{expression}</ref>"
 DEFAULT_JSON_INSTRUCTION = "Answer with only a JSON object that follows this JSON Schema:\n{schema}"
 
 
+# What is read from an answer, into the output's `boxes`, `parsed` and `parse_error` columns.
+Reading = tuple[list[dict] | None, Any, str | None]
+# (answer, the row's first media size {width, height} or None, the row's `expression`, the job's JSON parser or
+# None) -> Reading. It never raises: what cannot be read is the `parse_error`.
+AnswerReader = Callable[[str, dict | None, str | None, JsonAnswerParser | None], Reading]
+
+
+def read_text(answer: str, size: dict | None, expression: str | None, json_parser: JsonAnswerParser | None) -> Reading:
+    """A text answer: the response is the whole output; nothing is read from it."""
+    return None, None, None
+
+
+def read_boxes(answer: str, size: dict | None, expression: str | None, json_parser: JsonAnswerParser | None) -> Reading:
+    """Boxes in pixels of the row's first image (`grounding.py`); what does not parse is a `ground:` warning. A
+    row without a media size has nothing to scale the boxes by: nothing is read."""
+    if not size:
+        return None, None, None
+    result = parse_boxes(answer, size["width"], size["height"], expression)
+    return result.boxes, None, ("ground: " + "; ".join(result.warnings)) if result.warnings else None
+
+
+def read_json(answer: str, size: dict | None, expression: str | None, json_parser: JsonAnswerParser | None) -> Reading:
+    """The answer's JSON, validated against `task.json_schema` (`structured.py`); a job without a schema has no
+    parser, and reads nothing."""
+    if json_parser is None:
+        return None, None, None
+    parsed, error = json_parser(answer)
+    return None, parsed, error
+
+
 @dataclass(frozen=True)
 class Task:
-    """One task, whole: how its question is made from a row, its token limit, how its answer is read (`output`:
-    `text`, `boxes` into the `boxes` column, `json` into `parsed`), and what it needs from the job's config.
-    Adding a task is adding one entry to `TASKS`."""
+    """One task, whole: how its question is made from a row, its token limit, how its answer is read (`read`:
+    `read_text`; `read_boxes` into the `boxes` column; `read_json` into `parsed`), and what it needs from the
+    job's config. Adding a task is adding one entry to `TASKS` (and its row in the README's table)."""
 
     name: str
     question: Callable[[dict, object], str]  # (row fields, TaskConfig) -> the question, or raises TaskError
     max_new_tokens: int | None  # None: generation.max_new_tokens
-    output: str = "text"
+    read: AnswerReader = read_text
     config_problem: Callable[[object], str | None] = lambda config: None  # a problem with TaskConfig, or None
 
 
@@ -84,8 +117,6 @@ def _json_question(row: dict, config) -> str:
 def _json_config_problem(config) -> str | None:
     if not config.json_schema:
         return "the json task needs task.json_schema"
-    from internvl_batch.structured import check_schema
-
     check_schema(config.json_schema)  # raises ValueError naming what is wrong
     return None
 
@@ -99,16 +130,27 @@ TASKS: dict[str, Task] = {
         _fixed("ocr", "Please recognize the text in the image.", 1024),
         Task("vqa", _row_question("vqa"), 256),
         Task("vqa_short", _row_question("vqa_short", SHORT_ANSWER), 16),
-        Task("ground", _grounding, 128, output="boxes"),
+        Task("ground", _grounding, 128, read=read_boxes),
         Task(
             "custom",
             lambda row, config: _fill(config.template, row, "custom"),
             None,
             config_problem=lambda config: None if config.template else "the custom task needs task.template",
         ),
-        Task("json", _json_question, 512, output="json", config_problem=_json_config_problem),
+        Task("json", _json_question, 512, read=read_json, config_problem=_json_config_problem),
     )
 }
+
+
+def unknown_task_problem(names: Iterable[str], *, auto: bool = True, every: bool = False) -> str | None:
+    """None when each of `names` is a task in `TASKS` (or `auto`, where `auto` is true); otherwise what is wrong:
+    the first name that is not (`unknown task 'x'; presets: ...`), or with `every` all of them
+    (`unknown task(s) ['x', 'y']; presets: ...`). The one check of task names: the config's, a row's."""
+    unknown = [name for name in names if name not in TASKS and not (auto and name == "auto")]
+    if not unknown:
+        return None
+    named = f"task(s) {unknown}" if every else f"task {unknown[0]!r}"
+    return f"unknown {named}; presets: {', '.join(TASKS)}"
 
 
 def template_fields(template: str | None) -> list[str]:
@@ -124,9 +166,8 @@ class TaskPrompter:
     def __init__(self, task_config, generation_max_new_tokens: int) -> None:
         self.config = task_config
         self.cap = generation_max_new_tokens
-        for name in [task_config.name, *(task_config.tasks or [])]:
-            if name != "auto" and name not in TASKS:
-                raise ValueError(f"unknown task {name!r}; presets: {', '.join(TASKS)}")
+        if problem := unknown_task_problem([task_config.name, *(task_config.tasks or [])]):
+            raise ValueError(problem)
 
     def tasks_for(self, row_task: str | None, question: str | None) -> list[str]:
         if self.config.tasks:
@@ -134,8 +175,8 @@ class TaskPrompter:
         name = row_task or self.config.name
         if name == "auto":
             name = "vqa" if question else "caption"
-        if name not in TASKS:
-            raise TaskError(f"unknown task {name!r}; presets: {', '.join(TASKS)}")
+        if problem := unknown_task_problem([name]):
+            raise TaskError(problem)
         return [name]
 
     def max_new_tokens(self, task: str) -> int:

@@ -15,7 +15,7 @@ import sys
 # With `--working-dir .` the package travels as source next to this file; an installed package wins.
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from internvl_batch.job import main
+from internvl_batch.cli import caption_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(caption_main())

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from internvl_batch.config.base import Section, _pair
 from internvl_batch.config.model import PositiveInt
+from internvl_batch.output_schema import clash_problem
 
 
 class InputConfig(Section):
@@ -19,12 +20,11 @@ class InputConfig(Section):
         "repository (README.md, data/) for the files below data/. Rows have `id`, `image` (one URI) or `images` "
         "(a list), optional `question` and `task`."
     )
-    format: Literal["auto", "jsonl", "csv", "parquet", "arrow", "webdataset"] = Field(
+    format: str = Field(
         "auto",
-        description="Manifest format; auto = by extension (.jsonl/.json, .csv, .parquet, .arrow = Arrow IPC "
-        "stream or file as Hugging Face datasets' save_to_disk writes (also .arrows, .feather v2), .tar = "
-        "webdataset: tar shards of samples, <key>.jpg|png|webp... with optional <key>.json, <key>.txt, "
-        "<key>.cls, one row per sample).",
+        description="Manifest format: auto = each file's from its extension, or the name of a registered format "
+        "(internvl_batch.manifest.formats: its registry lists the names and the extensions each is chosen by) "
+        "for every file; a name that is not registered is refused when the config loads.",
     )
     passthrough_columns: dict[str, str] = Field(
         default_factory=dict,
@@ -88,8 +88,6 @@ class InputConfig(Section):
     @field_validator("passthrough_columns")
     @classmethod
     def _no_clash(cls, value):
-        from internvl_batch.passthrough import clash_problem
-
         problem = clash_problem(value)
         if problem:
             raise ValueError(problem)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import Field, model_validator
 
 from internvl_batch.config.base import Section
+from internvl_batch.tasks import TASKS, unknown_task_problem
 
 
 class PromptConfig(Section):
@@ -22,8 +25,8 @@ class TaskConfig(Section):
 
     name: str = Field(
         "auto",
-        description="Task of rows without a `task` column: caption, caption_detailed, caption_one_sentence, "
-        "ocr, vqa, vqa_short, ground, custom, json; auto = vqa for rows with a `question`, caption for the others.",
+        description=f"Task of rows without a `task` column: {', '.join(TASKS)}; auto = vqa for rows with a "
+        "`question`, caption for the others.",
     )
     tasks: list[str] | None = Field(
         None,
@@ -56,18 +59,18 @@ class TaskConfig(Section):
 
     @property
     def json_schema_text(self) -> str:
-        import json
-
         return json.dumps(self.json_schema, ensure_ascii=False)
 
     @model_validator(mode="after")
     def _check(self):
-        from internvl_batch.tasks import TASKS
-
         names = [self.name, *(self.tasks or [])]
-        unknown = [n for n in names if n != "auto" and n not in TASKS]
-        if unknown or "auto" in (self.tasks or []):
-            raise ValueError(f"unknown task(s) {unknown or ['auto']}; presets: {', '.join(TASKS)}")
+        # `auto` picks a task per row: a choice for `name`, not a task to run. In `tasks` it is refused after any
+        # unknown name, and named once.
+        problem = unknown_task_problem(names, every=True) or unknown_task_problem(
+            dict.fromkeys(self.tasks or []), auto=False, every=True
+        )
+        if problem:
+            raise ValueError(problem)
         for name in dict.fromkeys(n for n in names if n != "auto"):
             problem = TASKS[name].config_problem(self)
             if problem:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
-from internvl_batch.generation.slots import DecodeState, SlotCache, SlotModel
+from internvl_batch.generation.sampling import Chooser
+from internvl_batch.generation.slots import ATTENTION, DecodeState, SlotCache, SlotModel
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +198,33 @@ class StaticEngine:
         if self.decode_step is not self.slot_model.decode_step and self.layer_devices[0].type == "cuda":
             for tensor in cache.keys + cache.values + state.tensors():
                 torch._dynamo.mark_static_address(tensor)
+
+
+def engine_for(engine: str, attn_implementation: str) -> str:
+    """`generation.engine` resolved: auto = static, except where flash-attention was asked for by name
+    (the static engine attends through sdpa with a mask)."""
+    if engine == "auto":
+        return "generate" if attn_implementation == "flash_attention_2" else "static"
+    return engine
+
+
+def static_engine_for(model, generation, prompts, device, device_map) -> StaticEngine | None:
+    """The static engine for a loaded model, or None (with one line saying why) where it cannot run: it needs
+    full attention in every layer, through sdpa or eager. `prompts`: the stop and pad tokens."""
+    text = model.config.text_config
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if kinds != {"full_attention"} or text._attn_implementation not in ("sdpa", "eager", ATTENTION):
+        log.warning(
+            "the static engine needs full attention through sdpa or eager (this model: %s layers, %s); "
+            "using generation.engine=generate",
+            "/".join(sorted(kinds)),
+            text._attn_implementation,
+        )
+        return None
+    compile_step = generation.compile
+    if compile_step is None:  # compiles pay off where launches cost: on the GPU, one device per replica
+        compile_step = device.type == "cuda" and device_map is None
+    chooser = Chooser(generation, prompts.stop_token_id)
+    return StaticEngine(
+        model, chooser, prompts.stop_token_id, prompts.pad_token_id, compile_step, generation.poll_steps
+    )

@@ -13,50 +13,32 @@ Out of memory halves the work in flight and lowers the replica's budget (down to
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
-from internvl_batch.errors import GENERATE, OutOfMemoryError, format_row_error
 from internvl_batch.generation.auto_batch import resolve_limits
 from internvl_batch.generation.batching import BatchLimits, plan_micro_batches
 from internvl_batch.generation.decoding import decoding_config, neutral_generation_defaults
-from internvl_batch.generation.engine import EngineRow, StaticEngine, plan_run
+from internvl_batch.generation.engine import EngineRow, engine_for, plan_run, static_engine_for
 from internvl_batch.generation.faults import is_out_of_memory
 from internvl_batch.generation.features import SharedImageFeatures
 from internvl_batch.generation.pixels import normalize_tiles
 from internvl_batch.generation.placement import replica_device_map, resolve_attention, resolve_device, resolve_dtype
-from internvl_batch.generation.sampling import Chooser
-from internvl_batch.generation.slots import ATTENTION
+from internvl_batch.generation.requests import (
+    GenerationRequest,
+    GenerationResult,
+    does_not_fit_alone,
+    pad_tokens,
+    result_of,
+)
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.checkpoint import CheckpointInfo
 from internvl_batch.model.loader import load_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerationRequest:
-    """One prepared row: prompt token ids and the tiles of all its images, concatenated in prompt order."""
-
-    input_ids: np.ndarray
-    tiles: np.ndarray | None  # uint8 [n, 448, 448, 3], or None for a text-only prompt
-    max_new_tokens: int | None = None  # per row (its task's limit); None: generation.max_new_tokens
-    image_key: Hashable | None = None  # requests with the same key have identical tiles (features.py)
-
-
-@dataclass
-class GenerationResult:
-    response: str | None
-    output_ids: list[int]
-    num_input_tokens: int
-    num_output_tokens: int  # generated tokens, the stop token included
-    finish_reason: str | None  # "stop" (ended with <|im_end|>) or "length" (hit max_new_tokens)
-    error: str | None = None  # set when the row could not be generated (it does not fit in memory alone)
 
 
 class Predictor:
@@ -122,32 +104,12 @@ class Predictor:
         return self
 
     def _start_engine(self) -> None:
-        """The static engine, where the model allows it (otherwise `generate`, with one line saying why)."""
+        """The static engine where it was asked for and the model allows it, else `generate`."""
         self.engine = None
-        if self.engine_kind != "static":
-            return
-        text = self.model.config.text_config
-        kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
-        if kinds != {"full_attention"} or text._attn_implementation not in ("sdpa", "eager", ATTENTION):
-            log.warning(
-                "the static engine needs full attention through sdpa or eager (this model: %s layers, %s); "
-                "using generation.engine=generate",
-                "/".join(sorted(kinds)),
-                text._attn_implementation,
-            )
+        if self.engine_kind == "static":
+            self.engine = static_engine_for(self.model, self.generation, self.prompts, self.device, self.device_map)
+        if self.engine is None:
             self.engine_kind = "generate"
-            return
-        compile_step = self.generation.compile
-        if compile_step is None:  # compiles pay off where launches cost: on the GPU, one device per replica
-            compile_step = self.device.type == "cuda" and self.device_map is None
-        self.engine = StaticEngine(
-            self.model,
-            Chooser(self.generation, self.prompts.stop_token_id),
-            self.prompts.stop_token_id,
-            self.prompts.pad_token_id,
-            compile_step,
-            self.generation.poll_steps,
-        )
 
     @property
     def budget(self) -> tuple[int, int]:
@@ -221,7 +183,7 @@ class Predictor:
             return embeds, lengths
 
         def done(index: int, tokens: list[int]) -> None:
-            results[index] = self._result(len(requests[index].input_ids), tokens)
+            results[index] = result_of(self.prompts, len(requests[index].input_ids), tokens)
             # Shared features are released when their last row is done, not when prefilled: a row that has
             # to start again after an out-of-memory error finds them.
             self.shared_features.finished([requests[index]])
@@ -246,7 +208,7 @@ class Predictor:
                         max(pending, key=lambda r: r.length + r.max_new_tokens).index
                     }
                 for index in failed:
-                    results[index] = self._alone_does_not_fit(requests[index])
+                    results[index] = does_not_fit_alone(requests[index])
                     self.shared_features.finished([requests[index]])
                 if not failed:
                     self.out_of_memory_splits += 1
@@ -263,23 +225,11 @@ class Predictor:
                 raise
         self._release_memory()
         if len(requests) == 1:
-            return [self._alone_does_not_fit(requests[0])]
+            return [does_not_fit_alone(requests[0])]
         self.out_of_memory_splits += 1
         self._lower_budget(len(requests) * (max(len(r.input_ids) for r in requests) + new_tokens), len(requests))
         half = len(requests) // 2
         return self._generate_fitting(requests[:half], new_tokens) + self._generate_fitting(requests[half:], new_tokens)
-
-    def _alone_does_not_fit(self, request: GenerationRequest) -> GenerationResult:
-        tiles = 0 if request.tiles is None else len(request.tiles)
-        log.warning("a row of %d tokens and %d tiles does not fit in memory alone", len(request.input_ids), tiles)
-        message = format_row_error(
-            GENERATE,
-            OutOfMemoryError(
-                f"a row of {len(request.input_ids)} tokens and {tiles} tiles does not fit in memory even alone; "
-                "lower preprocess.max_num or video segments"
-            ),
-        )
-        return GenerationResult(None, [], len(request.input_ids), 0, None, error=message)
 
     def _lower_budget(self, tokens: int, rows: int) -> None:
         # The micro-batch that ran out of memory cost `tokens` (rows x (longest prompt + new tokens)); later
@@ -310,7 +260,7 @@ class Predictor:
     def _prompt_embeddings(self, requests: list[GenerationRequest], left: bool) -> torch.Tensor:
         """[rows, longest prompt, hidden]: token embeddings, image features at the `<IMG_CONTEXT>` positions,
         padded on the left (for `generate`'s mask) or the right (the static engine's slots)."""
-        input_ids, _ = self._pad([r.input_ids for r in requests], left)
+        input_ids, _ = pad_tokens(self.prompts.pad_token_id, self.device, [r.input_ids for r in requests], left)
         embeds = self._embed(input_ids)
         features = self.shared_features.features_for(requests, self._image_features)
         if features is not None:
@@ -324,25 +274,16 @@ class Predictor:
 
     @torch.inference_mode()
     def _generate_micro_batch(self, requests: list[GenerationRequest], new_tokens: int) -> list[GenerationResult]:
-        _, attention_mask = self._pad([r.input_ids for r in requests], left=True)
+        _, attention_mask = pad_tokens(
+            self.prompts.pad_token_id, self.device, [r.input_ids for r in requests], left=True
+        )
         embeds = self._prompt_embeddings(requests, left=True)
         if self.generation.do_sample and self.generation.seed is not None:
             torch.manual_seed(self.generation.seed)
         decoding = decoding_config(self.generation, new_tokens, self.prompts.stop_token_id, self.prompts.pad_token_id)
         output = self.model.generate(inputs_embeds=embeds, attention_mask=attention_mask, generation_config=decoding)
         generated = output.tolist()  # one device-to-host copy for the micro-batch, not one per row
-        return [self._result(len(r.input_ids), row) for r, row in zip(requests, generated)]
-
-    def _pad(self, sequences: list[np.ndarray], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids padded to the longest (with the pad token) and the mask of real tokens."""
-        width = max(len(s) for s in sequences)
-        ids = np.full((len(sequences), width), self.prompts.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(sequences), width), dtype=np.int64)
-        for row, seq in enumerate(sequences):
-            place = slice(width - len(seq), width) if left else slice(0, len(seq))
-            ids[row, place] = seq
-            mask[row, place] = 1
-        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        return [result_of(self.prompts, len(r.input_ids), row) for r, row in zip(requests, generated)]
 
     def _image_features(self, tiles: np.ndarray) -> torch.Tensor:
         """`[n_tiles, 256, hidden]` projected features, the vision tower run in bounded chunks."""
@@ -352,26 +293,3 @@ class Predictor:
             pixels = normalize_tiles(tiles[start : start + chunk], self.device, self.dtype)
             parts.append(self.model.model.get_image_features(pixel_values=pixels, return_dict=True).pooler_output)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
-
-    def _result(self, num_input_tokens: int, generated: list[int]) -> GenerationResult:
-        stop = self.prompts.stop_token_id
-        if stop in generated:
-            generated = generated[: generated.index(stop) + 1]
-            finish = "stop"
-        else:
-            finish = "length"
-        return GenerationResult(
-            response=self.prompts.decode(generated),
-            output_ids=generated,
-            num_input_tokens=num_input_tokens,
-            num_output_tokens=len(generated),
-            finish_reason=finish,
-        )
-
-
-def engine_for(engine: str, attn_implementation: str) -> str:
-    """`generation.engine` resolved: auto = static, except where flash-attention was asked for by name
-    (the static engine attends through sdpa with a mask)."""
-    if engine == "auto":
-        return "generate" if attn_implementation == "flash_attention_2" else "static"
-    return engine

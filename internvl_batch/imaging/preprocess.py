@@ -21,6 +21,7 @@ from PIL import Image
 
 from internvl_batch.config.media import DEFAULT_MAX_PIXELS
 from internvl_batch.imaging.decode import decode_pixels
+from internvl_batch.imaging.fast import cut_tiles_fast, decode_size
 from internvl_batch.imaging.tiles import cut_tiles
 from internvl_batch.imaging.tiling import TilePlan, plan_tiles
 
@@ -102,7 +103,6 @@ class ImagePreprocessor:
     def __call__(self, data: bytes, max_num: int | None = None) -> ProcessedImage:
         min_size = None
         if self.mode == "fast":
-            from internvl_batch.imaging.fast import decode_size
 
             def min_size(width: int, height: int) -> tuple[int, int]:
                 return decode_size(self.plan(width, height, max_num))
@@ -114,7 +114,5 @@ class ImagePreprocessor:
 
     def _cut(self, image: Image.Image, plan: TilePlan, box=None) -> np.ndarray:
         if self.mode == "fast":
-            from internvl_batch.imaging.fast import cut_tiles_fast
-
             return cut_tiles_fast(image, plan, box)
         return cut_tiles(image, plan)

@@ -12,8 +12,10 @@ A pattern is one of:
   - a Hugging Face `save_to_disk` folder (`state.json` beside `data-00000-of-00001.arrow`): the Arrow files
     `state.json` lists, in its order (not the `cache-*.arrow` files `datasets` may leave there);
     a `DatasetDict` folder (`dataset_dict.json`, one folder per split) is refused, naming its splits;
-  - otherwise the manifest files directly in it (`.parquet`, `.arrow`, `.jsonl`, `.csv`, `.tar`, ...), except
-    the metadata Parquet img2dataset writes beside each tar shard (`00000.parquet` next to `00000.tar`);
+  - otherwise the manifest files directly in it (those whose suffix a registered format lists for folders:
+    `.parquet`, `.arrow`, `.jsonl`, `.csv`, `.tar`, ...; `manifest.formats`), except a format's metadata beside
+    its files (`metadata_beside`: the Parquet img2dataset writes beside each tar shard, `00000.parquet` next to
+    `00000.tar`);
   - with none there but a `data/` folder (a Hugging Face Hub dataset repository as `datasets` lays it out:
     README.md, `data/train-00000-of-00002.parquet`, ...): the manifest files anywhere below `data/`, sorted
     (every split found there is read; the log names them);
@@ -28,36 +30,16 @@ import logging
 import posixpath
 import re
 from collections import Counter
-from pathlib import PurePosixPath
 
 from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.manifest.formats import format_for_suffix, listed_suffixes, manifest_suffix, registered
 
 log = logging.getLogger("internvl_batch.manifest")
 
-# The files a folder given as a manifest stands for (`.json` files there are a dataset's metadata).
-DIRECTORY_SUFFIXES = (
-    ".parquet",
-    ".arrow",
-    ".arrows",
-    ".feather",
-    ".jsonl",
-    ".ndjson",
-    ".csv",
-    ".tar",
-    ".tar.gz",
-    ".tgz",
-)
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 GLOB_CHARS = "*?["
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
-
-
-def manifest_suffix(name: str) -> str:
-    """The suffix that tells a manifest's format: `.jsonl`, `.tar`, and the two-part `.tar.gz`."""
-    name = name.lower()
-    return ".tar.gz" if name.endswith(".tar.gz") else PurePosixPath(name).suffix
 
 
 def brace_expand(pattern: str) -> list[str]:
@@ -183,16 +165,28 @@ def _folder(fs, path: str, pattern: str) -> list[tuple[str, int]]:
 
 
 def _manifest_files(infos) -> list[tuple[str, int]]:
-    """Manifest files among listed entries, sorted, without img2dataset's per-shard metadata Parquet."""
+    """Manifest files among listed entries, sorted, without the metadata a format's files have beside them
+    (`metadata_beside`: img2dataset's per-shard metadata Parquet)."""
+    listed = set(listed_suffixes())
     files = {
         i["name"]: int(i.get("size") or 0)
         for i in infos
-        if i.get("type") != "directory" and manifest_suffix(i["name"]) in DIRECTORY_SUFFIXES
+        if i.get("type") != "directory" and manifest_suffix(i["name"]) in listed
     }
-    shards = {_stem(n) for n in files if manifest_suffix(n) in TAR_SUFFIXES}
-    metadata = sorted(n for n in files if manifest_suffix(n) == ".parquet" and _stem(n) in shards)
-    if metadata:
-        log.info("manifests: %d Parquet files beside tar shards of the same name are metadata: not read", len(metadata))
+    metadata: set[str] = set()
+    for fmt in registered():
+        if not fmt.metadata_beside:
+            continue
+        stems = {_stem(n) for n in files if manifest_suffix(n) in fmt.suffixes}
+        beside = {n for n in files if manifest_suffix(n) in fmt.metadata_beside and _stem(n) in stems} - metadata
+        if beside:
+            log.info(
+                "manifests: %d %s files beside %s files of the same name are their metadata: not read",
+                len(beside),
+                "/".join(fmt.metadata_beside),
+                fmt.display_name,
+            )
+            metadata |= beside
     return sorted((n, size) for n, size in files.items() if n not in metadata)
 
 
@@ -228,7 +222,10 @@ def _describe(entries: dict) -> str:
     )
     parts = [f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     examples = sorted(n + ("/" if entries[n].get("type") == "directory" else "") for n in entries)[:5]
-    hint = (
-        "; `.json` files in a folder are taken as metadata: name a JSONL file explicitly" if ".json" in counts else ""
+    listed = listed_suffixes()
+    hint = "".join(
+        f"; `{suffix}` files in a folder are taken as metadata: name a {fmt.display_name} file explicitly"
+        for suffix in sorted(counts)
+        if suffix not in listed and (fmt := format_for_suffix(suffix)) is not None
     )
-    return f"{', '.join(parts)} (e.g. {', '.join(examples)}); manifests end in {', '.join(DIRECTORY_SUFFIXES)}{hint}"
+    return f"{', '.join(parts)} (e.g. {', '.join(examples)}); manifests end in {', '.join(listed)}{hint}"

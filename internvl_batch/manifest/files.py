@@ -1,19 +1,15 @@
 """Manifest files and read units: what the driver decides about manifests, without reading any rows.
 
-The driver expands glob patterns into `ManifestFile`s (a listing: cheap) and cuts them into `ReadUnit`s that
-workers read in parallel:
+The driver expands glob patterns into `ManifestFile`s (a listing: cheap), gives each its format (its suffix,
+or `input.format`), and cuts them into `ReadUnit`s that workers read in parallel. How a file is cut is its
+format's business (`manifest.formats`: JSONL byte ranges, Parquet runs of row groups, Arrow runs of record
+batches, one unit per CSV file or WebDataset shard); this module only asks the registry:
 
-- JSONL: byte ranges of about `input.split_bytes`. A range owns the lines that *start* inside it (the reader
-  skips the partial line at its start and finishes the line that crosses its end), which is safe because a
-  JSON line cannot contain a raw newline. A range's first line number comes from counting the newlines
-  before it (`count_newlines`, run on the workers by the layout step), so error ids name the true line.
-- CSV: one unit per file (a quoted field may contain newlines, so byte offsets cannot be trusted).
-- Parquet: runs of row groups of about `input.split_bytes` of column data (sizes from the footer).
-- Arrow IPC (Hugging Face `save_to_disk`, `.arrow`): runs of record batches of about `input.split_bytes`,
-  cut at message boundaries (byte offsets from the message headers, `manifest.arrow`).
-- WebDataset: one unit per shard (a tar is read in order).
+    plan_units (driver)  ->  unit_layout of `units_needing_layout` (workers: `read.unit_layout`)  ->  number_units
 
-Which files a pattern stands for (globs, brace ranges, folders) is `manifest.discover`'s business.
+`plan_read_units` is that pass, whoever runs the layouts (Ray tasks in `pipeline.prepass`, a loop in
+`manifest.local`). Which files a pattern stands for (globs, brace ranges, folders) is `manifest.discover`'s
+business.
 
 A unit's `index` orders all units in manifest order (files in the sorted order of their patterns, then by
 offset), which is the order "first occurrence" of a duplicate id refers to.
@@ -22,73 +18,55 @@ offset), which is the order "first occurrence" of a duplicate id refers to.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, fsspec_filesystem, scheme_of
-from internvl_batch.manifest.discover import find_manifests, manifest_suffix
+from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, scheme_of
+from internvl_batch.manifest.discover import find_manifests
+from internvl_batch.manifest.formats import (
+    AUTO,
+    format_for_suffix,
+    format_named,
+    format_of,
+    known_suffixes,
+    manifest_suffix,
+)
+from internvl_batch.manifest.units import ManifestFile, ReadUnit
 
-FORMATS = {
-    ".jsonl": "jsonl",
-    ".json": "jsonl",
-    ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".parquet": "parquet",
-    # Arrow IPC: `datasets` save_to_disk shards (stream format), `.arrows` streams, Feather v2 files.
-    ".arrow": "arrow",
-    ".arrows": "arrow",
-    ".feather": "arrow",
-    ".tar": "webdataset",
-    # gzip-compressed shards are read only when their name says so (a `.tar` is never decompressed).
-    ".tar.gz": "webdataset",
-    ".tgz": "webdataset",
-}
-
-
-@dataclass(frozen=True)
-class ManifestFile:
-    uri: str
-    format: str  # jsonl | csv | parquet | arrow | webdataset
-    size: int  # bytes
-    label: str  # how error ids name the file: `<label>:<line>` (the base name unless two files share it)
-    renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
-    max_media_bytes: int | None = None  # fetch.max_bytes for media held in the file (WebDataset, Parquet cells)
-    row_ids: bool = False  # input.id_column: null: every row's id is `<label>:<line or row>`, none is read
-
-    @property
-    def id_field(self) -> str | None:
-        """The column read as `id` (input.id_column), or None when ids are made from the row's position."""
-        if self.row_ids:
-            return None
-        return next((old for old, new in self.renames if new == "id"), "id")
-
-
-@dataclass(frozen=True)
-class ReadUnit:
-    index: int  # position of the unit in manifest order
-    file: ManifestFile
-    start: int  # JSONL: first byte; Parquet: first row group; Arrow: first batch's offset (0: whole file); CSV: 0
-    stop: int  # JSONL, Arrow: end byte (exclusive); Parquet: end row group (exclusive); CSV: file size
-    first_line: int = 1  # line (JSONL, CSV) or row (Parquet, Arrow) number of the unit's first row, 1-based
+__all__ = [
+    "detect_format",
+    "expand_manifests",
+    "file_labels",
+    "input_renames",
+    "needs_layout",
+    "number_units",
+    "plan_read_units",
+    "plan_units",
+    "units_needing_layout",
+]
 
 
 def detect_format(uri: str, configured: str) -> str:
-    if configured != "auto":
-        return configured
+    """The name of the format a manifest is read as: `configured` (input.format) unless it is "auto", else the
+    one its suffix selects; a `ConfigError` for an unknown name or a suffix no format claims."""
+    if configured != AUTO:
+        return format_named(configured).name
     suffix = manifest_suffix(uri.split("?")[0])
-    if suffix not in FORMATS:
+    fmt = format_for_suffix(suffix)
+    if fmt is None:
         raise ConfigError(
-            f"manifest {uri}: cannot tell the format from {suffix or 'no extension'!r} (known: {', '.join(FORMATS)}); "
-            "set input.format"
+            f"manifest {uri}: cannot tell the format from {suffix or 'no extension'!r} "
+            f"(known: {', '.join(known_suffixes())}); set input.format"
         )
-    return FORMATS[suffix]
+    return fmt.name
 
 
 def expand_manifests(
     patterns: list[str],
     storage: StorageConfig,
-    configured_format: str = "auto",
+    configured_format: str = AUTO,
     renames: dict[str, str | None] | None = None,
     max_media_bytes: int | None = None,
 ) -> list[ManifestFile]:
@@ -96,6 +74,8 @@ def expand_manifests(
     the listing). No match is fatal. `renames`: columns read under another name (`input.image_column` ->
     `image`); {"id": None} means ids are made from each row's position (`input.id_column: null`);
     `max_media_bytes`: the most bytes of one image held in a manifest (`fetch.max_bytes`)."""
+    if configured_format != AUTO:
+        format_named(configured_format)  # an unknown input.format fails before any listing
     found: list[tuple[str, int]] = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
@@ -130,125 +110,53 @@ def file_labels(uris: list[str]) -> list[str]:
 
 
 def plan_units(files: list[ManifestFile], split_bytes: int) -> list[ReadUnit]:
-    """Units before layout: JSONL files cut into byte ranges (first lines still unknown), one unit per other
-    file (Parquet and Arrow files are cut into runs by `number_units` once their layout is known)."""
+    """Units before layout, numbered in manifest order: each file's format plans its own (`ManifestFormat.plan`:
+    JSONL byte ranges with first lines still unknown, one unit per other file)."""
     units: list[ReadUnit] = []
     for file in files:
-        if file.format == "jsonl" and file.size > split_bytes:
-            for start in range(0, file.size, split_bytes):
-                units.append(ReadUnit(len(units), file, start, min(start + split_bytes, file.size)))
-        else:
-            units.append(ReadUnit(len(units), file, 0, file.size))
+        units += [replace(unit, index=len(units) + i) for i, unit in enumerate(format_of(file).plan(file, split_bytes))]
     return units
 
 
 def needs_layout(unit: ReadUnit) -> bool:
-    """Whether the unit's first line number, row groups or record batches must be read from the file first."""
-    fmt = unit.file.format
-    return fmt in ("parquet", "arrow") or (fmt == "jsonl" and unit.stop - unit.start < unit.file.size)
+    """Whether something must be read from the unit's file (on a worker) before its units are final."""
+    return format_of(unit.file).needs_layout(unit)
+
+
+def units_needing_layout(units: list[ReadUnit]) -> list[ReadUnit]:
+    """The planned units whose layout `read.unit_layout` must read (what `number_units` gets for them)."""
+    return [unit for unit in units if needs_layout(unit)]
 
 
 def number_units(units: list[ReadUnit], layouts: dict[int, object], split_bytes: int) -> list[ReadUnit]:
-    """Final units in manifest order, from the layout of the units that needed one (`read.unit_layout`): for a JSONL
-    range, the newlines before it in its own range; for a Parquet file, its row groups as (rows, bytes); for
-    an Arrow file, its record batches as (rows, bytes, start offset, end offset)."""
+    """Final units in manifest order, from the planned units and the layouts (`read.unit_layout`) of those that
+    needed one, by unit index: each file's units are made by its format (`ManifestFormat.units`)."""
     out: list[ReadUnit] = []
-    lines_before: dict[str, int] = {}
-    for unit in units:
-        if unit.file.format == "parquet":
-            out += parquet_units(unit, layouts[unit.index], split_bytes, len(out))
-            continue
-        if unit.file.format == "arrow":
-            batches = layouts[unit.index]
-            for start, stop, first in runs([(rows, size) for rows, size, *_ in batches], split_bytes):
-                # (A file whose batches cannot be read apart is laid out as one batch at offset 0: read whole.)
-                begin, end = (batches[start][2], batches[stop - 1][3]) if stop > start else (unit.file.size,) * 2
-                out.append(replace(unit, index=len(out), start=begin, stop=end, first_line=first))
-            continue
-        if needs_layout(unit):  # a JSONL file cut into byte ranges
-            before = lines_before.get(unit.file.uri, 0)
-            lines_before[unit.file.uri] = before + layouts[unit.index]
-            first = 1 if unit.start == 0 else 2 + before
-            out.append(replace(unit, index=len(out), first_line=first))
-        else:
-            out.append(replace(unit, index=len(out)))
+    for planned in _per_file(units):
+        fmt = format_of(planned[0].file)
+        out += fmt.units(planned, [layouts.get(unit.index) for unit in planned], split_bytes, len(out))
     return out
 
 
-def runs(parts: list[tuple[int, int]], split_bytes: int) -> list[tuple[int, int, int]]:
-    """Consecutive parts (row groups, record batches: (rows, bytes) each) in runs of about `split_bytes`, as
-    (first part, end part (exclusive), number of the run's first row, 1-based). A file without parts is one
-    empty run."""
-    out, start, row, size, first_row = [], 0, 1, 0, 1
-    for part, (rows, nbytes) in enumerate(parts):
-        if part > start and size + nbytes > split_bytes:
-            out.append((start, part, first_row))
-            start, size, first_row = part, 0, row
-        size += nbytes
-        row += rows
-    out.append((start, len(parts), first_row))
-    return out
-
-
-def parquet_units(
-    unit: ReadUnit, row_groups: list[tuple[int, int]], split_bytes: int, first_index: int
+def plan_read_units(
+    files: list[ManifestFile], split_bytes: int, layouts_of: Callable[[list[ReadUnit]], list]
 ) -> list[ReadUnit]:
-    """Runs of consecutive row groups of about `split_bytes` of column data, each numbered by its first row."""
-    return [
-        replace(unit, index=first_index + i, start=start, stop=stop, first_line=first)
-        for i, (start, stop, first) in enumerate(runs(row_groups, split_bytes))
-    ]
+    """Manifest files -> final read units: plan, the layouts of the units that need one, number. `layouts_of`
+    maps `read.unit_layout` over a list of units and returns their layouts in order (in this process, or as
+    Ray tasks: `pipeline.prepass.read_units`)."""
+    units = plan_units(files, split_bytes)
+    todo = units_needing_layout(units)
+    layouts = layouts_of(todo) if todo else []
+    return number_units(units, {unit.index: layout for unit, layout in zip(todo, layouts)}, split_bytes)
 
 
-def count_newlines(uri: str, start: int, stop: int, storage: StorageConfig) -> int:
-    """Newlines in bytes [start - 1, stop - 1) of a file: summed over the ranges before a range, plus 2, they
-    give the number of the first line that range owns (see the module docstring)."""
-    fs, path = fsspec_filesystem(uri, storage)
-    begin = max(start - 1, 0)
-    count = 0
-    with open_manifest(fs, path, uri) as f:
-        f.seek(begin)
-        left = stop - 1 - begin
-        while left > 0:
-            chunk = f.read(min(left, 8 * 2**20))
-            if not chunk:
-                break
-            count += chunk.count(b"\n")
-            left -= len(chunk)
-    return count
-
-
-def parquet_row_groups(uri: str, storage: StorageConfig, id_field: str | None = "id") -> list[tuple[int, int]]:
-    """(rows, column data bytes) per row group, from the Parquet footer; the file must have the `id_field`
-    column (input.id_column) unless it is None."""
-    import pyarrow.parquet as pq
-
-    fs, path = fsspec_filesystem(uri, storage)
-    with open_manifest(fs, path, uri) as f:
-        try:
-            meta = pq.ParquetFile(f).metadata
-            columns = meta.schema.to_arrow_schema().names  # top-level columns, not the leaves of structs
-        except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"manifest {uri}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None
-        check_id_column(uri, columns, id_field)
-        return [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
-
-
-def check_id_column(uri: str, columns: list[str], id_field: str | None, what: str = "columns") -> None:
-    """Raise the `ConfigError` of a tabular manifest without its id column, naming the columns it has and the
-    two fixes: another column as the id, or ids made from the rows' positions."""
-    if id_field is None or id_field in columns:
-        return
-    shown = ", ".join(columns[:20]) + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
-    setting = "input.id_column" if id_field == "id" else f"input.id_column ({id_field!r})"
-    raise ConfigError(
-        f"manifest {uri}: no `{id_field}` column ({what}: {shown or 'none'}); set {setting} to the column that "
-        "holds each row's id, or input.id_column: null to name rows `<file>:<row>`"
-    )
-
-
-def open_manifest(fs, path: str, uri: str):
-    try:
-        return fs.open(path, "rb")
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"manifest {uri}: cannot read: {type(exc).__name__}: {exc}") from None
+def _per_file(units: list[ReadUnit]) -> list[list[ReadUnit]]:
+    """The planned units in runs, one per planned file: consecutive units of the same file with increasing
+    starts (a file listed twice is two runs)."""
+    runs: list[list[ReadUnit]] = []
+    for unit in units:
+        if runs and runs[-1][-1].file == unit.file and unit.start > runs[-1][-1].start:
+            runs[-1].append(unit)
+        else:
+            runs.append([unit])
+    return runs

@@ -1,6 +1,6 @@
 """The job's passes over manifests in one process, without Ray: the same functions the workers run
 (layout, scan, reduce, read stage), called in a loop. For tests, small tools and benchmarks; the job itself
-distributes them (`pipeline.py`).
+distributes them (`pipeline/prepass.py`, `pipeline/reading.py`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ import pyarrow as pa
 
 from internvl_batch.config import JobConfig
 from internvl_batch.keys import KeySet
-from internvl_batch.manifest.files import (
-    expand_manifests,
-    input_renames,
-    needs_layout,
-    number_units,
-    plan_units,
-)
+from internvl_batch.manifest.files import expand_manifests, input_renames, plan_read_units
 from internvl_batch.manifest.read import unit_layout
 from internvl_batch.manifest.requests import TaskAssigner
 from internvl_batch.manifest.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
@@ -31,9 +25,9 @@ def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partition
     files = expand_manifests(
         config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
     )
-    units = plan_units(files, config.input.split_bytes)
-    layouts = {unit.index: unit_layout(unit, config.storage) for unit in units if needs_layout(unit)}
-    units = number_units(units, layouts, config.input.split_bytes)
+    units = plan_read_units(
+        files, config.input.split_bytes, lambda todo: [unit_layout(unit, config.storage) for unit in todo]
+    )
     carried = list(dict.fromkeys([*config.input.passthrough_columns, *template_fields(config.task.template)]))
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
     scans, parts = [], [[] for _ in range(partitions)]

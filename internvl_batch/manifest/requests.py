@@ -18,9 +18,9 @@ import numpy as np
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import TASK, TaskError, format_row_error
 from internvl_batch.keys import KeySet, key_hashes
-from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest.rows import ParsedRow, parse_row
+from internvl_batch.manifest.units import ReadUnit
 from internvl_batch.tasks import TaskPrompter
 
 CHUNK_ROWS = 4096

@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.keys import KeySet, add_checksums
-from internvl_batch.manifest.files import ReadUnit
+from internvl_batch.manifest.formats import format_of
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
+from internvl_batch.manifest.units import ReadUnit
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -226,8 +227,8 @@ def merge_positions(*arrays: np.ndarray) -> np.ndarray:
 
 def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals, duplicate_ids: str) -> dict:
     """The manifests' part of the summary; raises `ConfigError` for what stops a job before any model work:
-    a JSONL file where no row has an id (unless ids are made from line numbers), or duplicate ids when
-    `duplicate_ids` is "error"."""
+    a file of free-form rows (a format with `counts_id_field`: JSONL) where no row has an id (unless ids are
+    made from line numbers), or duplicate ids when `duplicate_ids` is "error"."""
     rows_by_file: dict[str, list[int]] = {}
     for unit in unit_scans:
         counts = rows_by_file.setdefault(unit.file, [0, 0])
@@ -236,7 +237,7 @@ def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals,
     for file in files:
         rows, with_id = rows_by_file.get(file.uri, [0, 0])
         id_field = file.id_field  # None: ids made from line numbers (input.id_column: null)
-        if file.format == "jsonl" and id_field is not None and rows and not with_id:
+        if format_of(file).counts_id_field and id_field is not None and rows and not with_id:
             raise ConfigError(
                 f"manifest {file.uri}: no row has an `{id_field}` field; set input.id_column to the field that "
                 "holds each row's id, or input.id_column: null to name rows `<file>:<line>`"

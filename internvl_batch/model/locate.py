@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ModelLoadError
+from internvl_batch.model.staging import stage_s3_model
 
 # Files worth fetching from the Hub: configs, tokenizer, weights. Never the checkpoint's *.py files.
 HUB_CONFIG_PATTERNS = ["*.json", "*.txt", "tokenizer.model", "*.tiktoken"]
@@ -34,6 +36,8 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
     never the checkpoint's code."""
     text = str(model)
     if text == "tiny" or text.startswith("tiny:"):
+        # Imported only when asked for: the tiny checkpoint's writer brings torch, which the preprocessing
+        # actors (they resolve the model for its tokenizer) never load otherwise.
         from internvl_batch.model.tiny import tiny_checkpoint_path
 
         seed = text.partition(":")[2] or "0"
@@ -41,9 +45,6 @@ def resolve_model_path(model: str | Path, cache_dir: str | None = None, weights:
             raise ModelLoadError(f"model {text!r}: the tiny checkpoint's seed must be a number (tiny:SEED)")
         return tiny_checkpoint_path(int(seed), Path(cache_dir) if cache_dir else None)
     if text.startswith(("s3://", "gs://", "gcs://", "az://", "abfs://")):  # object stores: storage.py
-        from internvl_batch.config import StorageConfig
-        from internvl_batch.model.staging import stage_s3_model
-
         return stage_s3_model(text, storage or StorageConfig(), Path(cache_dir) if cache_dir else None, weights)
     local = Path(model).expanduser()
     if local.is_dir():

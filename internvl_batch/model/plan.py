@@ -36,6 +36,7 @@ def meta_model_for(model: str):
     """(name, meta-device model) for a family name/Hub id or a checkpoint directory."""
     from transformers import InternVLConfig, InternVLForConditionalGeneration
 
+    # With transformers: the conversion brings torch, which `internvl-batch plan` needs only here.
     from internvl_batch.model.convert import native_config
 
     name = family_name(model)

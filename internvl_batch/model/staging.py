@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ModelLoadError
+from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.model.checkpoint import is_pickled_weight, pickled_weights_error
 from internvl_batch.redact import redact_text
 
@@ -75,8 +76,6 @@ def _locked(path: Path):
 
 def stage_s3_model(uri: str, storage: StorageConfig, cache_root: Path | None = None, weights: bool = True) -> Path:
     """The local directory holding the model at `uri` (an s3:// prefix), downloaded on first use."""
-    from internvl_batch.filesystems import fsspec_filesystem
-
     root = (cache_root or default_cache_root()) / "models"
     key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16] + "-" + uri.rstrip("/").rsplit("/", 1)[-1]
     full, configs_only = root / key, root / f"{key}-configs"

@@ -15,6 +15,8 @@ import json
 
 import pyarrow as pa
 
+from internvl_batch.stages.rows_in import RowsStage
+
 ID_PREFIX = "row:"
 
 
@@ -58,6 +60,4 @@ def with_ids(batch: pa.Table) -> pa.Table:
 def rows_to_requests(batch: pa.Table, task_config, max_new_tokens: int, base_location: str | None) -> pa.Table:
     """One block of a user's rows -> request rows (a `map_batches` function); `base_location`: what relative
     media paths resolve against (`api.base_location`)."""
-    from internvl_batch.stages.rows_in import RowsStage
-
     return RowsStage(task_config, max_new_tokens, base_location)(with_ids(batch))

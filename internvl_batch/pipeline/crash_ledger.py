@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 
+import ray
+
+from internvl_batch.generation.crashes import CrashLedger
+
 log = logging.getLogger("internvl_batch.pipeline")
 
 
@@ -21,10 +25,6 @@ class RemoteCrashLedger:
 
     @classmethod
     def start(cls) -> RemoteCrashLedger:
-        import ray
-
-        from internvl_batch.generation.crashes import CrashLedger
-
         # Restarted (empty) if its node is lost: crash records are lost, not the job.
         actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(CrashLedger)
         return cls(actor.remote())
@@ -43,16 +43,12 @@ class RemoteCrashLedger:
     @staticmethod
     def replica_name() -> str:
         """The calling actor's id: Ray keeps it when it restarts the actor (`crashes.model_load_guard`)."""
-        import ray
-
         return ray.get_runtime_context().get_actor_id() or "driver"
 
     def stats(self) -> dict:
         return self._call("stats") or {}
 
     def _call(self, method: str, *args):
-        import ray
-
         try:
             return ray.get(getattr(self.handle, method).remote(*args), timeout=60)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:

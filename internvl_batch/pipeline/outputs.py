@@ -4,45 +4,61 @@ from __future__ import annotations
 
 import functools
 
+import ray
+import ray.data
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from internvl_batch.config import StorageConfig
+from internvl_batch.manifest.scan import merge_positions
 from internvl_batch.pipeline.calls import remote
 from internvl_batch.pipeline.prepass import MAX_PARTITIONS, RESULT_FILES_PER_TASK
+from internvl_batch.results import read_result_file, result_files, result_records, superseded_positions
 
 
 def _result_records(output_path, files, first, storage, partitions):
-    from internvl_batch.results import result_records
-
     tables = result_records(output_path, files, first, storage, partitions)
     return tables[0] if partitions == 1 else tuple(tables)  # one return value per partition
 
 
 def _superseded(*tables):
-    from internvl_batch.results import superseded_positions
-
     return superseded_positions(list(tables))
 
 
 def _read_result_files(output_path, files, first, storage, drop_ref, columns):
-    import ray
-
-    from internvl_batch.results import read_result_file
-
     drop = ray.get(drop_ref)
     for number, file in enumerate(files, start=first):
         yield read_result_file(output_path, file, number, storage, drop, columns)
 
 
+class ResultFilesDatasource(Datasource):
+    """One read task per chunk of result files, each leaving out the rows a later run superseded."""
+
+    def __init__(self, output_path: str, chunks: list, storage: StorageConfig, drop_ref, columns) -> None:
+        self.output_path = output_path
+        self.chunks = chunks  # (number of the first file, its files) per read task
+        self.storage = storage
+        self.drop_ref = drop_ref  # object ref of the positions of superseded rows
+        self.columns = columns
+
+    def estimate_inmemory_data_size(self):
+        return None
+
+    def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+        return [
+            ReadTask(
+                functools.partial(
+                    _read_result_files, self.output_path, chunk, first, self.storage, self.drop_ref, self.columns
+                ),
+                BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None),
+            )
+            for first, chunk in self.chunks
+        ]
+
+
 def results_dataset(output_path: str, storage=None, columns: list[str] | None = None):
     """The current rows of a job's output as a Ray Dataset (latest run wins, as `read_results`), for outputs
     too large for one process: superseded rows are found by a distributed pass over (id, task, run_id)."""
-    import ray
-    import ray.data
-    from ray.data.block import BlockMetadata
-    from ray.data.datasource import Datasource, ReadTask
-
-    from internvl_batch.config import StorageConfig
-    from internvl_batch.manifest.scan import merge_positions
-    from internvl_batch.results import result_files
-
     storage = storage or StorageConfig()
     files = result_files(output_path, storage)  # the listing: one path per result file (~1000 rows each)
     if not ray.is_initialized():
@@ -56,18 +72,4 @@ def results_dataset(output_path: str, storage=None, columns: list[str] | None = 
     outputs = [out if isinstance(out, list) else [out] for out in outputs]
     superseded = remote(_superseded)
     drop_ref = remote(merge_positions).remote(*[superseded.remote(*[o[p] for o in outputs]) for p in range(partitions)])
-
-    class ResultFilesDatasource(Datasource):
-        def estimate_inmemory_data_size(self):
-            return None
-
-        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
-            return [
-                ReadTask(
-                    functools.partial(_read_result_files, output_path, chunk, first, storage, drop_ref, columns),
-                    BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=None),
-                )
-                for first, chunk in chunks
-            ]
-
-    return ray.data.read_datasource(ResultFilesDatasource())
+    return ray.data.read_datasource(ResultFilesDatasource(output_path, chunks, storage, drop_ref, columns))

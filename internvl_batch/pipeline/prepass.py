@@ -8,10 +8,18 @@ import functools
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from internvl_batch.config import JobConfig
-from internvl_batch.manifest.files import ReadUnit, needs_layout, number_units, plan_units
+from internvl_batch.keys import KeySet, complete_documents
+from internvl_batch.manifest.files import plan_read_units
 from internvl_batch.manifest.read import unit_layout
+from internvl_batch.manifest.requests import TaskAssigner
+from internvl_batch.manifest.scan import merge_positions, reduce_partition, scan_unit, unify_types
+from internvl_batch.manifest.units import ReadUnit
 from internvl_batch.pipeline.calls import get, remote
+from internvl_batch.results import result_files, result_key_hashes
+from internvl_batch.tasks import TaskPrompter
 
 log = logging.getLogger("internvl_batch.pipeline")
 
@@ -21,26 +29,22 @@ RESULT_FILES_PER_TASK = 64
 
 
 def read_units(config: JobConfig, files) -> list[ReadUnit]:
-    """Manifest files -> numbered read units; line counts, row groups and record batches are read by tasks."""
-    units = plan_units(files, config.input.split_bytes)
-    todo = [u for u in units if needs_layout(u)]
+    """Manifest files -> numbered read units (`files.plan_read_units`); the layouts (line counts, row groups,
+    record batches) are read by Ray tasks."""
     layout = remote(unit_layout, num_cpus=0.5)
-    results = get([layout.remote(u, config.storage) for u in todo])
-    return number_units(units, {u.index: r for u, r in zip(todo, results)}, config.input.split_bytes)
+    return plan_read_units(
+        files, config.input.split_bytes, lambda todo: get([layout.remote(u, config.storage) for u in todo])
+    )
 
 
 # --- resume: the keys already done --------------------------------------------------------------------------
 
 
 def _list_results(output_path, storage):
-    from internvl_batch.results import result_files
-
     return result_files(output_path, storage)
 
 
 def _hash_results(files, first, count, output_path, storage, ok_only):
-    from internvl_batch.results import result_key_hashes
-
     return result_key_hashes(output_path, files[first : first + count], storage, ok_only)
 
 
@@ -50,10 +54,6 @@ def _length(value) -> int:
 
 def _build_keyset(*parts):
     """Parts from `_hash_results`: ordinary keys, and PDF page rows that count once a document is complete."""
-    import numpy as np
-
-    from internvl_batch.keys import KeySet, complete_documents
-
     pages = np.concatenate([paged for _, paged in parts]) if parts else np.zeros((0, 6), np.uint64)
     documents = complete_documents(pages[:, 0:2], pages[:, 2:4], pages[:, 4:6])
     return KeySet.build([plain for plain, _ in parts] + [documents])
@@ -90,18 +90,12 @@ class ScanResult:
 
 
 def _scan(unit, config, done_keys, passthrough, partitions):
-    from internvl_batch.manifest.requests import TaskAssigner
-    from internvl_batch.manifest.scan import scan_unit
-    from internvl_batch.tasks import TaskPrompter
-
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
     scan, tables = scan_unit(unit, config.storage, assigner, done_keys, passthrough, partitions)
     return (scan, *tables)
 
 
 def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
-    from internvl_batch.manifest.scan import merge_positions, reduce_partition, unify_types
-
     total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))
     scan = remote(_scan, num_cpus=1, num_returns=partitions + 1)

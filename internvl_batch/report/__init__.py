@@ -6,6 +6,10 @@ the plots, `page.py` the page."""
 from __future__ import annotations
 
 from internvl_batch.config import FetchConfig, StorageConfig
+from internvl_batch.output_dir import report_path, write_output_file
+from internvl_batch.report.collect import collect as collect_output  # (the package keeps `collect`: the module)
+from internvl_batch.report.media import MediaThumbnails, report_fetch_config
+from internvl_batch.report.page import render
 
 
 def write_report(
@@ -25,13 +29,8 @@ def write_report(
 
     Raises ConfigError (one line) for a path where there is no output, or an output without result files,
     before anything is written."""
-    from internvl_batch.output_dir import report_path, write_output_file
-    from internvl_batch.report.collect import collect
-    from internvl_batch.report.media import MediaThumbnails, report_fetch_config
-    from internvl_batch.report.page import render
-
     storage = storage or StorageConfig()
-    data = collect(output_path, storage, sample, max_files)
+    data = collect_output(output_path, storage, sample, max_files)
     fetch = report_fetch_config(output_path, storage, fetch, local_roots)
     page = render(data, MediaThumbnails(storage, fetch))
     target = out or report_path(output_path)

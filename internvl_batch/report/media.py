@@ -19,7 +19,11 @@ from PIL import Image, ImageOps
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import PathRefused
+from internvl_batch.imaging.decode import decode_image
+from internvl_batch.imaging.video import open_video
 from internvl_batch.local_media import LocalRoots
+from internvl_batch.report.collect import read_summary
+from internvl_batch.storage import KindPolicy, MediaFetcher
 
 THUMBNAIL_PX = 320  # longest side of an image's thumbnail
 FRAME_PX = 120  # longest side of a video frame in the strip
@@ -50,8 +54,6 @@ def report_fetch_config(
 
 def recorded_local_roots(output_path: str, storage: StorageConfig) -> list[str]:
     """The absolute local roots recorded by the output's latest run; `[]` when there is no such record."""
-    from internvl_batch.report.collect import read_summary
-
     summary = read_summary(output_path, storage) or {}
     config = summary.get("config") if isinstance(summary, dict) else None
     fetch = config.get("fetch") if isinstance(config, dict) else None
@@ -73,8 +75,6 @@ class MediaThumbnails:
     """Thumbnails by URI; build once per report."""
 
     def __init__(self, storage, fetch) -> None:
-        from internvl_batch.storage import KindPolicy, MediaFetcher
-
         video = KindPolicy(2 * 2**30, "video.max_bytes", spill_bytes=64 * 2**20)
         self.fetcher = MediaFetcher(storage, fetch, {"video": video, "document": KindPolicy(2**30, "fetch.max_bytes")})
 
@@ -106,8 +106,6 @@ class MediaThumbnails:
         return True
 
     def _image(self, uri: str) -> Thumbnail:
-        from internvl_batch.imaging.decode import decode_image
-
         image = decode_image(self.fetcher.fetch(uri))  # EXIF-oriented, as the boxes' pixels
         return _thumbnail(image, THUMBNAIL_PX)
 
@@ -124,8 +122,6 @@ class MediaThumbnails:
         return _thumbnail(image, THUMBNAIL_PX)
 
     def _video(self, uri: str, indices: list[int]) -> Thumbnail:
-        from internvl_batch.imaging.video import open_video
-
         fetched = self.fetcher.fetch(uri, "video")
         try:
             reader = open_video(fetched if isinstance(fetched, bytes) else fetched.path)

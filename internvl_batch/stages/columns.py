@@ -13,15 +13,6 @@ import pyarrow as pa
 
 from internvl_batch.errors import ColumnContractError
 
-# Manifest columns carried between the stages (pass-through and template columns: `passthrough.py`) travel as
-# `in.<name>`, so that no user column can collide with the pipeline's own (`source`, `tasks`, `error`, ...).
-CARRIED_PREFIX = "in."
-
-
-def carried(name: str) -> str:
-    """The column name a manifest column travels under between the stages."""
-    return CARRIED_PREFIX + name
-
 
 def require_columns(table: pa.Table, stage: str, names) -> None:
     missing = [name for name in names if name not in table.column_names]

@@ -27,10 +27,10 @@ from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig,
 from internvl_batch.generation.crashes import model_load_guard, row_keys, triage
 from internvl_batch.generation.faults import describe_deterministic, exit_replica, is_replica_fault
 from internvl_batch.generation.predictor import GenerationRequest, GenerationResult, Predictor
-from internvl_batch.grounding import parse_boxes
 from internvl_batch.imaging.tiling import TILE_SIZE
 from internvl_batch.stages.columns import column, require_columns, set_column
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
+from internvl_batch.structured import JsonAnswerParser
 from internvl_batch.tasks import TASKS
 
 
@@ -72,11 +72,7 @@ class GenerateStage:
         self.passthrough = dict(passthrough) if isinstance(passthrough, dict) else {n: n for n in passthrough}
         self.max_crashes_per_row = max_crashes_per_row
         self.crash_ledger = crash_ledger
-        self.json_parser = None
-        if json_schema:
-            from internvl_batch.structured import JsonAnswerParser
-
-            self.json_parser = JsonAnswerParser(json_schema)
+        self.json_parser = JsonAnswerParser(json_schema) if json_schema else None
 
     @staticmethod
     def sections(config: PipelineConfig) -> dict:
@@ -164,20 +160,16 @@ class GenerateStage:
             self.crash_ledger.end(attempt)
 
     def _read_answers(self, batch: pa.Table, responses: list):
-        """Boxes for `ground` rows, validated JSON for `json` rows; what cannot be read is a parse_error."""
+        """What each row's task reads from its answer (`Task.read` in `tasks.py`): boxes for `ground` rows,
+        validated JSON for `json` rows; what cannot be read is a parse_error. Rows without an answer read
+        nothing."""
         n = batch.num_rows
         tasks, sizes, expressions = column(batch, "task"), column(batch, "media_sizes"), column(batch, "expression")
         boxes, parsed, errors = [None] * n, [None] * n, [None] * n
         for i, response in enumerate(responses):
-            if response is None:
-                continue
-            output = TASKS[tasks[i]].output if tasks[i] in TASKS else "text"
-            if output == "boxes" and sizes[i]:
-                result = parse_boxes(response, sizes[i][0]["width"], sizes[i][0]["height"], expressions[i])
-                boxes[i] = result.boxes
-                errors[i] = ("ground: " + "; ".join(result.warnings)) if result.warnings else None
-            elif output == "json" and self.json_parser is not None:
-                parsed[i], errors[i] = self.json_parser(response)
+            if response is not None and tasks[i] in TASKS:
+                size = sizes[i][0] if sizes[i] else None
+                boxes[i], parsed[i], errors[i] = TASKS[tasks[i]].read(response, size, expressions[i], self.json_parser)
         return boxes, parsed, errors
 
 

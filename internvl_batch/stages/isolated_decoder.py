@@ -36,7 +36,7 @@ import numpy as np
 from internvl_batch.config import PreprocessConfig, VideoConfig
 from internvl_batch.errors import DECODE, DecoderCrashed, DecodeTimeout, RowFailure
 from internvl_batch.imaging.video import SampledVideo
-from internvl_batch.stages.media import DecodedMedia, DecodedPage, is_document
+from internvl_batch.stages.media import DecodedMedia, DecodedPage, MediaDecoder, is_document
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,6 @@ def _meta(decoded: DecodedMedia) -> dict:
 def serve(conn: Connection) -> None:
     """The child's loop: its settings, then one request and one answer at a time until the actor closes the
     connection."""
-    from internvl_batch.stages.media import MediaDecoder
-
     preprocess, video, checkpoint, memory_mb = conn.recv()
 
     decoder = MediaDecoder(PreprocessConfig(**preprocess), VideoConfig(**video), checkpoint)

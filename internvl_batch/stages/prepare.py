@@ -49,10 +49,10 @@ from internvl_batch.passthrough import template_columns
 from internvl_batch.stages.columns import column, require_columns
 from internvl_batch.stages.isolated_decoder import IsolatedDecoder
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
+from internvl_batch.stages.prepared import PREPARED_NAMES, prepared_table
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from internvl_batch.tasks import TaskPrompter, template_fields
 
-SIZE_TYPE = pa.list_(pa.struct([("width", pa.int32()), ("height", pa.int32())]))
 # Prepared rows are handed on in tables of about this size: small enough to bound the tiles held at once,
 # and each one contiguous, because Ray serialises every chunk of every column separately (for rows without
 # pixels, a table of many 8-row chunks cost more to serialise than to prepare).
@@ -93,24 +93,8 @@ class PrepareStage:
         "num_segments",
         "error",
     )
-    # Columns written (added or replaced); the other input columns are carried, but for these:
-    OUTPUT_COLUMNS = (
-        "id",
-        "task",
-        "question",
-        "input_ids",
-        "pixels",
-        "num_tiles",
-        "media_sizes",
-        "num_input_tokens",
-        "max_new_tokens",
-        "num_frames",
-        "frame_indices",
-        "frame_timestamps",
-        "page",
-        "num_pages",
-        "error",
-    )
+    # Columns written (added or replaced: `stages/prepared.py`); the other input columns are carried, but for these:
+    OUTPUT_COLUMNS = PREPARED_NAMES
     DROPPED_COLUMNS = ("media_data",)  # embedded images end here, as tiles
 
     def __init__(
@@ -238,7 +222,7 @@ class PrepareStage:
                     out.append(self._task_row(i, task, row, decoded, pixels, errors[i]))
         finally:
             self.fetcher.release(fetched.values())  # temporary video files never outlive the batch
-        return self._table(batch, out)
+        return prepared_table(batch, out, self.DROPPED_COLUMNS)
 
     def _task_row(
         self,
@@ -287,40 +271,3 @@ class PrepareStage:
             max_new_tokens=self.tasks.max_new_tokens(task),
         )
         return entry
-
-    @classmethod
-    def _table(cls, batch: pa.Table, out: list[dict]) -> pa.Table:
-        table = batch.take(pa.array([e["source"] for e in out], pa.int64()))
-        decoded = [e["decoded"] for e in out]
-
-        def media_values(get):
-            return [None if d is None else get(d) for d in decoded]
-
-        def video_values(get):
-            return [None if d is None or d.video is None else get(d.video) for d in decoded]
-
-        ids = table.column("id").to_pylist()
-        pages = [e["page"] for e in out]
-        columns = [
-            ("id", [i if p is None or i is None else f"{i}#p{p[0]}" for i, p in zip(ids, pages)], pa.string()),
-            ("task", [e["task"] for e in out], pa.string()),
-            ("question", [e["question"] for e in out], pa.string()),
-            ("input_ids", [e["input_ids"] for e in out], pa.list_(pa.int32())),
-            ("pixels", [e["pixels"] for e in out], pa.large_binary()),
-            ("num_tiles", media_values(lambda d: d.num_tiles), pa.list_(pa.int32())),
-            ("media_sizes", media_values(lambda d: [{"width": w, "height": h} for w, h in d.sizes]), SIZE_TYPE),
-            ("num_input_tokens", [None if e["input_ids"] is None else len(e["input_ids"]) for e in out], pa.int32()),
-            ("max_new_tokens", [e["max_new_tokens"] for e in out], pa.int32()),
-            ("num_frames", video_values(lambda v: v.num_frames), pa.int32()),
-            ("frame_indices", video_values(lambda v: v.frame_indices), pa.list_(pa.int32())),
-            ("frame_timestamps", video_values(lambda v: v.timestamps), pa.list_(pa.float64())),
-            ("page", [None if p is None else p[0] for p in pages], pa.int32()),
-            ("num_pages", [None if p is None else p[1] for p in pages], pa.int32()),
-            ("error", [e["error"] for e in out], pa.string()),
-        ]
-        # One table built once (not a column at a time): this runs for every small batch, error rows included.
-        replaced = {name for name, _, _ in columns} | set(cls.DROPPED_COLUMNS)
-        kept = [f for f in table.schema if f.name not in replaced]
-        arrays = [table.column(f.name) for f in kept] + [pa.array(values, type_) for _, values, type_ in columns]
-        fields = kept + [pa.field(name, type_) for name, _, type_ in columns]
-        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Annotated, NamedTuple, get_type_hints
 
 import numpy as np
 import pyarrow as pa
@@ -24,47 +24,41 @@ import pyarrow as pa
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.keys import KeySet
-from internvl_batch.manifest.files import ReadUnit
 from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
 from internvl_batch.manifest.rows import MediaResolver, ParsedRow
 from internvl_batch.manifest.scan import MIXED
+from internvl_batch.manifest.units import ReadUnit
 from internvl_batch.passthrough import carried, to_type
-
-REQUEST_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("media_kind", pa.string()),
-        ("media", pa.list_(pa.string())),
-        ("media_data", pa.list_(pa.large_binary())),
-        ("question", pa.string()),
-        ("task", pa.string()),
-        ("tasks", pa.list_(pa.string())),
-        ("expression", pa.string()),
-        ("bound", pa.list_(pa.float64())),
-        ("num_segments", pa.int32()),
-        ("error", pa.string()),
-    ]
-)
 
 
 class RequestRow(NamedTuple):
-    """One request row: REQUEST_SCHEMA's fields in its order, then the pass-through values by name. Built once
-    by `request_row` and never edited (later stages work on the Arrow table)."""
+    """One request row: the request columns in order, each annotated with its Arrow type (`REQUEST_SCHEMA` is
+    made from these), then the pass-through values by name. Built once by `request_row` and never edited (later
+    stages work on the Arrow table)."""
 
-    id: str | None
-    source: str | None
-    media_kind: str
-    media: tuple[str, ...]
-    media_data: tuple[bytes | None, ...] | None
-    question: str | None
-    task: str | None
-    tasks: list[str]
-    expression: str | None
-    bound: tuple[float, float] | None
-    num_segments: int | None
-    error: str | None
-    passthrough: dict
+    id: Annotated[str | None, pa.string()]
+    source: Annotated[str | None, pa.string()]
+    media_kind: Annotated[str, pa.string()]
+    media: Annotated[tuple[str, ...], pa.list_(pa.string())]
+    media_data: Annotated[tuple[bytes | None, ...] | None, pa.list_(pa.large_binary())]
+    question: Annotated[str | None, pa.string()]
+    task: Annotated[str | None, pa.string()]
+    tasks: Annotated[list[str], pa.list_(pa.string())]
+    expression: Annotated[str | None, pa.string()]
+    bound: Annotated[tuple[float, float] | None, pa.list_(pa.float64())]
+    num_segments: Annotated[int | None, pa.int32()]
+    error: Annotated[str | None, pa.string()]
+    passthrough: dict  # not a column: the carried manifest columns, `in.<name>` (`requests_table`)
+
+
+# The request columns, made from RequestRow's annotated fields (all but `passthrough`), in their order.
+REQUEST_SCHEMA = pa.schema(
+    [
+        (name, hint.__metadata__[0])
+        for name, hint in get_type_hints(RequestRow, include_extras=True).items()
+        if name != "passthrough"
+    ]
+)
 
 
 class RequestReader:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from internvl_batch.manifest.requests import TaskAssigner
 from internvl_batch.manifest.rows import RESERVED, MediaResolver, parse_row
-from internvl_batch.passthrough import carried
+from internvl_batch.output_schema import carried
 from internvl_batch.stages.read import request_row, requests_table
 from internvl_batch.tasks import TaskPrompter, template_fields
 

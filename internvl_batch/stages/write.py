@@ -14,7 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from internvl_batch.config import StorageConfig
+from internvl_batch.config import JobConfig, StorageConfig
 from internvl_batch.keys import add_checksums, document_ids, key_checksum, key_hashes, page_shares
 from internvl_batch.results import write_result_file
 from internvl_batch.stages.columns import require_columns
@@ -60,6 +60,11 @@ class WriteStage:
         self.output_path = output_path
         self.storage = storage
         self.run_id = run_id
+
+    @staticmethod
+    def sections(config: JobConfig) -> dict:
+        """The parts of the job's config this stage uses (the run id is per run)."""
+        return {"output_path": config.output.path, "storage": config.storage}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return write_batch(batch, self.output_path, self.storage, self.run_id)

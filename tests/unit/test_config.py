@@ -78,6 +78,7 @@ def test_int_means_fixed_pool():
         ("generation.max_new_tokens=many", "generation.max_new_tokens: Input should be a valid integer"),
         ("resources.gpu_replicas=[4, 1]", "resources.gpu_replicas: need 1 <= min <= max"),
         ("storage.secret_access_key=abc", "storage.secret_access_key: unknown key"),
+        ("input.format=xml", "input.format: must be auto (by extension) or one of: parquet, arrow, jsonl, csv,"),
     ],
 )
 def test_errors_name_the_field_on_one_line(override, message):

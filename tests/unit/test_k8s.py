@@ -31,8 +31,8 @@ from docker.utils.build import PatternMatcher
 from dockerfile_parse import DockerfileParser
 from kubernetes.utils import parse_quantity
 
+from internvl_batch.cli import caption_parser, overrides_from_args
 from internvl_batch.config_loader import load_config
-from internvl_batch.job import build_parser, overrides_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -437,7 +437,7 @@ def parse_entrypoint(entrypoint: str):
     assert entrypoint == shlex.join(argv), f"entrypoint not quoted as `shlex.join` would: {entrypoint!r}"
     assert argv[:2] == ["python", JOB_ENTRYPOINT], f"entrypoint must run `python {JOB_ENTRYPOINT}`: {argv}"
     # The job's own parser: an unknown flag here would fail the job with exit 2 after the cluster came up.
-    return build_parser().parse_args(argv[2:])
+    return caption_parser().parse_args(argv[2:])
 
 
 def test_an_unquoted_glob_or_operator_is_refused():
@@ -470,7 +470,7 @@ def test_entrypoint_and_config_exist_in_the_image(item):
     for path in (JOB_ENTRYPOINT, config_path):
         assert (REPO / path).is_file(), f"{path} does not exist in the repository"
         assert not dockerignored(path), f"{path} is excluded from the image by .dockerignore"
-    assert "from internvl_batch.job import main" in (REPO / JOB_ENTRYPOINT).read_text()
+    assert "from internvl_batch.cli import caption_main" in (REPO / JOB_ENTRYPOINT).read_text()
 
 
 @pytest.mark.parametrize("item", RAY_DOCS, ids=doc_id)

@@ -425,19 +425,17 @@ def test_a_write_that_fails_leaves_the_target_and_no_temporary_file(tmp_path):
 
 
 def test_force_on_the_command_line():
-    from internvl_batch.cli import build_parser
-    from internvl_batch.job import build_parser as job_parser
-    from internvl_batch.job import overrides_from_args
+    from internvl_batch.cli import build_parser, caption_parser, overrides_from_args
 
     args = build_parser().parse_args(["run", "job.yaml", "--no-resume", "--force"])
     assert overrides_from_args(args) == ["output.resume=false", "output.force=true"]
     assert overrides_from_args(build_parser().parse_args(["run", "job.yaml"])) == []
-    assert "output.force=true" in overrides_from_args(job_parser().parse_args(["--config", "c.yaml", "--force"]))
+    assert "output.force=true" in overrides_from_args(caption_parser().parse_args(["--config", "c.yaml", "--force"]))
     assert build_parser().parse_args(["demo", "--force"]).force
 
 
 def test_the_job_refuses_a_foreign_output_before_ray_and_deletes_nothing(tmp_path, tiny_checkpoint, capsys):
-    from internvl_batch.job import main
+    from internvl_batch.cli import caption_main
 
     out = tmp_path / "shared"
     out.mkdir()
@@ -453,7 +451,7 @@ def test_the_job_refuses_a_foreign_output_before_ray_and_deletes_nothing(tmp_pat
             }
         )
     )
-    assert main(["--config", str(config), "--no-resume"]) == 2
+    assert caption_main(["--config", str(config), "--no-resume"]) == 2
     assert capsys.readouterr().err == f"internvl-batch: error: {foreign_message(out, 'mydata.parquet')}\n"
     assert sorted(p.name for p in out.iterdir()) == ["mydata.parquet"] and (out / "mydata.parquet").read_bytes() == mine
 

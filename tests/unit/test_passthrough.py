@@ -5,22 +5,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
-from internvl_batch.manifest.rows import MediaResolver, parse_row
 from internvl_batch.manifest.scan import MIXED
 from internvl_batch.passthrough import carried, clash_problem, pinned_types, settle_types, to_type
 from internvl_batch.stages.output import OUTPUT_SCHEMA, to_output_table
-from internvl_batch.stages.read import request_row, requests_table
+from tests.helpers import job_config, request_table
 
 
 def config(passthrough):
-    base = {
-        "input": {"manifests": "m.jsonl", "passthrough_columns": passthrough},
-        "output": {"path": "unused"},
-        "model": {"path": "tiny"},
-    }
-    return load_config(None, base=base)
+    return job_config("tiny", "unused", input={"passthrough_columns": passthrough})
 
 
 def test_a_list_maps_each_column_to_itself_and_a_mapping_renames():
@@ -50,18 +43,10 @@ def test_two_columns_written_under_one_name_and_repeated_names_are_refused():
     assert clash_problem({"source": "source", "x": "y"}) is None
 
 
-def request_table(raws, types):
-    rows = []
-    for number, raw in enumerate(raws, start=1):
-        parsed = parse_row(raw, f"m.jsonl:{number}")
-        rows.append(request_row(parsed, ["caption"], raw, f"m.jsonl:{number}", MediaResolver("/data/m.jsonl"), types))
-    return requests_table(rows, types)
-
-
 def test_user_columns_named_like_the_pipelines_own_are_carried_not_overwritten():
     raws = [{"id": "a", "image": "x.jpg", "source": "laion", "tasks": ["t1"], "error": "user text"}]
     types = {"source": pa.string(), "tasks": pa.list_(pa.string()), "error": pa.string()}
-    table = request_table(raws, types)
+    table = request_table(raws, "m.jsonl", passthrough_types=types)
     row = table.to_pylist()[0]
     assert row["source"] == "m.jsonl:1" and row["tasks"] == ["caption"] and row["error"] is None  # ours
     assert row[carried("source")] == "laion" and row[carried("tasks")] == ["t1"]  # theirs
@@ -71,7 +56,8 @@ def test_user_columns_named_like_the_pipelines_own_are_carried_not_overwritten()
 def test_output_names_follow_the_mapping():
     table = request_table(
         [{"id": "a", "image": "x.jpg", "source": "laion", "status": "success"}],
-        {"source": pa.string(), "status": pa.string()},
+        "m.jsonl",
+        passthrough_types={"source": pa.string(), "status": pa.string()},
     )
     out = to_output_table(table, "m", {"source": "source", "status": "download_status"}, "r")
     assert out.schema.names == [*OUTPUT_SCHEMA.names, "source", "download_status"]
@@ -88,7 +74,7 @@ def test_a_value_that_does_not_fit_its_column_makes_an_error_row_naming_it():
         {"id": "c", "image": "x.jpg", "width": "1000px"},
         {"id": "d", "image": "x.jpg"},
     ]
-    table = request_table(raws, {"width": pa.int64()})
+    table = request_table(raws, "m.jsonl", passthrough_types={"width": pa.int64()})
     assert table.schema.field(carried("width")).type == pa.int64()
     rows = {r["id"]: r for r in table.to_pylist()}
     assert [rows[k][carried("width")] for k in "abcd"] == [1000, 1200, None, None]
@@ -121,7 +107,9 @@ def test_pinned_types_come_from_the_newest_result_file(tmp_path):
     storage = StorageConfig()
     out = str(tmp_path / "out")
     assert pinned_types(out, storage, {"width": "width"}) == {}
-    base = to_output_table(request_table([{"id": "a", "image": "x.jpg"}], {}), "m", {}, "r")
+    base = to_output_table(
+        request_table([{"id": "a", "image": "x.jpg"}], "m.jsonl", passthrough_types={}), "m", {}, "r"
+    )
     first = base.append_column("px", pa.array([3], pa.int64())).append_column("tag", pa.nulls(1))
     write_result_file(first, out, storage, new_run_id())
     renames = {"width": "px", "tag": "tag", "absent": "absent"}

@@ -128,9 +128,10 @@ def test_log_records_and_tracebacks_are_redacted(caplog):
 
 
 def test_the_commands_error_line_is_redacted(tmp_path, capsys):
+    from internvl_batch.cli import caption_main
     from internvl_batch.job import main
 
-    code = main(
+    code = caption_main(
         [
             "--config",
             str(tmp_path / "absent.yaml"),

@@ -3,8 +3,8 @@
 import numpy as np
 import pyarrow as pa
 
-from internvl_batch.manifest.files import ManifestFile, ReadUnit
 from internvl_batch.manifest.scan import RECORD_SCHEMA, ScanTotals, plan_waves, reduce_partition
+from internvl_batch.manifest.units import ManifestFile, ReadUnit
 
 
 def records(rows):

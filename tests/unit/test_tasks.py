@@ -177,4 +177,34 @@ def test_the_registry_is_the_one_list_of_tasks():
     assert table == set(TASKS)
     described = TaskConfig.model_fields["name"].description
     assert all(name in described for name in TASKS)
-    assert all(task.output in ("text", "boxes", "json") for task in TASKS.values())
+
+
+def test_each_task_reads_its_answer():
+    """`Task.read`: boxes for `ground` (pixels of the row's first image), validated JSON for `json`, nothing for
+    the text tasks; what cannot be read is the parse error, and a row without what reading needs reads nothing."""
+    from internvl_batch.tasks import TASKS
+
+    parser, size = JsonAnswerParser(Person.model_json_schema()), {"width": 1000, "height": 500}
+    boxes = [{"label": "a", "x1": 0.0, "y1": 0.0, "x2": 500.0, "y2": 250.0}]
+    assert TASKS["ground"].read("<box>[[0, 0, 500, 500]]</box>", size, "a", parser) == (boxes, None, None)
+    assert TASKS["ground"].read("no box", size, "a", parser) == ([], None, "ground: no <box> in the answer")
+    assert TASKS["ground"].read("<box>[[0, 0, 500, 500]]</box>", None, "a", parser) == (None, None, None)
+    person = '{"name": "Ann", "age": 30}'
+    assert TASKS["json"].read(person, size, None, parser) == (None, {"name": "Ann", "age": 30}, None)
+    assert TASKS["json"].read("{}", size, None, parser)[2].startswith("json: does not match the schema")
+    assert TASKS["json"].read(person, size, None, None) == (None, None, None)
+    assert TASKS["caption"].read(person, size, "a", parser) == (None, None, None)
+
+
+def test_unknown_task_names_are_checked_once_and_said_as_each_caller_says_them():
+    from internvl_batch.tasks import TASKS, unknown_task_problem
+
+    presets = ", ".join(TASKS)
+    assert unknown_task_problem(["caption", "auto"]) is None
+    assert unknown_task_problem(["poem", "auto", "ode"]) == f"unknown task 'poem'; presets: {presets}"
+    assert unknown_task_problem(["poem", "ode"], every=True) == f"unknown task(s) ['poem', 'ode']; presets: {presets}"
+    assert unknown_task_problem(["auto"], auto=False, every=True) == f"unknown task(s) ['auto']; presets: {presets}"
+    with pytest.raises(ValueError, match="^unknown task 'poem'; presets: caption, "):
+        TaskPrompter(TaskConfig.model_construct(name="poem", tasks=None), 16)  # a config not validated
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['auto'\]; presets: caption, "):
+        load_config(None, base={**BASE, "task": {"tasks": ["caption", "auto"]}})

@@ -6,9 +6,9 @@ Ray would retry. The deaths themselves (a real segfault, a real accelerator faul
 
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ModelLoadError
 from internvl_batch.generation.crashes import CrashLedger, model_load_guard, row_keys, triage
+from tests.helpers import job_config, prepare_rows
 from tests.media import encode, make_photo
 
 
@@ -58,22 +58,12 @@ class RecordingLedger(CrashLedger):
 @pytest.fixture(scope="module")
 def stage_and_batch(tiny_checkpoint, tmp_path_factory):
     from internvl_batch.stages.generate import GenerateStage
-    from internvl_batch.stages.prepare import PrepareStage
-    from tests.unit.stages.test_stages import request_table
 
     media = tmp_path_factory.mktemp("crash-media")
     (media / "photo.jpg").write_bytes(encode(make_photo(640, 480), "JPEG"))
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": "m.jsonl"},
-            "output": {"path": str(media / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 4},
-        },
-    )
+    config = job_config(tiny_checkpoint, media / "out", generation={"max_new_tokens": 4})
     raw = [{"id": f"r{i}", "image": "photo.jpg", "question": f"Question {i}?"} for i in range(4)]
-    prepared = next(iter(PrepareStage.from_config(config)(request_table(raw, str(media / "m.jsonl"), config))))
+    prepared = prepare_rows(config, raw, str(media / "m.jsonl"))
     stage = GenerateStage.from_config(config, "tiny")
     reference = stage(prepared)  # no ledger: the answers every other path must give
     return stage, prepared, reference

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from internvl_batch.config import BatchingConfig, GenerationConfig, ModelConfig
-from internvl_batch.config_loader import load_config
 from internvl_batch.generation.faults import (
     REPLICA_FAULT_EXIT_CODE,
     describe_deterministic,
@@ -23,6 +22,7 @@ from internvl_batch.generation.faults import (
 )
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.imaging import ImagePreprocessor
+from tests.helpers import job_config, prepare_rows
 from tests.media import encode, make_photo
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -147,22 +147,11 @@ def test_the_table_has_the_cpu_allocators_own_message():
 
 def _stage_and_batch(tiny_checkpoint, media_dir: Path):
     from internvl_batch.stages.generate import GenerateStage
-    from internvl_batch.stages.prepare import PrepareStage
-    from tests.unit.stages.test_stages import request_table
 
     (media_dir / "photo.jpg").write_bytes(encode(make_photo(640, 480), "JPEG"))
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": "m.jsonl"},
-            "output": {"path": str(media_dir / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3},
-        },
-    )
+    config = job_config(tiny_checkpoint, media_dir / "out", generation={"max_new_tokens": 3})
     raw = [{"id": f"r{i}", "image": "photo.jpg", "question": f"Question {i}?"} for i in range(3)]
-    table = request_table(raw, str(media_dir / "m.jsonl"), config)
-    prepared = next(iter(PrepareStage.from_config(config)(table)))
+    prepared = prepare_rows(config, raw, str(media_dir / "m.jsonl"))
     return GenerateStage.from_config(config, "tiny"), prepared
 
 

@@ -3,9 +3,9 @@
 import pytest
 
 from internvl_batch.config import GenerationConfig, ModelConfig
-from internvl_batch.config_loader import load_config
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.imaging import ImagePreprocessor
+from tests.helpers import job_config, prepare_rows
 from tests.media import encode, make_photo
 
 QUESTIONS = {"Describe the image.": 6, "Read the text in the image.": 4, "Is there a cat?": 2}  # task -> token limit
@@ -72,23 +72,17 @@ def test_shared_features_survive_out_of_memory_splits(predictor):
 
 def test_the_model_stage_shares_an_images_features_between_its_tasks(tiny_checkpoint, tmp_path):
     from internvl_batch.stages.generate import GenerateStage
-    from internvl_batch.stages.prepare import PrepareStage
-    from tests.unit.stages.test_stages import request_table
 
     (tmp_path / "photo.jpg").write_bytes(encode(make_photo(800, 600), "JPEG"))
     (tmp_path / "small.jpg").write_bytes(encode(make_photo(448, 448, seed=3), "JPEG"))
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": "m.jsonl"},
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3},
-            "task": {"tasks": ["caption", "ocr", "caption_detailed"]},
-        },
+    config = job_config(
+        tiny_checkpoint,
+        tmp_path / "out",
+        generation={"max_new_tokens": 3},
+        task={"tasks": ["caption", "ocr", "caption_detailed"]},
     )
     raw = [{"id": "a", "image": "photo.jpg"}, {"id": "b", "image": "small.jpg"}, {"id": "c", "image": "photo.jpg"}]
-    prepared = PrepareStage.from_config(config).prepare(request_table(raw, str(tmp_path / "m.jsonl"), config))
+    prepared = prepare_rows(config, raw, str(tmp_path / "m.jsonl"))
     stage = GenerateStage.from_config(config, "tiny")
     tower = VisionTower(stage.predictor.model)
     out = stage(prepared)

@@ -16,7 +16,8 @@ from internvl_batch.generation.placement import replica_device_map, resolve_atte
 from internvl_batch.generation.predictor import GenerationRequest, Predictor
 from internvl_batch.model.device_map import EMBEDDINGS_MODULE, split_model
 from internvl_batch.model.loader import dispatch_arguments
-from internvl_batch.pipeline.dataset import replica_env, replica_gpus
+from internvl_batch.pipeline.chain import replica_env
+from internvl_batch.pipeline.dataset import replica_gpus
 
 
 def test_a_replica_without_a_reserved_gpu_runs_on_the_cpu_even_where_cuda_is_visible():

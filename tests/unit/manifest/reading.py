@@ -1,4 +1,4 @@
-"""Manifests read as the job reads them (`manifest_local.read_manifests`: the scan and the read stage in one
+"""Manifests read as the job reads them (`manifest.local.read_manifests`: the scan and the read stage in one
 process), for the manifest tests."""
 
 from internvl_batch.config_loader import load_config

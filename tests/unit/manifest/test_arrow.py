@@ -9,8 +9,8 @@ import pytest
 from internvl_batch.config import StorageConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import ConfigError
-from internvl_batch.manifest.arrow import arrow_batches
 from internvl_batch.manifest.files import expand_manifests, needs_layout, number_units, plan_units
+from internvl_batch.manifest.formats.arrow import arrow_batches
 from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.read import unit_layout
 from internvl_batch.passthrough import carried

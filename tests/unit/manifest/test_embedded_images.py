@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.rows import parse_row
+from tests.helpers import job_config
 from tests.media import encode, make_photo
 
 HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # what datasets' Image feature writes
@@ -54,13 +54,10 @@ def dataset(tmp_path):
 def test_a_parquet_dataset_directory_is_a_manifest(dataset, tiny_checkpoint, tmp_path):
     from internvl_batch.stages.prepare import PrepareStage
 
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": str(dataset), "image_column": "picture", "passthrough_columns": ["label"]},
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-        },
+    config = job_config(
+        tiny_checkpoint,
+        tmp_path / "out",
+        input={"manifests": str(dataset), "image_column": "picture", "passthrough_columns": ["label"]},
     )
     table, totals, _ = read_manifests(config)
     assert totals.rows == 6 and table.column("error").to_pylist() == [None] * 6
@@ -83,14 +80,7 @@ def test_rows_without_ids_keep_their_own_embedded_images(tiny_checkpoint, tmp_pa
     from internvl_batch.stages.prepare import PrepareStage
     from internvl_batch.stages.rows_in import RowsStage
 
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": "unused.jsonl"},
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-        },
-    )
+    config = job_config(tiny_checkpoint, tmp_path / "out", input={"manifests": "unused.jsonl"})
     images = [photo(1, (448, 448)), photo(2, (800, 600))]
     rows = pa.table({"image": pa.array(images, pa.binary())})
     requests = RowsStage(config.task, config.generation.max_new_tokens)(rows)

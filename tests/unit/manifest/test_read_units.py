@@ -14,14 +14,14 @@ import pytest
 from internvl_batch.config import StorageConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.manifest.files import (
-    count_newlines,
     expand_manifests,
     file_labels,
     needs_layout,
     number_units,
-    parquet_row_groups,
     plan_units,
 )
+from internvl_batch.manifest.formats.jsonl import count_newlines
+from internvl_batch.manifest.formats.parquet import parquet_row_groups
 from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.read import UnitRows
 

@@ -6,9 +6,9 @@ import tarfile
 
 import pytest
 
-from internvl_batch.config_loader import load_config
+from internvl_batch.manifest.formats.webdataset import sample_key
 from internvl_batch.manifest.local import read_manifests
-from internvl_batch.manifest.webdataset import sample_key
+from tests.helpers import job_config
 from tests.media import encode, make_photo
 
 
@@ -68,14 +68,9 @@ def test_sample_keys():
 def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
     from internvl_batch.stages.prepare import PrepareStage
 
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": str(shards), "passthrough_columns": ["url", "txt"]},  # a directory of shards
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-        },
-    )
+    config = job_config(
+        tiny_checkpoint, tmp_path / "out", input={"manifests": str(shards), "passthrough_columns": ["url", "txt"]}
+    )  # a directory of shards
     table, totals, report = read_manifests(config)
     rows = {r["id"]: r for r in table.to_pylist()}
     assert totals.rows == 9
@@ -98,14 +93,7 @@ def test_samples_become_rows(shards, tiny_checkpoint, tmp_path):
 
 
 def test_id_from_a_json_field(shards, tmp_path):
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": str(shards / "00000.tar"), "id_column": "sid"},
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": "tiny"},
-        },
-    )
+    config = job_config("tiny", tmp_path / "out", input={"manifests": str(shards / "00000.tar"), "id_column": "sid"})
     table, _, _ = read_manifests(config)
     ids = table.column("id").to_pylist()
     assert ids[:3] == ["S0", "S1", "S2"] and "S4" in ids and "S6" in ids

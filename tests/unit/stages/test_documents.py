@@ -8,16 +8,14 @@ import pyarrow as pa
 import pytest
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.document import PdfRenderer
 from internvl_batch.keys import KeySet, complete_documents, key_checksum, key_hashes
 from internvl_batch.results import result_files, result_key_hashes
 from internvl_batch.stages.output import to_output_table
-from internvl_batch.stages.prepare import PrepareStage
 from internvl_batch.stages.write import write_batch, written_keys
+from tests.helpers import job_config, prepare_rows
 from tests.media import encode, encode_pdf, encrypt_pdf, make_photo, scanned_page
-from tests.unit.stages.test_stages import request_table
 
 # Run ids as `output_dir.new_run_id` makes them (result files are named after them), later runs sorting later.
 RUN_1, RUN_2, RUN_3, RUN_4 = (f"20260101T00000{n}000000Z-00000{n}" for n in "1234")
@@ -40,15 +38,14 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config(tiny_checkpoint, tmp_path_factory):
-    base = {
-        "input": {"manifests": "m.jsonl"},
-        "output": {"path": str(tmp_path_factory.mktemp("out"))},
-        "model": {"path": str(tiny_checkpoint), "dtype": "float32"},
-        "generation": {"max_new_tokens": 4},
-        "preprocess": {"max_pages": 4},
-        "task": {"tasks": ["ocr", "caption"]},
-    }
-    return load_config(None, base=base)
+    return job_config(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("out"),
+        model={"dtype": "float32"},
+        generation={"max_new_tokens": 4},
+        preprocess={"max_pages": 4},
+        task={"tasks": ["ocr", "caption"]},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +60,7 @@ def prepared(media, config):
         {"id": "photo", "image": "photo.jpg"},
         {"id": "exported", "image": "exported.jpg"},
     ]
-    table = pa.concat_tables(PrepareStage.from_config(config)(request_table(raw, str(media / "m.jsonl"), config)))
-    return table
+    return prepare_rows(config, raw, str(media / "m.jsonl"))
 
 
 def rows_of(prepared):

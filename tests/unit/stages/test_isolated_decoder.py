@@ -7,11 +7,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.stages.isolated_decoder import TEST_FAULTS_ENV
 from internvl_batch.stages.prepare import PrepareStage
+from tests.helpers import job_config, request_table
 from tests.media import encode, encode_pdf, encode_video, make_photo, scanned_page
-from tests.unit.stages.test_stages import request_table
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +27,7 @@ def media(tmp_path_factory):
 
 
 def stage(tiny_checkpoint, tmp_path, **preprocess):
-    config = load_config(
-        None,
-        base={
-            "input": {"manifests": "m.jsonl"},
-            "output": {"path": str(tmp_path / "out")},
-            "model": {"path": str(tiny_checkpoint)},
-            "preprocess": preprocess,
-        },
-    )
+    config = job_config(tiny_checkpoint, tmp_path / "out", preprocess=preprocess)
     return config, PrepareStage.from_config(config)
 
 

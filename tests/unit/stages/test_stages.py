@@ -4,29 +4,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.imaging import ImagePreprocessor
-from internvl_batch.manifest.requests import TaskAssigner
-from internvl_batch.manifest.rows import MediaResolver, parse_row
 from internvl_batch.stages.generate import GenerateStage
 from internvl_batch.stages.output import OUTPUT_SCHEMA
 from internvl_batch.stages.prepare import PrepareStage
-from internvl_batch.stages.read import request_row, requests_table
-from internvl_batch.tasks import TaskPrompter
+from tests.helpers import job_config, prepare_rows, request_table
 from tests.media import encode, encode_video, make_photo, read_frame_index
 from tests.unit.test_prompts import reference_string
-
-
-def request_table(raw_rows, manifest, config):
-    """Request rows as the read stage makes them (checked, tasks assigned, media resolved)."""
-    import pyarrow as pa
-
-    assign = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
-    rows = []
-    for number, raw in enumerate(raw_rows, start=1):
-        parsed, tasks = assign(parse_row(raw, f"m.jsonl:{number}"))
-        rows.append(request_row(parsed, tasks, raw, f"{manifest}:{number}", MediaResolver(manifest), ["label"]))
-    return requests_table(rows, {"label": pa.string()})
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +25,15 @@ def media(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def config(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("out")
-    base = {
-        "input": {"manifests": "m.jsonl", "passthrough_columns": ["label"]},
-        "output": {"path": str(out)},
-        "model": {"path": str(tiny_checkpoint), "dtype": "float32"},
-        "generation": {"max_new_tokens": 4},
-        "preprocess": {"max_images_per_row": 3},
-        "video": {"num_segments": 6},
-    }
-    return load_config(None, base=base)
+    return job_config(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("out"),
+        input={"passthrough_columns": ["label"]},
+        model={"dtype": "float32"},
+        generation={"max_new_tokens": 4},
+        preprocess={"max_images_per_row": 3},
+        video={"num_segments": 6},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +127,9 @@ def test_generate_produces_output_schema(config, prepared):
 
 
 def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_checkpoint):
-    import pyarrow as pa
-
     (media / "phone.jpg").write_bytes(encode(make_photo(640, 480), "JPEG", exif_orientation=6))
     raw = [{"id": "phone", "image": "phone.jpg", "task": "ground", "expression": "the sky"}]
-    prepared = PrepareStage.from_config(config).prepare(request_table(raw, str(media / "m.jsonl"), config))
+    prepared = prepare_rows(config, raw, str(media / "m.jsonl"))
     row = prepared.to_pylist()[0]
     assert row["media_sizes"] == [{"width": 480, "height": 640}] and row["task"] == "ground"
     assert row["question"].endswith("<ref>the sky</ref>") and row["max_new_tokens"] == 4
@@ -160,18 +141,14 @@ def test_media_sizes_after_exif_and_grounding_in_pixels(config, media, tiny_chec
 
 
 def test_several_tasks_share_one_decode(tiny_checkpoint, media, tmp_path):
-    cfg = load_config(
-        None,
-        base={
-            "input": {"manifests": "m.jsonl"},
-            "output": {"path": str(tmp_path)},
-            "model": {"path": str(tiny_checkpoint)},
-            "generation": {"max_new_tokens": 3},
-            "task": {"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"},
-        },
+    cfg = job_config(
+        tiny_checkpoint,
+        tmp_path,
+        generation={"max_new_tokens": 3},
+        task={"tasks": ["caption", "ocr", "custom"], "template": "Is there a {label}?"},
     )
     raw = [{"id": "a", "image": "photo.jpg", "label": "cat"}, {"id": "b", "image": "wide.png"}]
-    out = PrepareStage.from_config(cfg).prepare(request_table(raw, str(media / "m.jsonl"), cfg)).to_pylist()
+    out = prepare_rows(cfg, raw, str(media / "m.jsonl")).to_pylist()
     assert [(r["id"], r["task"]) for r in out] == [
         ("a", "caption"),
         ("a", "ocr"),
@@ -203,23 +180,18 @@ def test_a_stage_refuses_a_table_without_a_column_it_needs(config, batch, tmp_pa
 
 def test_declared_columns_are_the_columns_made(batch, prepared):
     """What the stages declare (and the pipeline builder checks with `check_wiring`) is what they make."""
-    from internvl_batch.stages.read import REQUEST_SCHEMA, RequestRow
+    from internvl_batch.stages.read import REQUEST_SCHEMA
 
-    assert RequestRow._fields[:-1] == tuple(REQUEST_SCHEMA.names)
     assert batch.schema.names[: len(REQUEST_SCHEMA)] == REQUEST_SCHEMA.names
     carried = [n for n in batch.column_names if n not in PrepareStage.OUTPUT_COLUMNS + PrepareStage.DROPPED_COLUMNS]
     assert prepared.column_names == carried + list(PrepareStage.OUTPUT_COLUMNS)
 
 
-def test_wiring_check_names_a_column_no_stage_gives():
+def test_wiring_check_names_a_column_a_stage_before_dropped():
+    """(The job's chain itself is checked in tests/unit/pipeline/test_chain.py.)"""
     from internvl_batch.errors import ColumnContractError
     from internvl_batch.stages.columns import check_wiring
     from internvl_batch.stages.read import REQUEST_SCHEMA
-    from internvl_batch.stages.write import WriteStage
-
-    check_wiring(REQUEST_SCHEMA.names, [PrepareStage, GenerateStage, WriteStage])
-    with pytest.raises(ColumnContractError, match="GenerateStage needs the column\\(s\\) input_ids, pixels"):
-        check_wiring(REQUEST_SCHEMA.names, [GenerateStage])
 
     class NeedsMediaData:  # media_data is dropped by the CPU stage: no later stage can read it
         INPUT_COLUMNS, OUTPUT_COLUMNS, DROPPED_COLUMNS = ("media_data",), (), None

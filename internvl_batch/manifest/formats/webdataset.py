@@ -35,9 +35,11 @@ import zlib
 from collections.abc import Iterator
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.errors import ManifestError
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.manifest.files import ReadUnit, manifest_suffix, open_manifest
+from internvl_batch.manifest.formats.base import ManifestFormat, RowCounts, name_suffix
 from internvl_batch.manifest.row_errors import row_error, text_problem
+from internvl_batch.manifest.units import ReadUnit, open_manifest
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
 # Members read into a column of their own name (webdataset's autodecode: "txt text transcript" -> str,
@@ -47,8 +49,6 @@ NUMBER_MEMBERS = frozenset({"cls", "cls2", "class", "count", "index", "inx"})
 
 
 def _error(message: str) -> Exception:
-    from internvl_batch.errors import ManifestError
-
     return ManifestError(message)
 
 
@@ -62,6 +62,19 @@ def sample_key(name: str) -> tuple[str, str]:
 # The first bytes of compressed streams: tarfile's `r|*` would decompress any of them without a word.
 COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 GZIP_SUFFIXES = (".tar.gz", ".tgz")
+
+
+class WebDatasetFormat(ManifestFormat):
+    """One unit per shard (a tar is read in order); a shard's samples are numbered from 1."""
+
+    name = "webdataset"
+    title = "WebDataset"
+    # gzip-compressed shards are read only when their name says so (a `.tar` is never decompressed).
+    suffixes = (".tar", ".tar.gz", ".tgz")
+    metadata_beside = (".parquet",)  # img2dataset writes `00000.parquet` (its metadata) beside `00000.tar`
+
+    def rows(self, unit: ReadUnit, storage: StorageConfig, counts: RowCounts) -> Iterator[tuple[int, object]]:
+        return webdataset_rows(unit, storage)
 
 
 class Oversized:
@@ -82,7 +95,7 @@ def webdataset_rows(unit: ReadUnit, storage: StorageConfig) -> Iterator[tuple[in
     name = posixpath.basename(uri)
     fs, path = fsspec_filesystem(uri, storage)
     number = unit.first_line
-    gzipped = manifest_suffix(uri) in GZIP_SUFFIXES
+    gzipped = name_suffix(uri, GZIP_SUFFIXES) in GZIP_SUFFIXES
     with open_manifest(fs, path, uri) as stream:
         problem = _compression_problem(stream, name, gzipped)
         if problem:

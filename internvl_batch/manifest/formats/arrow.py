@@ -1,11 +1,12 @@
-"""Arrow IPC manifests (`input.format: arrow`): Hugging Face `datasets` save_to_disk shards, `.arrow` files.
+"""Arrow IPC manifests (`input.format: arrow`, `.arrow`, `.arrows`, `.feather`): Hugging Face `datasets`
+save_to_disk shards, `.arrow` files.
 
 `datasets` writes its shards (`data-00000-of-00001.arrow`) in the Arrow IPC *stream* format; pyarrow's
 `new_file` and Feather v2 write the IPC *file* format, which is the same messages between a magic number and
 a footer. Both are read; Feather v1 (`FEA1`) is not (the error says how to convert it).
 
 A file is read in parallel like a Parquet file: the layout step reads only the message headers (the record
-count and body length of each record batch, and where it starts), skipping the bodies, and `number_units`
+count and body length of each record batch, and where it starts), skipping the bodies, and `ArrowFormat.units`
 cuts the batches into runs of about `input.split_bytes` by byte offset. A unit then reads its batches from
 its offsets. Files with dictionary-encoded columns (never written by `datasets`) need every dictionary
 message before their batches: such a file is one unit, read in order from its start (`ReadUnit.start` 0).
@@ -22,18 +23,48 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import NamedTuple
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import fsspec_filesystem, is_local, local_path
-from internvl_batch.manifest.files import ReadUnit, check_id_column, open_manifest
-from internvl_batch.manifest.parquet import bounded_rows, media_columns
+from internvl_batch.manifest.formats.base import ManifestFormat, RowCounts, runs
+from internvl_batch.manifest.formats.parquet import bounded_rows, media_columns
 from internvl_batch.manifest.row_errors import row_error
+from internvl_batch.manifest.units import ReadUnit, check_id_column, open_manifest
 
 CONTINUATION = b"\xff\xff\xff\xff"
 SCHEMA, DICTIONARY, RECORD_BATCH = 1, 2, 3  # flatbuf MessageHeader values (Arrow's Message.fbs)
 ROW_ALLOWANCE = 2**20  # bytes per row allowed for the columns other than media when bounding a batch
+
+
+class ArrowFormat(ManifestFormat):
+    name = "arrow"
+    title = "Arrow"
+    # `datasets` save_to_disk shards (stream format), `.arrows` streams, Feather v2 files.
+    suffixes = (".arrow", ".arrows", ".feather")
+
+    def needs_layout(self, unit: ReadUnit) -> bool:
+        return True
+
+    def layout(self, unit: ReadUnit, storage: StorageConfig) -> list[tuple[int, int, int, int]]:
+        return arrow_batches(unit.file.uri, storage, unit.file.id_field)
+
+    def units(
+        self, planned: list[ReadUnit], layouts: list[object], split_bytes: int, first_index: int
+    ) -> list[ReadUnit]:
+        """Runs of consecutive record batches of about `split_bytes`, as byte offsets, numbered by first row."""
+        out: list[ReadUnit] = []
+        for unit, batches in zip(planned, layouts):
+            for start, stop, first in runs([(rows, size) for rows, size, *_ in batches], split_bytes):
+                # (A file whose batches cannot be read apart is laid out as one batch at offset 0: read whole.)
+                begin, end = (batches[start][2], batches[stop - 1][3]) if stop > start else (unit.file.size,) * 2
+                out.append(replace(unit, index=first_index + len(out), start=begin, stop=end, first_line=first))
+        return out
+
+    def rows(self, unit: ReadUnit, storage: StorageConfig, counts: RowCounts) -> Iterator[tuple[int, object]]:
+        return arrow_rows(unit, storage, unit.file.id_field)
 
 
 class Header(NamedTuple):

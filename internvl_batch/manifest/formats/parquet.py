@@ -1,6 +1,9 @@
-"""Parquet manifests: a read unit's row groups as raw rows, with the media held in cells bounded.
+"""Parquet manifests (`.parquet`): a read unit's row groups as raw rows, with the media held in cells bounded.
 
-(`manifest.arrow` reads Arrow IPC files with the same per-row checks, `bounded_rows`.)
+A file is cut into runs of row groups of about `input.split_bytes` of column data: the layout is the row groups'
+(rows, bytes) from the footer, read on the workers (`parquet_row_groups`, which also checks the id column). Rows
+are numbered from 1 in the file. (`formats.arrow` reads Arrow IPC files with the same per-row checks,
+`bounded_rows`.)
 
 Parquet datasets (Hugging Face `datasets` writes them so) hold images in their cells: encoded bytes, or an
 `Image` struct {bytes, path}. A cell larger than `fetch.max_bytes` (the file's `max_media_bytes`) is never
@@ -17,16 +20,59 @@ row naming the column, instead of failing the file.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.manifest.files import ReadUnit, check_id_column, open_manifest
+from internvl_batch.manifest.formats.base import ManifestFormat, RowCounts, runs
 from internvl_batch.manifest.row_errors import row_error
+from internvl_batch.manifest.units import ReadUnit, check_id_column, open_manifest
 
 MEDIA_COLUMNS = ("image", "images", "document")  # the reserved names whose cells may hold media bytes
+
+
+class ParquetFormat(ManifestFormat):
+    name = "parquet"
+    title = "Parquet"
+    suffixes = (".parquet",)
+
+    def needs_layout(self, unit: ReadUnit) -> bool:
+        return True
+
+    def layout(self, unit: ReadUnit, storage: StorageConfig) -> list[tuple[int, int]]:
+        return parquet_row_groups(unit.file.uri, storage, unit.file.id_field)
+
+    def units(
+        self, planned: list[ReadUnit], layouts: list[object], split_bytes: int, first_index: int
+    ) -> list[ReadUnit]:
+        """Runs of consecutive row groups of about `split_bytes` of column data, each numbered by its first row."""
+        out: list[ReadUnit] = []
+        for unit, row_groups in zip(planned, layouts):
+            for start, stop, first in runs(row_groups, split_bytes):
+                out.append(replace(unit, index=first_index + len(out), start=start, stop=stop, first_line=first))
+        return out
+
+    def rows(self, unit: ReadUnit, storage: StorageConfig, counts: RowCounts) -> Iterator[tuple[int, object]]:
+        return parquet_rows(unit, storage, unit.file.id_field)
+
+
+def parquet_row_groups(uri: str, storage: StorageConfig, id_field: str | None = "id") -> list[tuple[int, int]]:
+    """(rows, column data bytes) per row group, from the Parquet footer; the file must have the `id_field`
+    column (input.id_column) unless it is None."""
+    import pyarrow.parquet as pq
+
+    fs, path = fsspec_filesystem(uri, storage)
+    with open_manifest(fs, path, uri) as f:
+        try:
+            meta = pq.ParquetFile(f).metadata
+            columns = meta.schema.to_arrow_schema().names  # top-level columns, not the leaves of structs
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"manifest {uri}: not a readable Parquet file: {type(exc).__name__}: {exc}") from None
+        check_id_column(uri, columns, id_field)
+        return [(meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)]
 
 
 def parquet_rows(
