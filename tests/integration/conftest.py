@@ -141,3 +141,25 @@ def stop_shared_ray() -> None:
 
         ray.shutdown()
         _shared["up"] = False
+
+
+@pytest.fixture(scope="session")
+def two_runs(_ray_session, aws_env, tmp_path_factory, tiny_checkpoint):
+    """One output written by two runs of the real job on the shared cluster (`two_runs.py`), for every module
+    that only reads it. Its tests also ask for `ray_local`, which keeps the cluster up for their module."""
+    import ray
+
+    from tests.integration.two_runs import write_two_runs
+
+    if not ray.is_initialized():
+        start_shared_ray()
+    return write_two_runs(tmp_path_factory.mktemp("two-runs"), tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def two_node_jobs(s3, s3_endpoint, aws_env, tmp_path_factory, tiny_checkpoint):
+    """Two jobs submitted at once with `ray job submit` to a two-node cluster of their own (`two_node_jobs.py`),
+    which is stopped before this returns: what they left, for `test_job_submit.py` and `test_two_nodes.py`."""
+    from tests.integration.two_node_jobs import run_two_node_jobs
+
+    return run_two_node_jobs(s3, s3_endpoint, aws_env, tiny_checkpoint, tmp_path_factory.mktemp("two-nodes"))

@@ -1,66 +1,39 @@
 """A job's output as the tools users already have read it, and an output of the legacy layout resumed.
 
-The real job runs twice into one output (the second run resumes over a longer manifest), so it holds result
-files of two runs, both run records, the summary and the report. pyarrow.dataset, pandas, polars, duckdb,
-Hugging Face `datasets` and Ray Data pointed at the output's `data/` read exactly the result rows, and so do
-all but polars pointed at the output itself (polars reads every file under a directory, hidden ones too).
-Then the same output laid out as the previous version left it (everything at the top) is resumed: its done
-rows are not redone, and it is moved into the current layout.
+The real job runs twice into one output (the second run resumes over a longer manifest; `two_runs.py`, shared
+with `test_passthrough_job.py`), so it holds result files of two runs, both run records, the summary and the
+report, and pass-through columns that one run wrote as int64 and the other as text. pyarrow.dataset, pandas,
+polars, duckdb, Hugging Face `datasets` and Ray Data pointed at the output's `data/` read exactly the result
+rows, and so do all but polars pointed at the output itself (polars reads every file under a directory, hidden
+ones too). Then the same output laid out as the previous version left it (everything at the top) is resumed:
+its done rows are not redone, and it is moved into the current layout.
 """
 
-import json
 import logging
 import os
 import shutil
 
 import pytest
 
-from internvl_batch.config_loader import load_config
 from internvl_batch.job import run_job
 from internvl_batch.output_dir import META_DIR, data_path, read_summary, report_path, runs_path
 from internvl_batch.results import read_results
-from tests.media import encode, make_photo
+from tests.integration.two_runs import FIRST_ROWS, ROWS, job_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROWS = 6
-FIRST_ROWS = 4  # the first run's manifest; the second run's has all ROWS
-
-
-def job_config(root, out, manifest: str, report: bool):
-    return load_config(
-        None,
-        base={
-            "input": {"manifests": str(root / manifest)},
-            "output": {"path": str(out), "rows_per_file": 2, "report": report},
-            "model": {"path": str(root / "model")},
-            "generation": {"max_new_tokens": 4},
-            "resources": {"cpu_actors": 1, "cpu_batch_size": 2, "gpu_replicas": 1, "gpu_batch_size": 2},
-        },
-    )
-
 
 @pytest.fixture(scope="module")
-def job(ray_local, tmp_path_factory, tiny_checkpoint):
-    """(root, output, first run's summary, second run's summary): two runs of the real job into one output."""
-    root = tmp_path_factory.mktemp("interop")
-    os.symlink(tiny_checkpoint, root / "model")
-    rows = []
-    for i in range(ROWS):
-        (root / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
-        rows.append({"id": f"img{i}", "image": f"{i}.jpg"})
-    (root / "first.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:FIRST_ROWS]))
-    (root / "all.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    out = root / "out"
-    first = run_job(job_config(root, out, "first.jsonl", report=False))
-    second = run_job(job_config(root, out, "all.jsonl", report=True))
-    assert (first["rows_processed"], second["rows_already_done"], second["rows_processed"]) == (4, 4, 2)
-    return root, out, first, second
+def job(ray_local, two_runs):
+    """(root, output, first run's summary, second run's summary): two runs of the real job into one output
+    (`two_runs.py`; its rows carry pass-through columns, whose type the first run fixed)."""
+    return two_runs.root, two_runs.out, two_runs.first, two_runs.second
 
 
 @pytest.fixture(scope="module")
 def results(job):
-    """The output's current rows as the job reads them (no row of it was superseded: each id was done once)."""
+    """The output's current rows as the job reads them (no row of it was superseded: each id was done once; one
+    is an error row, whose pass-through value did not fit)."""
     table = read_results(str(job[1]))
     assert table.num_rows == ROWS
     return table

@@ -1,11 +1,12 @@
 """Interrupted runs and resume, with `internvl-batch run` as users run it, on the tiny checkpoint: Ctrl-C
 mid-run exits 130 with one line and the result files written stay; the same command, its driver on a running
-Ray cluster (as `ray job submit` runs it), killed with SIGKILL partway; run again, every id exactly once; a
-fourth run does nothing. The runs print our lines (progress,
-summary), not Ray Data's progress blocks or Ray's constructor-arguments error line."""
+Ray cluster (as `ray job submit` runs it), killed with SIGKILL partway; run again (the job, in the test's
+process on that cluster), every id exactly once; a fourth run does nothing. The commands print our lines (the
+interruption, resuming), not Ray Data's plan and progress blocks or Ray's constructor-arguments error line."""
 
 import glob
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from internvl_batch.output_dir import read_summary
+import internvl_batch.job as job
+from internvl_batch.config_loader import load_config
 from internvl_batch.results import read_results
 from tests.media import encode, make_photo
 
@@ -60,7 +62,9 @@ def environment(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_ctrl_c_then_a_killed_driver_then_resume_gives_every_id_once(ray_local, tmp_path, tiny_checkpoint):
+def test_ctrl_c_then_a_killed_driver_then_resume_gives_every_id_once(
+    ray_local, tmp_path, tiny_checkpoint, monkeypatch, caplog, capsys
+):
     import ray
 
     config = write_config(tmp_path, tiny_checkpoint)
@@ -92,35 +96,41 @@ def test_ctrl_c_then_a_killed_driver_then_resume_gives_every_id_once(ray_local, 
     # The same command again, its driver on the tests' shared cluster (as under `ray job submit`): killed with
     # SIGKILL once it has written more, as when the pod running it is lost (the cluster ends that job's actors).
     env = environment(tmp_path) | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    killed = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and killed.poll() is None and len(result_files(tmp_path)) < len(kept) + 2:
-        time.sleep(0.1)
-    assert killed.poll() is None, "the second run ended before it could be killed"
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    log = tmp_path / "killed.log"
+    with open(log, "w") as out:
+        killed = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+        )
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and killed.poll() is None and len(result_files(tmp_path)) < len(kept) + 2:
+            time.sleep(0.1)
+        assert killed.poll() is None, "the second run ended before it could be killed:\n" + log.read_text()
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    text = log.read_text()
+    rows_kept = sum(pq.ParquetFile(path).metadata.num_rows for path in kept)
+    assert f"resuming: {rows_kept} of {ROWS} results already exist; {ROWS - rows_kept} to produce" in text, text
+    assert not any(noise in text for noise in RAY_NOISE), text  # Ray Data's plan and progress lines start early
     kept = result_files(tmp_path)
     done = sum(pq.ParquetFile(path).metadata.num_rows for path in kept)
-    assert done < ROWS
+    assert rows_kept < done < ROWS
 
-    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
-    output = again.stdout + again.stderr
-    assert again.returncode == 0, output
-    assert f"resuming: {done} of {ROWS} results already exist; {ROWS - done} to produce" in output
-    assert f"progress: {ROWS - done}/{ROWS - done} results written" in output
-    assert "== internvl-batch summary ==" in output and "status: ok" in output
-    assert not any(noise in output for noise in RAY_NOISE), output
+    # Run again, in this process on the same cluster (the command's own lines were checked above): the rest is
+    # done, nothing twice.
+    with caplog.at_level(logging.INFO, logger="internvl_batch"):
+        summary = job.run_job(load_config(str(config)))
+    assert (summary["status"], summary["rows_already_done"], summary["rows_processed"]) == ("ok", done, ROWS - done)
+    assert f"resuming: {done} of {ROWS} results already exist; {ROWS - done} to produce" in caplog.text
+    assert f"progress: {ROWS - done}/{ROWS - done} results written" in caplog.text
+    assert "== internvl-batch summary ==" in capsys.readouterr().out
     results = read_results(str(tmp_path / "out"))
     assert sorted(results.column("id").to_pylist()) == [f"r{i:02d}" for i in range(ROWS)]
     assert set(results.column("status").to_pylist()) == {"ok"}
     assert not list((tmp_path / "out").rglob(".part-*.tmp"))
 
-    # A run over a finished output does nothing: no pipeline, no model.
-    last = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert last.returncode == 0, last.stdout + last.stderr
-    summary = read_summary(tmp_path / "out")
-    assert (summary["rows_processed"], summary["rows_already_done"]) == (0, ROWS)
-    assert "MapBatches(GenerateStage)" not in last.stdout + last.stderr
+    # A run over a finished output does nothing: no pipeline, no model (seen here, where the pipeline starts).
+    pipelines = []
+    monkeypatch.setattr(job, "run_pipeline", lambda *args: pipelines.append(args))
+    summary = job.run_job(load_config(str(config)))
+    assert (summary["rows_processed"], summary["rows_already_done"], pipelines) == (0, ROWS, [])
     assert read_results(str(tmp_path / "out")).num_rows == ROWS

@@ -1,9 +1,8 @@
 """Pass-through columns through real runs on a real Ray cluster: user columns named like the pipeline's own
 (`source`, `tasks`) come out as the user wrote them, a renamed `status` (img2dataset writes one) keeps its
 values, and a resumed run whose values have another type keeps the output's schema, so that every reader
-still merges the result files."""
-
-import json
+still merges the result files. The two runs are `two_runs.py`'s (their output is also read by every reader in
+`test_interop_outputs.py`)."""
 
 import datasets
 import polars as pl
@@ -11,68 +10,36 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from internvl_batch.config_loader import load_config
-from internvl_batch.job import run_job
+from internvl_batch.config import StorageConfig
 from internvl_batch.results import read_results, result_files
+from tests.integration.two_runs import ROWS
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def write_manifest(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_user_columns_keep_their_names_values_and_types_across_runs(ray_local, two_runs, tmp_path):
+    # The first run: img0..img3, `width` int64; the second (resumed over a grown manifest): img4 and img5,
+    # `width` written as text, "1200" and "1000px" (not a number at all).
+    assert two_runs.second["rows_processed"] == 2
+    rows = {r["id"]: r for r in read_results(str(two_runs.out)).to_pylist()}
+    ids = [f"img{i}" for i in range(ROWS)]
+    assert [rows[k]["source"] for k in ids] == ["laion", "coyo", "laion", "coyo", "laion", "cc12m"]
+    assert [rows[k]["tasks"] for k in ids] == [["keep"], [], [], ["a", "b"], ["x"], []]
+    assert [rows[k]["task"] for k in ids] == ["caption"] * ROWS  # ours, beside theirs
+    assert [rows[k]["download_status"] for k in ids] == ["success"] * 5 + ["failed"]
+    assert [rows[k]["width"] for k in ids] == [320, 640, 800, 1024, 1200, None]
+    assert [rows[k]["status"] for k in ids[:5]] == ["ok"] * 5
+    assert rows["img5"]["status"] == "error" and rows["img5"]["error_stage"] == "manifest"
+    assert "pass-through column `width` holds '1000px'" in rows["img5"]["error"]
 
-
-def test_user_columns_keep_their_names_values_and_types_across_runs(ray_local, tmp_path, tiny_checkpoint):
-    (tmp_path / "p.jpg").write_bytes(encode(make_photo(320, 240, seed=1), "JPEG"))
-    first = [
-        {"id": "a", "image": "p.jpg", "source": "laion", "tasks": ["keep"], "status": "success", "width": 320},
-        {"id": "b", "image": "p.jpg", "source": "coyo", "tasks": [], "status": "success", "width": 640},
-    ]
-    manifest = tmp_path / "m.jsonl"
-    write_manifest(manifest, first)
-    base = {
-        "input": {
-            "manifests": str(manifest),
-            "passthrough_columns": {
-                "source": "source",
-                "tasks": "tasks",
-                "status": "download_status",
-                "width": "width",
-            },
-        },
-        "output": {"path": str(tmp_path / "out"), "max_error_fraction": 1.0},
-        "model": {"path": str(tiny_checkpoint)},
-        "generation": {"max_new_tokens": 2},
-        "resources": {"cpu_actors": 1, "gpu_replicas": 1},
-    }
-    run_job(load_config(None, base=base))
-    # A later run over a grown manifest: widths written as text now, one of them not a number at all.
-    later = [
-        {"id": "c", "image": "p.jpg", "source": "laion", "tasks": ["x"], "status": "success", "width": "1200"},
-        {"id": "d", "image": "p.jpg", "source": "cc12m", "tasks": [], "status": "failed", "width": "1000px"},
-    ]
-    write_manifest(manifest, first + later)
-    summary = run_job(load_config(None, base=base))
-    assert summary["rows_processed"] == 2
-
-    rows = {r["id"]: r for r in read_results(str(tmp_path / "out")).to_pylist()}
-    assert [rows[k]["source"] for k in "abcd"] == ["laion", "coyo", "laion", "cc12m"]
-    assert [rows[k]["tasks"] for k in "abcd"] == [["keep"], [], ["x"], []]
-    assert [rows[k]["task"] for k in "abcd"] == ["caption"] * 4  # ours, beside theirs
-    assert [rows[k]["download_status"] for k in "abcd"] == ["success", "success", "success", "failed"]
-    assert [rows[k]["width"] for k in "abcd"] == [320, 640, 1200, None]
-    assert [rows[k]["status"] for k in "abc"] == ["ok"] * 3
-    assert rows["d"]["status"] == "error" and rows["d"]["error_stage"] == "manifest"
-    assert "pass-through column `width` holds '1000px'" in rows["d"]["error"]
-
-    files = result_files(str(tmp_path / "out"), load_config(None, base=base).storage)
-    assert len(files) == 2
+    files = result_files(str(two_runs.out), StorageConfig())
+    assert len(files) == 3  # the first run's two (2 rows each) and the second run's one
     # Every file has the first run's schema, so readers that merge files by schema read them all.
     assert pads.dataset(files, format="parquet").to_table().schema.field("width").type == pa.int64()
     assert pl.read_parquet(files)["width"].to_list().count(None) == 1
     loaded = datasets.load_dataset("parquet", data_files=files, cache_dir=str(tmp_path / "hf"))["train"]
-    assert loaded.num_rows == 4 and loaded.features["width"].dtype == "int64"
+    assert loaded.num_rows == ROWS and loaded.features["width"].dtype == "int64"
 
 
 def test_the_python_api_keeps_a_users_source_and_refuses_a_silent_status(ray_local, tmp_path, tiny_checkpoint):

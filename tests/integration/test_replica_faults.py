@@ -52,7 +52,7 @@ def probe(tmp_path_factory):
 def _job(tmp_path: Path, accelerator: str, rows: int = 6, questions: dict | None = None, overrides=()):
     """A job of `rows` photos on the tiny checkpoint; `overrides`: `--set` style, e.g. "resources.x=3"."""
     for i in range(rows):
-        (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(320, 240, seed=i), "JPEG"))
+        (tmp_path / f"{i}.jpg").write_bytes(encode(make_photo(64, 64, seed=i), "JPEG"))  # one tile: quick
     manifest = [{"id": f"img{i}", "image": f"{i}.jpg"} for i in range(rows)]
     for i, question in (questions or {}).items():
         manifest[i]["question"] = question
