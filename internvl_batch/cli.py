@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from internvl_batch.cli_compact import add_compact_parser, add_report_parser, summary_line
 from internvl_batch.errors import InternVLBatchError
 from internvl_batch.redact import install_log_redaction, redact_text
 
@@ -115,6 +116,18 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compact(args) -> int:
+    from internvl_batch.config import StorageConfig
+    from internvl_batch.pipeline.compaction import compact
+
+    storage = StorageConfig(endpoint_url=args.endpoint_url, anonymous=args.anonymous)
+    summary = compact(
+        args.output, storage, args.target_rows, args.target_bytes, args.engine, args.ray_address, args.drop_orphans
+    )
+    print(summary_line(args.output, summary))
+    return 0
+
+
 def _version() -> str:
     from importlib import metadata
 
@@ -188,24 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verbose(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("report", help="write a self-contained HTML report of a job's output (samples, failures, plots)")
-    p.add_argument("output", help="the job's output path (local, s3://, gs://, az://)")
-    p.add_argument("--out", help="where to write the page (default OUTPUT/.internvl-batch/report.html)")
-    p.add_argument("--sample", type=int, default=12, help="ok rows per task in the gallery (default 12)")
-    p.add_argument(
-        "--max-files", type=int, default=200, help="result files read at most; more are sampled evenly (default 200)"
-    )
-    p.add_argument("--endpoint-url", help="S3-compatible endpoint of the output and media (default AWS)")
-    p.add_argument("--anonymous", action="store_true", help="unsigned requests (public buckets)")
-    p.add_argument(
-        "--local-root",
-        dest="local_roots",
-        action="append",
-        metavar="DIR",
-        help="show local media (paths, file:// URIs) only from under DIR (repeatable); default: the directories "
-        "the output's latest run was allowed to read local media from (its summary), none without a record",
-    )
-    p.set_defaults(func=cmd_report)
+    add_report_parser(sub, cmd_report)
+    add_compact_parser(sub, cmd_compact)
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
     p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")

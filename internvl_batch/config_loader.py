@@ -9,7 +9,7 @@ mean `dtype`?)`), a pool size as what users write (an integer or a [min, max] pa
 that an override set named after the override (`--set resources.cpu_actors=...`), not the config file:
 override values are never quoted (they can hold secrets).
 
-Relative local paths written in a config file (`input.manifests`, `output.path`, `fetch.local_roots`, and
+Relative local paths written in a config file (`input.manifests`, `input.media`, `output.path`, `fetch.local_roots`, and
 `model.path` when such a directory exists next to the file) are relative to the file's own directory, so a config works from any
 working directory; paths given with `--set` are relative to the working directory, as on any command line.
 """
@@ -186,13 +186,12 @@ def relative_to(loaded: dict, base: Path) -> dict:
     """A config file's relative local paths made relative to `base` (its directory)."""
     out = copy.deepcopy(loaded)
     sections = {name: out.get(name) for name in ("input", "output", "model", "fetch")}
-    if isinstance(sections["input"], dict) and "manifests" in sections["input"]:
-        manifests = sections["input"]["manifests"]
-        sections["input"]["manifests"] = (
-            [_relative_local(m, base) for m in manifests]
-            if isinstance(manifests, list)
-            else _relative_local(manifests, base)
-        )
+    for key in ("manifests", "media"):
+        if isinstance(sections["input"], dict) and key in sections["input"]:
+            paths = sections["input"][key]
+            sections["input"][key] = (
+                [_relative_local(m, base) for m in paths] if isinstance(paths, list) else _relative_local(paths, base)
+            )
     roots = sections["fetch"].get("local_roots") if isinstance(sections["fetch"], dict) else None
     if isinstance(roots, list):
         sections["fetch"]["local_roots"] = [_relative_local(root, base) for root in roots]

@@ -29,6 +29,10 @@ class ConfigError(InternVLBatchError):
     """The configuration is invalid. Fatal: raised before any expensive work."""
 
 
+class ConfigChanged(ConfigError):
+    """Results of the rows read were made with another config (`output.on_config_change: error`). Exit 2."""
+
+
 class ModelLoadError(InternVLBatchError):
     """The model cannot be found, read or converted. Fatal."""
 

@@ -11,11 +11,9 @@ the same command resumes from them (`interrupted_line`).
 from __future__ import annotations
 
 import logging
-import platform
 import sys
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 
 import ray
 import ray.data
@@ -23,9 +21,11 @@ import ray.data
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError, JobFailed
+from internvl_batch.fingerprint import RunFingerprint, check_config_change, done_rule, run_fingerprint, run_records
 from internvl_batch.local_media import with_local_roots
-from internvl_batch.manifest.files import expand_manifests, input_renames
-from internvl_batch.manifest.scan import manifest_report, plan_waves
+from internvl_batch.manifest.files import input_files
+from internvl_batch.manifest.scan import plan_waves
+from internvl_batch.manifest.scan_report import manifest_report, resume_report
 from internvl_batch.manifest.units import ManifestFile
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
@@ -36,28 +36,14 @@ from internvl_batch.pipeline.console import absorb_actor_restart_warning, quiet_
 from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
 from internvl_batch.pipeline.dataset import build_dataset, replica_gpus
 from internvl_batch.pipeline.driver import interrupted_line, interruptible, ray_running, shut_down_ray
-from internvl_batch.pipeline.prepass import load_done_keys, read_units, scan_manifests
+from internvl_batch.pipeline.prepass import load_done_keys, read_units, record_orphans, scan_manifests
 from internvl_batch.pipeline.reading import ManifestDatasource
 from internvl_batch.redact import install_log_redaction, redact_text
 from internvl_batch.report import write_report
-from internvl_batch.summary import CRASHED_ROWS, RunStats, print_summary
+from internvl_batch.summary import CRASHED_ROWS, RunStats, package_versions, print_summary
 from internvl_batch.tasks import template_fields
 
 log = logging.getLogger("internvl_batch.job")
-
-PACKAGES = (
-    "internvl-batch",
-    "torch",
-    "transformers",
-    "ray",
-    "pyarrow",
-    "pillow",
-    "tokenizers",
-    "s3fs",
-    "decord",
-    "pydantic",
-)
-
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process ended by Ctrl-C
 
@@ -70,16 +56,6 @@ class JobInterrupted(Exception):
         self.rows = rows
 
 
-def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def root_cause(exc: BaseException) -> str:
     """The innermost error's last line: Ray wraps actor and task failures in several layers. An inner error
     without a message is not it (Ray Data chains a bare `SystemException` to say where a failure happened)."""
@@ -89,23 +65,26 @@ def root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
-def check_model(config: PipelineConfig) -> None:
+def check_model(config: PipelineConfig) -> ModelBundle:
     """The model's config and tokenizer load, and its weights' names and shapes match (safetensors headers)."""
     bundle = ModelBundle.load(config.model, config.storage)
     if bundle.info.layout == "original" and any(bundle.path.glob("*.safetensors")):
         # Names and shapes from the safetensors headers only; for Hub ids the weights arrive with the replicas.
         verify_weights(bundle.info, bundle.prompts.image_context_id)
+    return bundle
 
 
-def preflight(config: JobConfig, run_id: str | None = None) -> list[ManifestFile]:
-    """Everything that can fail cheaply, before Ray starts: model files, manifest files (a listing), then the
-    output (where `run_id`'s start is recorded: nothing is written there unless everything else is fine)."""
-    check_model(config)
-    files = expand_manifests(
-        config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
-    )
-    prepare_output(config.output, config.storage, run_id)
-    return files
+def preflight(config: JobConfig, run_id: str | None = None) -> tuple[list[ManifestFile], RunFingerprint, list[dict]]:
+    """Everything that can fail cheaply, before Ray starts: model files, manifest files and media roots (a
+    listing), then the output (where `run_id`'s start is recorded with its config fingerprint: nothing is
+    written there unless everything else is fine). Returns the input files, the run's fingerprint and the
+    output's earlier run records."""
+    bundle = check_model(config)
+    files = input_files(config.input, config.storage, config.fetch.max_bytes)
+    fingerprint = run_fingerprint(config, bundle.path, bundle.info.system_message)
+    records = run_records(config.output.path, config.storage) if config.output.resume else []
+    prepare_output(config.output, config.storage, run_id, {"config_fingerprint": fingerprint.record()})
+    return files, fingerprint, records
 
 
 def carried_columns(config: JobConfig) -> list[str]:
@@ -121,7 +100,9 @@ def init_ray(config: JobConfig) -> float:
     return replica_gpus(config)
 
 
-def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats) -> None:
+def run_pipeline(
+    config: JobConfig, units, scan, done_ref, num_gpus: float, run_id: str, stats: RunStats, fingerprints: dict
+) -> None:
     """The rows to do, in waves (`resources.wave_rows`): each wave is one Ray Data execution."""
     ledger = RemoteCrashLedger.start()  # the run's record of rows in flight on the model replicas
     waves = plan_waves(units, scan.totals, config.resources.wave_rows)
@@ -132,7 +113,9 @@ def run_pipeline(config: JobConfig, units, scan, done_ref, num_gpus: float, run_
                 if len(waves) > 1:
                     log.info("wave %d of %d: %d rows to do from %d read units", number, len(waves), rows, len(wave))
                 name = display_name(config.model.path)
-                dataset = build_dataset(config, wave, rows, scan, done_ref, name, num_gpus, run_id, ledger)
+                dataset = build_dataset(
+                    config, wave, rows, scan, done_ref, name, num_gpus, run_id, ledger, fingerprints
+                )
                 try:
                     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                         stats.add(batch)
@@ -162,13 +145,16 @@ def run_job(config: JobConfig) -> dict:
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     run_id = new_run_id()
-    files = preflight(config, run_id)
-    config = with_local_roots(config, [file.uri for file in files])
+    files, fingerprint, records = preflight(config, run_id)
+    config = with_local_roots(config, [f.uri for f in files if not f.media], [f.uri for f in files if f.media])
     num_gpus = init_ray(config)
     t_scan = time.monotonic()
     units = read_units(config, files)
-    done_ref, _ = load_done_keys(config) if config.output.resume else (None, 0)
+    rule = done_rule(config, fingerprint, records)
+    done_ref, results = load_done_keys(config, rule) if config.output.resume else (None, 0)
     scan = scan_manifests(config, units, done_ref, carried_columns(config))
+    stale = check_config_change(config, scan, fingerprint, records)
+    record_orphans(config, done_ref, scan, run_id)
     if config.output.resume:  # the output's result files fix the pass-through columns' types (passthrough.py)
         pinned = pinned_types(config.output.path, config.storage, config.input.passthrough_columns)
         scan.passthrough_types = settle_types(scan.passthrough_types, pinned)
@@ -186,7 +172,7 @@ def run_job(config: JobConfig) -> dict:
         )
     stats = RunStats(totals.todo_keys, started=t0)
     if totals.todo_keys:
-        run_pipeline(config, units, scan, done_ref, num_gpus, run_id, stats)
+        run_pipeline(config, units, scan, done_ref, num_gpus, run_id, stats, fingerprint.tasks)
     wall = time.monotonic() - t0
     stats.log_progress(wall)  # the last line: the same rate as the summary's rows_per_s
 
@@ -200,6 +186,8 @@ def run_job(config: JobConfig) -> dict:
         "rows_input": totals.rows,
         "results_expected": totals.keys,
         "rows_already_done": totals.done_keys,
+        **resume_report(totals, results, stale, config.output.on_config_change == "keep"),
+        "config_fingerprint": fingerprint.record(),
         **stats.as_dict(wall),
         "one_row_per_input": not missing,
         "missing_ids": missing,

@@ -120,6 +120,21 @@ class KeySet:
     def __len__(self) -> int:
         return len(self.high)
 
+    def find(self, hashes: np.ndarray) -> np.ndarray:
+        """int64 per key (uint64 [n, 2]): its index in the set, or -1."""
+        index = np.full(len(hashes), -1, np.int64)
+        if not len(self.high) or not len(hashes):
+            return index
+        left = np.searchsorted(self.high, hashes[:, 0], "left")
+        right = np.searchsorted(self.high, hashes[:, 0], "right")
+        single = np.flatnonzero((right - left == 1) & (self.low[np.minimum(left, len(self.low) - 1)] == hashes[:, 1]))
+        index[single] = left[single]
+        for i in np.flatnonzero(right - left > 1):  # equal high halves: rare, look within the run
+            match = np.flatnonzero(self.low[left[i] : right[i]] == hashes[i, 1])
+            if len(match):
+                index[i] = left[i] + match[0]
+        return index
+
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         """Boolean mask: which of the keys (uint64 [n, 2]) are in the set."""
         found = np.zeros(len(hashes), bool)

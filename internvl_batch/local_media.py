@@ -25,17 +25,21 @@ NEVER_READ = ("/proc", "/sys", "/dev")
 _LOCAL_HOSTS = ("", "localhost")
 
 
-def default_local_roots(manifests: list[str], local_run: bool, cwd: str | None = None) -> list[str]:
-    """The job's roots when `fetch.local_roots` is not set: the directories of the local manifest files, and
-    the working directory for a local run (never the filesystem root: that would allow everything)."""
+def default_local_roots(
+    manifests: list[str], local_run: bool, cwd: str | None = None, media_roots: list[str] = ()
+) -> list[str]:
+    """The job's roots when `fetch.local_roots` is not set: the directories of the local manifest files, the
+    local media roots (`input.media`: the folders listed), and the working directory for a local run (never
+    the filesystem root: that would allow everything)."""
     roots = [os.path.dirname(os.path.abspath(local_path(uri))) for uri in manifests if is_local(uri)]
+    roots += [os.path.abspath(local_path(uri)) for uri in media_roots if is_local(uri)]
     here = os.path.abspath(cwd or os.getcwd())
     if local_run and here != os.path.dirname(here):
         roots.append(here)
     return list(dict.fromkeys(roots))
 
 
-def with_local_roots(config, manifests: list[str]):
+def with_local_roots(config, manifests: list[str], media_roots: list[str] = ()):
     """`config` (a `JobConfig`) with `fetch.local_roots` as absolute paths (`default_local_roots` for its
     manifest files when not set), so that every worker applies the same list and the run's summary records it
     (the report's default). A local run: the job starts its own Ray (no `ray.address`, no `RAY_ADDRESS`)."""
@@ -43,7 +47,7 @@ def with_local_roots(config, manifests: list[str]):
         roots = [os.path.abspath(os.path.expanduser(root)) for root in config.fetch.local_roots]
     else:
         local_run = config.ray.address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-        roots = default_local_roots(manifests, local_run)
+        roots = default_local_roots(manifests, local_run, media_roots=media_roots)
     return config.model_copy(update={"fetch": config.fetch.model_copy(update={"local_roots": roots})})
 
 

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from internvl_batch.config import OutputConfig, StorageConfig
 from internvl_batch.errors import ConfigError
 from internvl_batch.filesystems import fsspec_filesystem, is_local, local_path
+from internvl_batch.output_foreign import first_foreign_entry
 from internvl_batch.output_layout import (
     DATA_DIR,
     LEGACY_REPORT_FILE,
@@ -42,7 +43,6 @@ from internvl_batch.output_layout import (
     WRITE_CHECK_PREFIX,
     OutputListing,
     data_path,
-    first_foreign_entry,
     is_own_entry,
     list_output,
     report_path,
@@ -141,7 +141,9 @@ def check_output_location(output_path: str) -> None:
         raise ConfigError(f"output.path {output_path} names no bucket: {NOT_ALLOWED}")
 
 
-def prepare_output(output: OutputConfig, storage: StorageConfig, run_id: str | None = None) -> None:
+def prepare_output(
+    output: OutputConfig, storage: StorageConfig, run_id: str | None = None, start_record: dict | None = None
+) -> None:
     """Check the output before anything runs, move a legacy output, record the run, without resume delete results.
 
     Refuses (ConfigError, before anything is written or deleted) the outputs of `check_output_location`, and,
@@ -186,6 +188,7 @@ def prepare_output(output: OutputConfig, storage: StorageConfig, run_id: str | N
     try:
         if run_id is not None:
             record = {"run_id": run_id, "status": "running", "started_at": datetime.now(timezone.utc).isoformat()}
+            record |= start_record or {}  # the config fingerprint: what made the files this run writes
             record_run(output.path, storage, record)
         if not output.resume and listing.result_files:
             fs.rm(listing.result_files)

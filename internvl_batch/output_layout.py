@@ -4,6 +4,8 @@
     OUT/.internvl-batch/summary.json          the last run's summary
     OUT/.internvl-batch/runs/<run_id>.json    every run: written when it starts (status "running"), its summary at the end
     OUT/.internvl-batch/report.html           the report (`output.report`; `internvl-batch report`'s default)
+    OUT/.internvl-batch/orphans.parquet       keys of results whose input the latest run no longer read
+    OUT/.internvl-batch/compaction.json       while a compaction runs (`compact.py`): its plan, for a rerun to finish it
 
 Why two folders: tools pointed at a directory read what they find there. polars reads every non-empty file under
 it, hidden ones included, and refuses mixed extensions; `datasets.load_dataset` picks the format by a vote of
@@ -32,13 +34,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from internvl_batch.filesystems import is_local
-
 DATA_DIR = "data"
 META_DIR = ".internvl-batch"
-SUMMARY_FILE = "summary.json"  # in META_DIR, as are the two below
+SUMMARY_FILE = "summary.json"  # in META_DIR, as are the three below
 RUNS_DIR = "runs"
 REPORT_FILE = "report.html"
+COMPACTION_FILE = "compaction.json"
+ORPHANS_FILE = "orphans.parquet"  # the latest scan's results whose input is gone (`results.orphan_keys`)
 LEGACY_SUMMARY_FILE = "_summary.json"  # at the top, as are the two below
 LEGACY_RUNS_DIR = "_runs"
 LEGACY_REPORT_FILE = "report.html"
@@ -50,7 +52,7 @@ RUN_RECORD = re.compile(rf"({RUN_ID})\.json")
 # `.part-*.tmp` also covers the temporary result files of earlier versions.
 RUN_RECORD_TEMP = re.compile(rf"\.{RUN_ID}\.json\.[0-9a-f]{{12}}\.tmp")  # in either layout's runs folder
 RESULT_TEMP = re.compile(r"\.part-.*\.tmp")
-META_TEMP = re.compile(r"\.(summary\.json|report\.html)\.[0-9a-f]{12}\.tmp")
+META_TEMP = re.compile(r"\.(summary\.json|report\.html|compaction\.json|orphans\.parquet)\.[0-9a-f]{12}\.tmp")
 LEGACY_TEMP = re.compile(r"\.(part-.*|_summary\.json\.[0-9a-f]{12}|report\.html\.[0-9a-f]{12})\.tmp")
 TOP = ""  # the folder key of OUT's top (in `TEMPS`, `OWN`, `OutputListing.folders`)
 TEMPS = {TOP: LEGACY_TEMP, DATA_DIR: RESULT_TEMP, META_DIR: META_TEMP}
@@ -73,7 +75,7 @@ def _own_in_data(name: str) -> bool:
 
 def _own_in_meta(name: str) -> bool:
     return bool(
-        name in (SUMMARY_FILE, RUNS_DIR, REPORT_FILE)
+        name in (SUMMARY_FILE, RUNS_DIR, REPORT_FILE, COMPACTION_FILE, ORPHANS_FILE)
         or name.startswith(WRITE_CHECK_PREFIX)
         or META_TEMP.fullmatch(name)
     )
@@ -102,6 +104,10 @@ def _meta(output_path: str | os.PathLike, name: str) -> str:
 
 def summary_path(output_path: str | os.PathLike) -> str:
     return _meta(output_path, SUMMARY_FILE)
+
+
+def orphans_path(output_path: str | os.PathLike) -> str:
+    return _meta(output_path, ORPHANS_FILE)
 
 
 def runs_path(output_path: str | os.PathLike) -> str:
@@ -223,7 +229,13 @@ def _ls(fs, directory: str) -> dict[str, dict]:
     with contextlib.suppress(Exception):
         fs.invalidate_cache(directory)
     top = directory.rstrip("/")
-    infos = fs.ls(directory, detail=True)
+    try:
+        infos = fs.ls(directory, detail=True)
+    except FileNotFoundError:  # a prefix whose only object was just deleted (a versioned bucket's delete marker)
+        return {}
+    finally:  # nor left in the cache: a Ray worker that lists here lives on, and s3fs opens by the cached listing
+        with contextlib.suppress(Exception):
+            fs.invalidate_cache(directory)
     return {_name(info["name"]): info for info in infos if info["name"].rstrip("/") != top and _name(info["name"])}
 
 
@@ -249,46 +261,3 @@ def list_output(fs, path: str) -> OutputListing:
                 elif RUN_RECORD_TEMP.fullmatch(name):
                     listing.run_temps.append(record["name"])
     return listing
-
-
-def first_foreign_entry(fs, path: str, output_path: str) -> str | None:
-    """The first name under the output (at its top, in `data/` or in `.internvl-batch/`) that the job does not
-    write, as `list_output(...).foreign` names it, or None (also when the output does not exist yet). Bounded:
-    stops at the first one (a local directory is read entry by entry, an S3 prefix page by page); other object
-    stores are listed whole."""
-    s3 = hasattr(fs, "_iterdir") and hasattr(fs, "split_path")
-    scan = _first_local if is_local(output_path) else _first_s3 if s3 else None
-    if scan is None:
-        listing = list_output(fs, path)
-        return listing.foreign[0] if listing.foreign else None
-    for folder, own in OWN.items():
-        name = scan(fs, _join(path, folder), own)
-        if name is not None:
-            return _join(folder, name) if folder else name
-    return None
-
-
-def _first_local(fs, directory: str, own) -> str | None:
-    if not os.path.isdir(directory):
-        return None
-    with os.scandir(directory) as entries:
-        return next((e.name for e in entries if not own(e.name)), None)
-
-
-def _first_s3(fs, directory: str, own) -> str | None:
-    """s3fs: list_objects_v2 pages, one at a time."""
-    from fsspec.asyn import sync
-
-    bucket, key, _ = fs.split_path(directory)
-    prefix = f"{key.strip('/')}/" if key.strip("/") else ""
-
-    async def scan():
-        async for entry in fs._iterdir(bucket, prefix=prefix, delimiter="/"):
-            name = _name(entry["name"])
-            if name and f"{bucket}/{prefix}".rstrip("/") != entry["name"].rstrip("/") and not own(name):
-                return name
-        return None
-
-    if not fs.exists(directory):  # no bucket yet, or an empty prefix
-        return None
-    return sync(fs.loop, scan)

@@ -27,6 +27,8 @@ The output schema: one Parquet row per input row and task (per page of a PDF), t
 | error_type | string | the error's type (`errors.py`: ManifestError, FetchError, ImageDecodeError, ...) |
 | model | string | the model that answered |
 | run_id | string | the run that wrote the row (sortable by time; the latest run's row is the current one) |
+| source_version | string | the version of the media the row was made from (a media root's object: ETag, GCS generation, local size and mtime; a manifest's `version` column); null when unknown |
+| config_fingerprint | string | a hash of what decides the answer for this row's task: model files, prompt and system message, generation and pixel settings (`fingerprint.py`; the parts in the run record) |
 | parsed | typed from task.json_schema | `json` rows: the validated answer (only when the job has a json schema) |
 
 Pass-through columns of `input.passthrough_columns` follow, unchanged, under their output names (a name the
@@ -76,6 +78,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("error_type", pa.string()),
         ("model", pa.string()),
         ("run_id", pa.string()),
+        ("source_version", pa.string()),
+        ("config_fingerprint", pa.string()),
     ]
 )
 

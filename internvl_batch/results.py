@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.done_keys import text_hashes
 from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.keys import document_ids, key_hashes, page_shares
 from internvl_batch.manifest.scan import partition_of
+from internvl_batch.orphans import orphan_keys, orphaned
 from internvl_batch.output_dir import RUN_ID, data_path, list_output, write_output_file
 
 RECORD_SCHEMA = pa.schema(
@@ -61,11 +64,14 @@ def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig,
     return _join(data_path(path), name)
 
 
-def read_results(output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None) -> pa.Table:
+def read_results(
+    output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None, drop_orphans: bool = False
+) -> pa.Table:
     """Exactly one current row per (id, task): across files and runs, the row from the latest run wins.
 
     Works after any sequence of interrupted and resumed runs. `columns` limits what is read (`id`, `task` and
-    `run_id` are always read).
+    `run_id` are always read). `drop_orphans`: leave out the results whose input the latest run no longer had
+    (`orphans.py`).
     """
     storage = storage or StorageConfig()
     fs, _ = fsspec_filesystem(output_path, storage)
@@ -84,6 +90,8 @@ def read_results(output_path: str, storage: StorageConfig | None = None, columns
     if table.num_rows > 1:
         table = table.filter(pa.array(~_same_key_as_previous(table)))
         table = table.filter(pa.array(~shape_superseded(table)))
+    if drop_orphans:
+        table = table.filter(pa.array(~orphaned(table, orphan_keys(output_path, storage))))
     if columns is not None and "page" not in columns and "page" in table.column_names:
         table = table.drop_columns(["page"])
     return table.drop_columns(["_file"])
@@ -129,36 +137,61 @@ def shape_superseded(table: pa.Table) -> np.ndarray:
     return out
 
 
-def result_key_hashes(
-    output_path: str, files: list[str], storage: StorageConfig, ok_only: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """The (id, task) keys with a result in some result files (`keys.key_hashes`): every key with a result, or
-    with an `ok` one only (when errors are to be retried). A key once `ok` is never written again by a resuming
-    run, so "has an ok row" equals "its latest row is ok" here, and no grouping across files is needed.
-
-    Returns (hashes of the keys of ordinary rows [n, 2], PDF page rows [m, 6]: the row's own key hash, its
-    document's key hash, its share of it); `keys.complete_documents` turns page rows into documents done once
-    all of a document's rows, from every file, are together."""
+def result_key_rows(output_path: str, files: list[str], storage: StorageConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What resume needs of every row of some result files (`done_keys.build_result_keys` makes the current
+    state per key of them): uint64 rows of ordinary results [n, 6] (key hash (2), version hash, fingerprint
+    hash, ok, order) and of PDF page rows [m, 10] (the row's key hash, its document's key hash, its share of it
+    (2 each; `keys.page_shares`), version, fingerprint, ok, order). `order` is the row's `run_id` as
+    microseconds (`run_orders`): the latest run's row is current, as `read_results` decides, whatever file holds
+    it (a compacted file holds rows of many runs)."""
     fs, _ = fsspec_filesystem(output_path, storage)
-    plain, paged = [np.zeros((0, 2), np.uint64)], [np.zeros((0, 6), np.uint64)]
+    plain, paged = [np.zeros((0, 6), np.uint64)], [np.zeros((0, 10), np.uint64)]
+    wanted = ["id", "task", "status", "page", "num_pages", "source_version", "config_fingerprint", "run_id"]
     for file in files:
         with fs.open(file, "rb") as f:
             parquet = pq.ParquetFile(f)
-            wanted = ["id", "task", "status", "page", "num_pages"] if ok_only else ["id", "task", "page", "num_pages"]
             table = parquet.read(columns=[c for c in wanted if c in parquet.schema_arrow.names])
-        if ok_only:
-            table = table.filter(pc.equal(table.column("status"), "ok"))
-        if "page" not in table.column_names:  # written before PDF documents were read
-            table = table.append_column("page", pa.nulls(table.num_rows, pa.int32()))
-        is_page = pc.is_valid(table.column("page"))
-        rows, pages = table.filter(pc.invert(is_page)), table.filter(is_page)
-        plain.append(key_hashes(rows.column("id").to_pylist(), rows.column("task").to_pylist()))
-        if pages.num_rows:
-            ids, tasks = pages.column("id").to_pylist(), pages.column("task").to_pylist()
-            numbers, counts = pages.column("page").to_pylist(), pages.column("num_pages").to_pylist()
-            documents, shares = page_shares(document_ids(ids, numbers), tasks, numbers, counts)
-            paged.append(np.concatenate([key_hashes(ids, tasks), documents, shares], axis=1))
+        n = table.num_rows
+        for name in ("page", "source_version", "config_fingerprint"):  # files written before these existed
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(n, pa.int32() if name == "page" else pa.string()))
+        state = np.zeros((n, 4), np.uint64)  # one dtype throughout: a float on the way would round the hashes
+        state[:, 0] = text_hashes(table.column("source_version").to_pylist())
+        state[:, 1] = text_hashes(table.column("config_fingerprint").to_pylist())
+        state[:, 2] = pc.equal(table.column("status"), "ok").fill_null(False).to_numpy(zero_copy_only=False)
+        state[:, 3] = run_orders(table.column("run_id"))
+        is_page = np.asarray(pc.is_valid(table.column("page")).to_numpy(zero_copy_only=False), bool)
+        ids, tasks = table.column("id").to_pylist(), table.column("task").to_pylist()
+        rows = np.flatnonzero(~is_page)
+        plain.append(
+            np.concatenate([key_hashes([ids[k] for k in rows], [tasks[k] for k in rows]), state[rows]], axis=1)
+        )
+        pages = np.flatnonzero(is_page)
+        if len(pages):
+            page_ids, page_tasks = [ids[k] for k in pages], [tasks[k] for k in pages]
+            numbers = table.column("page").take(pages).to_pylist()
+            counts = table.column("num_pages").take(pages).to_pylist()
+            documents, shares = page_shares(document_ids(page_ids, numbers), page_tasks, numbers, counts)
+            paged.append(np.concatenate([key_hashes(page_ids, page_tasks), documents, shares, state[pages]], axis=1))
     return np.concatenate(plain), np.concatenate(paged)
+
+
+def run_orders(run_ids: pa.ChunkedArray) -> np.ndarray:
+    """uint64 per row: its run id's time in microseconds since 1970 (later runs sort later: `new_run_id`);
+    0 for a row without one."""
+    encoded = run_ids.combine_chunks().dictionary_encode()
+    values = [_run_time(v) for v in encoded.dictionary.to_pylist()]
+    lookup = np.asarray(values + [0], np.uint64)
+    codes = encoded.indices.fill_null(len(values)).to_numpy(zero_copy_only=False)
+    return lookup[codes]
+
+
+def _run_time(run_id: str | None) -> int:
+    try:
+        stamp = datetime.strptime((run_id or "")[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return 0
+    return int(stamp.timestamp() * 1_000_000)
 
 
 def result_records(

@@ -7,9 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import platform
 import threading
 import time
 from collections import Counter
+from importlib import metadata
 
 import pyarrow as pa
 
@@ -22,6 +24,29 @@ CRASHED_ROW_ERROR = "generate: ReplicaCrashed"  # rows on which model replicas k
 # The summary's status of a run that finished with such rows (exit code: `output.crashed_rows_exit_code`); the
 # other statuses are "ok" and "failed".
 CRASHED_ROWS = "ok_with_crashed_rows"
+
+PACKAGES = (
+    "internvl-batch",
+    "torch",
+    "transformers",
+    "ray",
+    "pyarrow",
+    "pillow",
+    "tokenizers",
+    "s3fs",
+    "decord",
+    "pydantic",
+)
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 class RunStats:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import GenerationConfig, JobConfig, TaskConfig
 from internvl_batch.config_loader import load_config
+from internvl_batch.done_keys import ANY_RESULT, DoneRule, ResultKeys, build_result_keys
 from internvl_batch.manifest.requests import TaskAssigner
 from internvl_batch.manifest.rows import MediaResolver, parse_row
 from internvl_batch.stages.prepare import PrepareStage
@@ -50,3 +52,11 @@ def prepare_rows(config: JobConfig, raw_rows: list[dict], manifest: str) -> pa.T
     """`raw_rows` (the manifest `manifest`'s) as `request_table` makes them, through `PrepareStage` built from
     `config`: all its output in one table."""
     return pa.concat_tables(PrepareStage.from_config(config)(request_table(raw_rows, manifest, config)))
+
+
+def result_keys(hashes: np.ndarray, rule: DoneRule = ANY_RESULT) -> ResultKeys:
+    """`ResultKeys` of ok results of these keys (uint64 [n, 2]), made from no particular media version or
+    config (what an output written before versions and fingerprints holds)."""
+    state = np.zeros((len(hashes), 4), np.uint64)
+    state[:, 2] = 1  # ok
+    return build_result_keys([np.concatenate([hashes, state], axis=1)], [], rule)

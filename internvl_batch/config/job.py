@@ -4,21 +4,58 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from internvl_batch.config.base import Section, _pair
 from internvl_batch.config.model import PositiveInt
 from internvl_batch.output_schema import clash_problem
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+DOCUMENT_SUFFIXES = (".pdf",)
+
 
 class InputConfig(Section):
     manifests: list[str] = Field(
+        default_factory=list,
         description="Manifest files: one path, a list, glob patterns, brace ranges (shard-{000000..000009}.tar: "
         "every shard named must exist) or folders; local paths, s3://, gs:// or az:// URIs. A folder stands for "
         "the manifest files in it (not img2dataset's metadata .parquet beside a .tar of the same name); a "
         "Hugging Face save_to_disk folder (state.json) for the .arrow files it lists; a Hugging Face Hub dataset "
         "repository (README.md, data/) for the files below data/. Rows have `id`, `image` (one URI) or `images` "
-        "(a list), optional `question` and `task`."
+        "(a list), optional `question` and `task`, and an optional `version` (a row whose version differs from its "
+        "result's is done again). Either this or `media` (or both) must be given.",
+    )
+    media: list[str] = Field(
+        default_factory=list,
+        description="Media roots read as they are, without a manifest: folders, prefixes or glob patterns "
+        "(`photos/**/*.jpg`) of media objects; local paths, s3://, gs:// or az:// URIs. One row per object "
+        "whose suffix is listed in media_image_suffixes, media_video_suffixes or media_document_suffixes (others "
+        "are skipped and counted); its id from media_id, its task from task.name/task.tasks, its version (S3/Azure "
+        "ETag, GCS generation, local size and mtime) recorded as the result's `source_version`, so that a "
+        "replaced object is done again. Listed on the workers, one listing task per subfolder of a root.",
+    )
+    media_id: Literal["relative", "uri"] = Field(
+        "relative",
+        description="The id of a media object: relative = its path below the root it was listed under "
+        "(`2024/07/cat.jpg`); uri = its full URI or absolute path.",
+    )
+    media_image_suffixes: list[str] = Field(
+        default_factory=lambda: list(IMAGE_SUFFIXES),
+        description="Suffixes (any case) of the objects under a media root read as images.",
+    )
+    media_video_suffixes: list[str] = Field(
+        default_factory=lambda: list(VIDEO_SUFFIXES),
+        description="Suffixes (any case) of the objects under a media root read as videos.",
+    )
+    media_document_suffixes: list[str] = Field(
+        default_factory=lambda: list(DOCUMENT_SUFFIXES),
+        description="Suffixes (any case) of the objects under a media root read as documents (PDF: a row per page).",
+    )
+    media_question: str | None = Field(
+        None,
+        description="The question asked of every media object (media roots have no question column): needed "
+        "for task vqa, and the row's question for task auto (vqa with one, caption without).",
     )
     format: str = Field(
         "auto",
@@ -68,7 +105,7 @@ class InputConfig(Section):
         "without a readable id gets anyway; stable while the files and their names are unchanged.",
     )
 
-    @field_validator("manifests", mode="before")
+    @field_validator("manifests", "media", mode="before")
     @classmethod
     def _one_or_many(cls, value):
         return [value] if isinstance(value, str) else value
@@ -93,12 +130,23 @@ class InputConfig(Section):
             raise ValueError(problem)
         return value
 
-    @field_validator("manifests")
+    @field_validator("media_image_suffixes", "media_video_suffixes", "media_document_suffixes")
     @classmethod
-    def _not_empty(cls, value):
-        if not value:
-            raise ValueError("at least one manifest is needed")
-        return value
+    def _suffixes(cls, value):
+        bad = [s for s in value if not s.startswith(".") or len(s) < 2]
+        if bad:
+            raise ValueError(f"suffixes start with a dot (.jpg), got {', '.join(map(repr, bad))}")
+        return [s.lower() for s in value]
+
+    @model_validator(mode="after")
+    def _some_input(self):
+        if not self.manifests and not self.media:
+            raise ValueError("no input: set input.manifests (manifest files) or input.media (media roots)")
+        kinds = [self.media_image_suffixes, self.media_video_suffixes, self.media_document_suffixes]
+        shared = sorted(set(kinds[0]) & set(kinds[1]) | set(kinds[0]) & set(kinds[2]) | set(kinds[1]) & set(kinds[2]))
+        if shared:
+            raise ValueError(f"media suffixes listed for two kinds: {', '.join(shared)}")
+        return self
 
 
 class OutputConfig(Section):
@@ -111,6 +159,14 @@ class OutputConfig(Section):
         description="Process only ids without a result under the output path (incremental runs); false discards earlier results and starts over.",
     )
     retry_errors: bool = Field(False, description="When resuming, also reprocess ids whose latest result is an error.")
+    on_config_change: Literal["error", "reprocess", "keep"] = Field(
+        "error",
+        description="When the output holds results of the rows being read that were made with another model, "
+        "prompt, generation or preprocessing setting (their `config_fingerprint` differs): error = stop before "
+        "any work (exit 2), naming the settings that changed; reprocess = do again every such (id, task) (a model "
+        "upgrade re-captions the library incrementally and resumably); keep = keep those answers and do only "
+        "keys without one (later runs then accept them too).",
+    )
     force: bool = Field(
         False,
         description="Write into a directory that holds files this job did not write (refused otherwise, with "

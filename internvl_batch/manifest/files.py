@@ -23,22 +23,25 @@ from dataclasses import replace
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError
-from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, scheme_of
+from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, SUPPORTED_SCHEMES, fsspec_filesystem, scheme_of
 from internvl_batch.manifest.discover import find_manifests
 from internvl_batch.manifest.formats import (
     AUTO,
     format_for_suffix,
-    format_named,
     format_of,
     known_suffixes,
     manifest_suffix,
+    selectable_format,
 )
-from internvl_batch.manifest.units import ManifestFile, ReadUnit
+from internvl_batch.manifest.formats.media import split_root
+from internvl_batch.manifest.units import ManifestFile, MediaOptions, ReadUnit
 
 __all__ = [
     "detect_format",
     "expand_manifests",
+    "expand_media",
     "file_labels",
+    "input_files",
     "input_renames",
     "needs_layout",
     "number_units",
@@ -52,7 +55,7 @@ def detect_format(uri: str, configured: str) -> str:
     """The name of the format a manifest is read as: `configured` (input.format) unless it is "auto", else the
     one its suffix selects; a `ConfigError` for an unknown name or a suffix no format claims."""
     if configured != AUTO:
-        return format_named(configured).name
+        return selectable_format(configured).name
     suffix = manifest_suffix(uri.split("?")[0])
     fmt = format_for_suffix(suffix)
     if fmt is None:
@@ -75,7 +78,7 @@ def expand_manifests(
     `image`); {"id": None} means ids are made from each row's position (`input.id_column: null`);
     `max_media_bytes`: the most bytes of one image held in a manifest (`fetch.max_bytes`)."""
     if configured_format != AUTO:
-        format_named(configured_format)  # an unknown input.format fails before any listing
+        selectable_format(configured_format)  # an unknown input.format fails before any listing
     found: list[tuple[str, int]] = []
     for pattern in patterns:
         scheme = scheme_of(pattern)
@@ -91,6 +94,44 @@ def expand_manifests(
         ManifestFile(uri, detect_format(uri, configured_format), size, label, pairs, max_media_bytes, row_ids)
         for (uri, size), label in zip(found, labels)
     ]
+
+
+def expand_media(roots: list[str], storage: StorageConfig, options: MediaOptions) -> list[ManifestFile]:
+    """Media roots (`input.media`) -> one `ManifestFile` of format `media` each (`formats/media.py`), after one
+    check per root on the driver: its folder exists (a glob's static folders). What it holds is listed on the
+    workers."""
+    files = []
+    for pattern in roots:
+        scheme = scheme_of(pattern)
+        if scheme and scheme not in SUPPORTED_SCHEMES:
+            raise ConfigError(f"media root {pattern}: unsupported URI scheme {scheme!r}")
+        root, _ = split_root(pattern)
+        fs, path = fsspec_filesystem(root, storage)
+        try:
+            kind = fs.info(path).get("type") if fs.exists(path) else None
+        except Exception as exc:  # noqa: BLE001 - any failure to look is fatal here
+            raise ConfigError(f"media root {pattern}: cannot list: {type(exc).__name__}: {exc}") from None
+        if kind != "directory":
+            what = "is a file: give its folder, or a glob pattern" if kind else "no such folder or prefix"
+            raise ConfigError(f"media root {pattern}: {what}")
+        label = posixpath.basename(root.rstrip("/")) or root
+        files.append(ManifestFile(pattern, "media", 0, label, media=options))
+    return files
+
+
+def input_files(input_config, storage: StorageConfig, max_media_bytes: int | None) -> list[ManifestFile]:
+    """Everything a job reads: its manifest files (`input.manifests`), then its media roots (`input.media`)."""
+    files = expand_manifests(
+        input_config.manifests, storage, input_config.format, input_renames(input_config), max_media_bytes
+    )
+    options = MediaOptions(
+        tuple(input_config.media_image_suffixes),
+        tuple(input_config.media_video_suffixes),
+        tuple(input_config.media_document_suffixes),
+        input_config.media_id,
+        input_config.media_question,
+    )
+    return files + expand_media(input_config.media, storage, options)
 
 
 def input_renames(input_config) -> dict[str, str | None]:

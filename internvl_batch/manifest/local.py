@@ -10,21 +10,20 @@ import functools
 import pyarrow as pa
 
 from internvl_batch.config import JobConfig
-from internvl_batch.keys import KeySet
-from internvl_batch.manifest.files import expand_manifests, input_renames, plan_read_units
+from internvl_batch.done_keys import ResultKeys
+from internvl_batch.manifest.files import input_files, plan_read_units
 from internvl_batch.manifest.read import unit_layout
 from internvl_batch.manifest.requests import TaskAssigner
-from internvl_batch.manifest.scan import manifest_report, merge_positions, reduce_partition, scan_unit, unify_types
+from internvl_batch.manifest.scan import merge_positions, reduce_partition, scan_unit, unify_types
+from internvl_batch.manifest.scan_report import manifest_report
 from internvl_batch.stages.read import RequestReader
 from internvl_batch.tasks import TaskPrompter, template_fields
 
 
-def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partitions: int = 1):
+def read_manifests(config: JobConfig, done_keys: ResultKeys | None = None, partitions: int = 1):
     """(request table of the rows to do or None, ScanTotals, the summary's manifest report), as the job would
     compute them; fatal manifest problems raise `ConfigError`."""
-    files = expand_manifests(
-        config.input.manifests, config.storage, config.input.format, input_renames(config.input), config.fetch.max_bytes
-    )
+    files = input_files(config.input, config.storage, config.fetch.max_bytes)
     units = plan_read_units(
         files, config.input.split_bytes, lambda todo: [unit_layout(unit, config.storage) for unit in todo]
     )
@@ -32,7 +31,7 @@ def read_manifests(config: JobConfig, done_keys: KeySet | None = None, partition
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
     scans, parts = [], [[] for _ in range(partitions)]
     for unit in units:
-        scan, tables = scan_unit(unit, config.storage, assigner, done_keys, carried, partitions)
+        scan, tables, _ = scan_unit(unit, config.storage, assigner, done_keys, carried, partitions)
         scans.append(scan)
         for p, table in enumerate(tables):
             parts[p].append(table)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.done_keys import ResultKeys, text_hashes
 from internvl_batch.errors import TASK, TaskError, format_row_error
-from internvl_batch.keys import KeySet, key_hashes
+from internvl_batch.keys import key_hashes
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest.rows import ParsedRow, parse_row
 from internvl_batch.manifest.units import ReadUnit
@@ -60,14 +61,19 @@ class Chunk:
     tasks: list[list[str]]
     starts: np.ndarray  # int64 [rows + 1]
     hashes: np.ndarray  # uint64 [keys, 2]
-    done: np.ndarray  # bool [keys]: already has a result
+    done: np.ndarray  # bool [keys]: has a result this run keeps (`done_keys.ResultKeys.judge`)
+    found: np.ndarray  # bool [keys]: has a result
+    changed: np.ndarray  # bool [keys]: has one made from another version of its media
+    stale: np.ndarray  # bool [keys]: has one made with a config fingerprint the run does not accept
+    stale_configs: frozenset[int] = frozenset()  # those fingerprints' hashes
+    found_index: np.ndarray | None = None  # int64 per key: its result's index in the `ResultKeys`, -1: none
 
 
 def unit_chunks(
     unit: ReadUnit,
     storage: StorageConfig,
     assigner: TaskAssigner,
-    done_keys: KeySet | None,
+    done_keys: ResultKeys | None,
     source: UnitRows | None = None,
 ) -> Iterator[Chunk]:
     """The unit's rows in chunks. Pass `source` to read its counters (blank lines, rows with an id) after."""
@@ -84,11 +90,30 @@ def unit_chunks(
         yield _chunk(batch, assigner, done_keys)
 
 
-def _chunk(batch: list[tuple], assigner: TaskAssigner, done_keys: KeySet | None) -> Chunk:
+def _chunk(batch: list[tuple], assigner: TaskAssigner, done_keys: ResultKeys | None) -> Chunk:
     positions, numbers, raws, parsed = (list(column) for column in zip(*batch))
     rows, tasks = (list(column) for column in zip(*map(assigner, parsed)))
     counts = np.fromiter((len(t) for t in tasks), np.int64, len(tasks))
     starts = np.concatenate([[0], np.cumsum(counts)])
-    hashes = key_hashes([row.id for row, ts in zip(rows, tasks) for _ in ts], [t for ts in tasks for t in ts])
-    done = done_keys.contains(hashes) if done_keys is not None else np.zeros(len(hashes), bool)
-    return Chunk(positions, numbers, raws, rows, tasks, starts, hashes, done)
+    key_tasks = [t for ts in tasks for t in ts]
+    hashes = key_hashes([row.id for row, ts in zip(rows, tasks) for _ in ts], key_tasks)
+    if done_keys is None:
+        none = np.zeros(len(hashes), bool)
+        return Chunk(positions, numbers, raws, rows, tasks, starts, hashes, none, none, none, none)
+    versions = np.repeat(text_hashes([row.version for row in rows]), counts)
+    verdict = done_keys.judge(hashes, versions, key_tasks)
+    return Chunk(
+        positions,
+        numbers,
+        raws,
+        rows,
+        tasks,
+        starts,
+        hashes,
+        verdict.done,
+        verdict.found,
+        verdict.changed,
+        verdict.stale,
+        verdict.stale_configs,
+        verdict.index,
+    )

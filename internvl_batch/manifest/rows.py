@@ -18,7 +18,19 @@ from typing import NamedTuple
 from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
 from internvl_batch.filesystems import MEDIA_SCHEMES, is_local, local_path, scheme_of
 
-RESERVED = ("id", "image", "images", "video", "document", "bound", "num_segments", "question", "task", "expression")
+RESERVED = (
+    "id",
+    "image",
+    "images",
+    "video",
+    "document",
+    "bound",
+    "num_segments",
+    "question",
+    "task",
+    "expression",
+    "version",
+)
 ACCEPTED_SCHEMES = ("",) + MEDIA_SCHEMES
 
 
@@ -37,6 +49,7 @@ class ParsedRow(NamedTuple):
     bound: tuple[float, float] | None = None  # [start_s, end_s] of a video
     num_segments: int | None = None
     error: str | None = None
+    version: str | None = None  # what identifies the media's bytes (`version` column; a media root's listing)
 
 
 def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
@@ -65,10 +78,11 @@ def parse_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
             and get("document") is None
             and get("bound") is None
             and get("num_segments") is None
+            and type(version := get("version")) in (str, type(None))
         ):
             uri = image.strip()
             if uri and rid.strip() and (":" not in uri or scheme_of(uri) in ACCEPTED_SCHEMES):
-                return ParsedRow(rid, question, task, expression, "image", (uri,))
+                return ParsedRow(rid, question, task, expression, "image", (uri,), version=version)
     return checked_row(raw, fallback_id)
 
 
@@ -84,6 +98,10 @@ def checked_row(raw: dict | Exception, fallback_id: str | None) -> ParsedRow:
         fields["question"] = _text(raw, "question")
         fields["task"] = _text(raw, "task")
         fields["expression"] = _text(raw, "expression")
+        version = raw.get("version")
+        if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
+            raise ManifestError(f"`version` must be text or an integer, got {type(version).__name__}")
+        fields["version"] = None if version is None else str(version)
         kind, media, data = _media_of(raw)
         fields.update(media_kind=kind, media=media, media_data=data)
         fields["bound"], fields["num_segments"] = _video_options(raw, kind)

@@ -23,9 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from internvl_batch.config import StorageConfig
-from internvl_batch.errors import ConfigError
-from internvl_batch.keys import KeySet, add_checksums
-from internvl_batch.manifest.formats import format_of
+from internvl_batch.done_keys import ResultKeys
+from internvl_batch.keys import add_checksums
 from internvl_batch.manifest.read import UnitRows
 from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
 from internvl_batch.manifest.units import ReadUnit
@@ -37,6 +36,9 @@ RECORD_SCHEMA = pa.schema(
         ("malformed", pa.bool_()),
         ("keys", pa.int32()),
         ("done", pa.int32()),
+        ("found", pa.int32()),
+        ("changed", pa.int32()),
+        ("stale", pa.int32()),
         ("todo_high", pa.uint64()),
         ("todo_low", pa.uint64()),
     ]
@@ -54,6 +56,9 @@ class UnitScan:
     blank_lines: int
     rows_with_id_field: int
     passthrough_types: dict[str, object]  # column -> pa.DataType, MIXED, or None (only nulls seen)
+    skipped: int = 0  # media roots: objects of no listed kind
+    unlisted: int = 0  # media roots: folders that could not be listed, symlink loops
+    stale_configs: frozenset[int] = frozenset()  # fingerprint hashes of results the run does not accept
 
 
 @dataclass
@@ -62,6 +67,9 @@ class ScanTotals:
     malformed_rows: int = 0
     keys: int = 0  # results expected: one per (row, task)
     done_keys: int = 0  # of which already in the output
+    found_keys: int = 0  # of which have a result (kept or not): the rest of the output's keys are orphans
+    changed_keys: int = 0  # of which have a result made from another version of their media
+    stale_keys: int = 0  # of which have a result made with a config fingerprint the run does not accept
     todo_rows: int = 0  # rows with at least one key still to do
     todo_rows_by_unit: dict[int, int] = field(default_factory=dict)  # the same, per read unit that has any
     todo_checksum: tuple[int, int] = (0, 0)
@@ -75,6 +83,9 @@ class ScanTotals:
             self.malformed_rows + other.malformed_rows,
             self.keys + other.keys,
             self.done_keys + other.done_keys,
+            self.found_keys + other.found_keys,
+            self.changed_keys + other.changed_keys,
+            self.stale_keys + other.stale_keys,
             self.todo_rows + other.todo_rows,
             {
                 u: self.todo_rows_by_unit.get(u, 0) + other.todo_rows_by_unit.get(u, 0)
@@ -101,20 +112,34 @@ def scan_unit(
     unit: ReadUnit,
     storage: StorageConfig,
     assigner: TaskAssigner,
-    done_keys: KeySet | None,
+    done_keys: ResultKeys | None,
     passthrough: list[str],
     partitions: int,
-) -> tuple[UnitScan, list[pa.Table]]:
-    """Read one unit; return its counts and its per-row records split into `partitions` tables."""
+) -> tuple[UnitScan, list[pa.Table], np.ndarray]:
+    """Read one unit; return its counts, its per-row records split into `partitions` tables, and the indices
+    in `done_keys` of the results its rows have (sorted, distinct: what the orphan count leaves out)."""
     source = UnitRows(unit, storage)
     tables: list[list[pa.Table]] = [[] for _ in range(partitions)]
     values: dict[str, list] = {name: [] for name in passthrough}
     rows = 0
+    stale_configs: set[int] = set()
+    found: list[np.ndarray] = [np.zeros(0, np.int64)]
     for chunk in unit_chunks(unit, storage, assigner, done_keys, source):
         rows += len(chunk.rows)
         todo = np.where(chunk.done[:, None], np.uint64(0), chunk.hashes)
         sums = np.add.reduceat(todo, chunk.starts[:-1], axis=0) if len(todo) else np.zeros((0, 2), np.uint64)
-        done = np.add.reduceat(chunk.done.astype(np.int32), chunk.starts[:-1]) if len(todo) else []
+        per_row = {
+            name: np.add.reduceat(flags.astype(np.int32), chunk.starts[:-1]) if len(todo) else np.zeros(0, np.int32)
+            for name, flags in (
+                ("done", chunk.done),
+                ("found", chunk.found),
+                ("changed", chunk.changed),
+                ("stale", chunk.stale),
+            )
+        }
+        stale_configs |= chunk.stale_configs
+        if chunk.found_index is not None:
+            found.append(chunk.found_index[chunk.found_index >= 0])
         ids = [row.id for row in chunk.rows]
         records = pa.table(
             [
@@ -122,7 +147,7 @@ def scan_unit(
                 pa.array(chunk.positions, pa.uint64()),
                 pa.array([row.error is not None and row.error.startswith("manifest:") for row in chunk.rows]),
                 pa.array(np.diff(chunk.starts).astype(np.int32)),
-                pa.array(np.asarray(done, np.int32)),
+                *(pa.array(np.asarray(per_row[name], np.int32)) for name in ("done", "found", "changed", "stale")),
                 pa.array(sums[:, 0]),
                 pa.array(sums[:, 1]),
             ],
@@ -140,8 +165,12 @@ def scan_unit(
         source.blank_lines,
         source.rows_with_id_field,
         {name: value_type(v) for name, v in values.items()},
+        source.counts.skipped,
+        source.counts.unlisted,
+        frozenset(stale_configs),
     )
-    return scan, [pa.concat_tables(t) if t else RECORD_SCHEMA.empty_table() for t in tables]
+    tables = [pa.concat_tables(t) if t else RECORD_SCHEMA.empty_table() for t in tables]
+    return scan, tables, np.unique(np.concatenate(found))
 
 
 def value_type(values: list):
@@ -191,6 +220,9 @@ def reduce_partition(*tables: pa.Table) -> tuple[ScanTotals, np.ndarray]:
         totals.malformed_rows = pc.sum(table.column("malformed").cast(pa.int64())).as_py() or 0
         totals.keys = pc.sum(table.column("keys")).as_py() or 0
         totals.done_keys = pc.sum(table.column("done")).as_py() or 0
+        totals.found_keys = pc.sum(table.column("found")).as_py() or 0
+        totals.changed_keys = pc.sum(table.column("changed")).as_py() or 0
+        totals.stale_keys = pc.sum(table.column("stale")).as_py() or 0
         todo = table.filter(pc.less(table.column("done"), table.column("keys")))
         totals.todo_rows = todo.num_rows
         units, counts = np.unique(todo.column("position").to_numpy() >> np.uint64(32), return_counts=True)
@@ -223,46 +255,3 @@ def plan_waves(units: list[ReadUnit], totals: ScanTotals, wave_rows: int) -> lis
 
 def merge_positions(*arrays: np.ndarray) -> np.ndarray:
     return np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, np.uint64)
-
-
-def manifest_report(files: list, unit_scans: list[UnitScan], totals: ScanTotals, duplicate_ids: str) -> dict:
-    """The manifests' part of the summary; raises `ConfigError` for what stops a job before any model work:
-    a file of free-form rows (a format with `counts_id_field`: JSONL) where no row has an id (unless ids are
-    made from line numbers), or duplicate ids when `duplicate_ids` is "error"."""
-    rows_by_file: dict[str, list[int]] = {}
-    for unit in unit_scans:
-        counts = rows_by_file.setdefault(unit.file, [0, 0])
-        counts[0] += unit.rows
-        counts[1] += unit.rows_with_id_field
-    for file in files:
-        rows, with_id = rows_by_file.get(file.uri, [0, 0])
-        id_field = file.id_field  # None: ids made from line numbers (input.id_column: null)
-        if format_of(file).counts_id_field and id_field is not None and rows and not with_id:
-            raise ConfigError(
-                f"manifest {file.uri}: no row has an `{id_field}` field; set input.id_column to the field that "
-                "holds each row's id, or input.id_column: null to name rows `<file>:<line>`"
-            )
-    if totals.duplicate_ids:
-        ids = "1 id appears" if totals.duplicate_ids == 1 else f"{totals.duplicate_ids} ids appear"
-        message = f"{ids} more than once (e.g. {', '.join(totals.duplicate_examples[:5])})"
-        if duplicate_ids == "error":
-            raise ConfigError(f"{message}; set input.duplicate_ids=keep_first to process the first of each")
-        log.warning("%s; keeping the first of each (%d rows skipped)", message, totals.duplicate_rows)
-    blank = sum(u.blank_lines for u in unit_scans)
-    log.info(
-        "read %d rows from %d manifest(s) in %d units: %d malformed, %d blank lines skipped, %d duplicate ids",
-        totals.rows,
-        len(files),
-        len(unit_scans),
-        totals.malformed_rows,
-        blank,
-        totals.duplicate_ids,
-    )
-    return {
-        "files": [f.uri for f in files],
-        "rows": totals.rows,
-        "malformed_rows": totals.malformed_rows,
-        "blank_lines": blank,
-        "duplicate_ids": totals.duplicate_ids,
-        "duplicate_id_examples": totals.duplicate_examples,
-    }

@@ -13,6 +13,30 @@ from internvl_batch.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class MediaOptions:
+    """How a media root (`input.media`) becomes rows: the kinds its suffixes select, how ids are named, the
+    question every row asks."""
+
+    image_suffixes: tuple[str, ...]
+    video_suffixes: tuple[str, ...]
+    document_suffixes: tuple[str, ...]
+    id_mode: str = "relative"  # relative: the path below the root; uri: the object's full URI
+    question: str | None = None
+
+    def kind_of(self, name: str) -> str | None:
+        """image | video | document for a name whose (lower-case) suffix is listed, else None."""
+        name = name.lower()
+        for kind, suffixes in (
+            ("image", self.image_suffixes),
+            ("video", self.video_suffixes),
+            ("document", self.document_suffixes),
+        ):
+            if name.endswith(suffixes):
+                return kind
+        return None
+
+
+@dataclass(frozen=True)
 class ManifestFile:
     uri: str
     format: str  # a registered format's name (`manifest.formats`): jsonl | csv | parquet | arrow | webdataset
@@ -21,6 +45,7 @@ class ManifestFile:
     renames: tuple[tuple[str, str], ...] = ()  # (column in the file, name it is read as): input.image_column...
     max_media_bytes: int | None = None  # fetch.max_bytes for media held in the file (WebDataset, Parquet cells)
     row_ids: bool = False  # input.id_column: null: every row's id is `<label>:<line or row>`, none is read
+    media: MediaOptions | None = None  # a media root (`input.media`, format `media`): `uri` is the root or pattern
 
     @property
     def id_field(self) -> str | None:
@@ -34,13 +59,16 @@ class ManifestFile:
 class ReadUnit:
     """A part of one manifest file that one worker reads. What `start` and `stop` mean is the format's business
     (`ManifestFormat.plan` and `.units`): JSONL: a byte range; Parquet: a run of row groups; Arrow: byte offsets
-    of a run of record batches (0: the whole file); CSV, WebDataset: 0 and the file's size."""
+    of a run of record batches (0: the whole file); CSV, WebDataset: 0 and the file's size; a media root: a
+    folder below it (`part`)."""
 
     index: int  # position of the unit in manifest order
     file: ManifestFile
     start: int  # JSONL: first byte; Parquet: first row group; Arrow: first batch's offset (0: whole file); CSV: 0
     stop: int  # JSONL, Arrow: end byte (exclusive); Parquet: end row group (exclusive); CSV: file size
     first_line: int = 1  # line (JSONL, CSV) or row (Parquet, Arrow) number of the unit's first row, 1-based
+    part: str = ""  # a media root's unit: the folder below the root it lists (`stop` 1: its whole tree; 0: the
+    # files directly in it)
 
 
 def check_id_column(uri: str, columns: list[str], id_field: str | None, what: str = "columns") -> None:

@@ -3,7 +3,7 @@ what crosses the object store.
 
     driver: manifest files -> read units (a listing)
     tasks:  layout (line counts of JSONL byte ranges, Parquet row groups)  -> numbered units      (prepass.py)
-    tasks:  done keys of earlier results -> one KeySet in the object store            (resume)    (prepass.py)
+    tasks:  done keys of earlier results -> one ResultKeys in the object store            (resume)    (prepass.py)
     tasks:  scan per unit -> reduce per id partition -> counts, duplicates, drop set             (prepass.py)
     Ray Data: ManifestDatasource (read tasks, reading.py) ─► the stage chain (chain.py): PrepareStage (CPU
               actors) ─► GenerateStage (model replicas) ─► WriteStage (writer actors) ─► one row of counts per

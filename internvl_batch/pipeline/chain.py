@@ -34,6 +34,7 @@ class RunValues:
     reserved_gpus: float  # GPUs each model replica reserves (0: replicas on CPU)
     crash_ledger: object  # the run's `crash_ledger.RemoteCrashLedger`, shared by its waves
     input_cpus: float = 0.0  # CPUs the stages before the chain need while its actors run (`sizing.py`)
+    fingerprints: dict[str, str] | None = None  # task -> the run's config fingerprint (`fingerprint.py`)
 
 
 Options = Callable[[PipelineConfig, RunValues, PoolSizes], dict]
@@ -87,7 +88,9 @@ def _writer_pool(config: PipelineConfig, run: RunValues, sizes: PoolSizes) -> di
 
 PREPARE = StageSpec(PrepareStage, (), _prepare_pool)
 GENERATE = StageSpec(
-    GenerateStage, ("model_name", "run_id", "passthrough", "reserved_gpus", "crash_ledger"), _replica_pool
+    GenerateStage,
+    ("model_name", "run_id", "passthrough", "reserved_gpus", "crash_ledger", "fingerprints"),
+    _replica_pool,
 )
 WRITE = StageSpec(WriteStage, ("run_id",), _writer_pool)
 

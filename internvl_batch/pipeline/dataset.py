@@ -61,16 +61,18 @@ def build_dataset(
     num_gpus: float,
     run_id: str,
     crash_ledger=None,
+    fingerprints: dict[str, str] | None = None,
 ):
     """The lazy Ray dataset of the job over some read units (`todo_rows` rows to do in them): writes result
     files as it runs and yields one row of counts per file. `crash_ledger`: the run's, shared by its waves
-    (one is started if none is given)."""
+    (one is started if none is given); `fingerprints`: task -> config fingerprint, written in each row."""
     run = RunValues(
         model_name,
         run_id,
         passthrough=dict(config.input.passthrough_columns),
         reserved_gpus=num_gpus,
         crash_ledger=crash_ledger or RemoteCrashLedger.start(),
+        fingerprints=fingerprints,
     )
     return apply_chain(read_requests(config, units, todo_rows, scan, done_ref), JOB_CHAIN, config, run)
 

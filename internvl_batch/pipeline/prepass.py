@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from internvl_batch.config import JobConfig
-from internvl_batch.keys import KeySet, complete_documents
+from internvl_batch.done_keys import DoneRule, build_result_keys, latest_rows
 from internvl_batch.manifest.files import plan_read_units
 from internvl_batch.manifest.read import unit_layout
 from internvl_batch.manifest.requests import TaskAssigner
 from internvl_batch.manifest.scan import merge_positions, reduce_partition, scan_unit, unify_types
 from internvl_batch.manifest.units import ReadUnit
+from internvl_batch.orphans import clear_orphan_keys, write_orphan_keys
 from internvl_batch.pipeline.calls import get, remote
-from internvl_batch.results import result_files, result_key_hashes
+from internvl_batch.results import result_files, result_key_rows
 from internvl_batch.tasks import TaskPrompter
 
 log = logging.getLogger("internvl_batch.pipeline")
@@ -44,37 +43,36 @@ def _list_results(output_path, storage):
     return result_files(output_path, storage)
 
 
-def _hash_results(files, first, count, output_path, storage, ok_only):
-    return result_key_hashes(output_path, files[first : first + count], storage, ok_only)
+def _result_rows(files, first, count, output_path, storage):
+    plain, paged = result_key_rows(output_path, files[first : first + count], storage)
+    return latest_rows(plain), latest_rows(paged)  # superseded rows go here, not in the one task that builds
 
 
 def _length(value) -> int:
     return len(value)
 
 
-def _build_keyset(*parts):
-    """Parts from `_hash_results`: ordinary keys, and PDF page rows that count once a document is complete."""
-    pages = np.concatenate([paged for _, paged in parts]) if parts else np.zeros((0, 6), np.uint64)
-    documents = complete_documents(pages[:, 0:2], pages[:, 2:4], pages[:, 4:6])
-    return KeySet.build([plain for plain, _ in parts] + [documents])
+def _build_result_keys(rule, *parts):
+    """Parts from `_result_rows` (ordinary rows, PDF page rows) -> the current state per key."""
+    return build_result_keys([plain for plain, _ in parts], [paged for _, paged in parts], rule)
 
 
-def load_done_keys(config: JobConfig):
-    """(object ref of the KeySet of (id, task) keys already done, their number); (None, 0) when none."""
+def load_done_keys(config: JobConfig, rule: DoneRule | None = None):
+    """(object ref of the `ResultKeys` of the output's results under `rule` (default: errors retried as
+    `output.retry_errors` says, results of any fingerprint kept), their number of keys); (None, 0) when none."""
+    rule = rule or DoneRule(keep=True, retry_errors=config.output.retry_errors)
     files_ref = remote(_list_results, num_cpus=0.25).remote(config.output.path, config.storage)
     count = get(remote(_length, num_cpus=0).remote(files_ref))
     if not count:
         return None, 0
-    hash_results = remote(_hash_results, num_cpus=1)  # a tuple each: (ordinary keys, page rows)
+    result_rows = remote(_result_rows, num_cpus=1)  # a tuple each: (ordinary rows, page rows)
     parts = [
-        hash_results.remote(
-            files_ref, first, RESULT_FILES_PER_TASK, config.output.path, config.storage, config.output.retry_errors
-        )
+        result_rows.remote(files_ref, first, RESULT_FILES_PER_TASK, config.output.path, config.storage)
         for first in range(0, count, RESULT_FILES_PER_TASK)
     ]
-    keys_ref = remote(_build_keyset, num_cpus=1).remote(*parts)
+    keys_ref = remote(_build_result_keys, num_cpus=1).remote(rule, *parts)
     size = get(remote(_length, num_cpus=0).remote(keys_ref))
-    log.info("resume: %d result files hold %d (id, task) keys already done", count, size)
+    log.info("resume: %d result files hold results of %d (id, task) keys", count, size)
     return (keys_ref, size) if size else (None, 0)
 
 
@@ -87,26 +85,45 @@ class ScanResult:
     units: list  # scan.UnitScan per unit (small)
     passthrough_types: dict
     drop_ref: object | None  # object ref of the positions of duplicate rows to skip, or None
+    found_refs: list = field(default_factory=list)  # per unit: object ref of the result indices its rows found
 
 
 def _scan(unit, config, done_keys, passthrough, partitions):
     assigner = TaskAssigner(TaskPrompter(config.task, config.generation.max_new_tokens))
-    scan, tables = scan_unit(unit, config.storage, assigner, done_keys, passthrough, partitions)
-    return (scan, *tables)
+    scan, tables, found = scan_unit(unit, config.storage, assigner, done_keys, passthrough, partitions)
+    return (scan, found, *tables)
 
 
 def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
     total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))
-    scan = remote(_scan, num_cpus=1, num_returns=partitions + 1)
+    # A media root's size is not known before it is listed: one partition per listed folder, up to the most.
+    partitions = max(partitions, min(MAX_PARTITIONS, sum(1 for u in units if u.file.media)))
+    scan = remote(_scan, num_cpus=1, num_returns=partitions + 2)
     outputs = [scan.remote(u, config, done_ref, passthrough, partitions) for u in units]
     unit_scans = get([out[0] for out in outputs])
     reduce = remote(reduce_partition, num_cpus=1, num_returns=2)
-    reduced = [reduce.remote(*[out[1 + p] for out in outputs]) for p in range(partitions)]
+    reduced = [reduce.remote(*[out[2 + p] for out in outputs]) for p in range(partitions)]
     totals_list = get([r[0] for r in reduced])
     totals = functools.reduce(lambda a, b: a + b, totals_list)
     drop_ref = None
     if totals.duplicate_rows:
         drop_ref = remote(merge_positions, num_cpus=1).remote(*[r[1] for r in reduced])
     types = {name: unify_types([s.passthrough_types[name] for s in unit_scans]) for name in passthrough}
-    return ScanResult(totals, unit_scans, types, drop_ref)
+    return ScanResult(totals, unit_scans, types, drop_ref, [out[1] for out in outputs])
+
+
+def _write_orphans(output_path, storage, run_id, result_keys, *found) -> int:
+    orphans = result_keys.missing(*found)
+    write_orphan_keys(output_path, storage, orphans, run_id)
+    return len(orphans)
+
+
+def record_orphans(config: JobConfig, done_ref, scan: ScanResult, run_id: str) -> None:
+    """Write the keys of the results no row read has (`.internvl-batch/orphans.parquet`, `read_results(...,
+    drop_orphans=True)` leaves them out), in a task: the driver holds no keys."""
+    if done_ref is None:  # no earlier results (or `resume: false` deleted them): an older list must not stand
+        clear_orphan_keys(config.output.path, config.storage)
+        return
+    write = remote(_write_orphans, num_cpus=1)
+    get(write.remote(config.output.path, config.storage, run_id, done_ref, *scan.found_refs))

@@ -57,6 +57,7 @@ class GenerateStage:
         max_crashes_per_row: int = 2,
         max_replica_load_deaths: int = 3,
         crash_ledger=None,
+        fingerprints: dict[str, str] | None = None,
     ) -> None:
         """`json_schema`: `task.json_schema` (answers of `json` rows are validated against it);
         `reserved_gpus`: the GPUs Ray reserved for this replica; with none it runs on the CPU;
@@ -73,6 +74,7 @@ class GenerateStage:
         self.max_crashes_per_row = max_crashes_per_row
         self.crash_ledger = crash_ledger
         self.json_parser = JsonAnswerParser(json_schema) if json_schema else None
+        self.fingerprints = fingerprints or {}  # task -> the run's config fingerprint (`fingerprint.py`)
 
     @staticmethod
     def sections(config: PipelineConfig) -> dict:
@@ -116,7 +118,7 @@ class GenerateStage:
             parsed_type = self.json_parser.type
             out = set_column(out, "parsed", parsed, parsed_type)
         out = set_column(out, "error", errors, pa.string())
-        return to_output_table(out, self.model_name, self.passthrough, self.run_id, parsed_type)
+        return to_output_table(out, self.model_name, self.passthrough, self.run_id, parsed_type, self.fingerprints)
 
     def _generate(self, requests: dict, batch: pa.Table) -> dict:
         """Results by position: rows without crashes in micro-batches, rows with crashes one at a time, rows at

@@ -27,11 +27,13 @@ def to_output_table(
     passthrough: dict[str, str] | list[str],
     run_id: str | None = None,
     parsed_type: pa.DataType | None = None,
+    fingerprints: dict[str, str] | None = None,
 ) -> pa.Table:
     """Select and type the output columns (missing ones become nulls), then the pass-through columns: each
     manifest column (carried as `in.<name>`) under its output name (a list: its own name). Output names are
     checked against the output's own when the config is read (`passthrough.clash_problem`); one that clashes
-    anyway is a bug and fails here rather than replacing a column."""
+    anyway is a bug and fails here rather than replacing a column. `fingerprints`: task -> the run's config
+    fingerprint (`config_fingerprint`; null for a task without one)."""
     n = table.num_rows
     schema = output_schema(parsed_type)
     errors = table.column("error") if "error" in table.column_names else pa.nulls(n, pa.string())
@@ -46,6 +48,8 @@ def to_output_table(
             arrays.append(pa.repeat(pa.scalar(model_name, pa.string()), n) if n else pa.array([], pa.string()))
         elif field.name == "run_id":
             arrays.append(pa.repeat(pa.scalar(run_id, pa.string()), n) if n else pa.array([], pa.string()))
+        elif field.name == "config_fingerprint" and fingerprints and "task" in table.column_names:
+            arrays.append(pa.array([fingerprints.get(t) for t in table.column("task").to_pylist()], pa.string()))
         elif field.name in REDACTED_COLUMNS and field.name in table.column_names:
             arrays.append(redact_column(table.column(field.name).cast(field.type)))
         elif field.name in table.column_names:

@@ -2,13 +2,14 @@
 
 Runs inside Ray Data's read tasks (`pipeline.ManifestDatasource`); callable without Ray. Per row: check it
 (`manifest.rows`), drop it if it is a later occurrence of a duplicate id (positions from the scan), assign its
-tasks, drop the (id, task) keys already done (`KeySet` from earlier results), and resolve its media paths
+tasks, drop the (id, task) keys already done (`done_keys.ResultKeys` of earlier results: a result made from another version of the media, or with a config fingerprint the run does not accept, is not done), and resolve its media paths
 only if something is left to do. Rows already done cost a parse and a hash lookup.
 
 Columns out (`REQUEST_SCHEMA`): `id`, `source` (`<manifest>:<line>`), `media_kind`, `media` (absolute URIs;
 an image held in the manifest itself is named `<manifest>:<line>#<n>`), `media_data` (those images' bytes, per
 entry; null when every entry is a URI), `question`, `task`, `tasks` (the tasks still to do), `expression`,
-`bound`, `num_segments`, `error` ("manifest: ..." / "task: ..." or null); then the carried manifest columns
+`bound`, `num_segments`, `error` ("manifest: ..." / "task: ..." or null), `source_version` (the row's
+`version`: a media root's object version); then the carried manifest columns
 as `in.<name>` (pass-through and template columns, typed as settled for the job: `passthrough.py`).
 """
 
@@ -22,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.done_keys import ResultKeys
 from internvl_batch.errors import MANIFEST, ManifestError, RowError, format_row_error
-from internvl_batch.keys import KeySet
 from internvl_batch.manifest.requests import TaskAssigner, unit_chunks
 from internvl_batch.manifest.rows import MediaResolver, ParsedRow
 from internvl_batch.manifest.scan import MIXED
@@ -48,6 +49,7 @@ class RequestRow(NamedTuple):
     bound: Annotated[tuple[float, float] | None, pa.list_(pa.float64())]
     num_segments: Annotated[int | None, pa.int32()]
     error: Annotated[str | None, pa.string()]
+    source_version: Annotated[str | None, pa.string()]  # the media's version when read (output: `source_version`)
     passthrough: dict  # not a column: the carried manifest columns, `in.<name>` (`requests_table`)
 
 
@@ -72,7 +74,7 @@ class RequestReader:
         self.passthrough_types = passthrough_types
         self.rows_per_block = rows_per_block
 
-    def __call__(self, unit: ReadUnit, done_keys: KeySet | None, drop: np.ndarray | None) -> Iterator[pa.Table]:
+    def __call__(self, unit: ReadUnit, done_keys: ResultKeys | None, drop: np.ndarray | None) -> Iterator[pa.Table]:
         resolve = MediaResolver(unit.file.uri)
         pending: list[RequestRow] = []
         for chunk in unit_chunks(unit, self.storage, self.assigner, done_keys):
@@ -128,6 +130,7 @@ def request_row(
         row.bound,
         row.num_segments,
         error,
+        row.version,
         values,
     )
 

@@ -22,6 +22,7 @@ from internvl_batch.filesystems import azure_filesystem
 from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port, start_shared_ray
+from tests.integration.media_roots import check_media_root
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -140,3 +141,9 @@ def test_job_on_azure(azure, ray_local, tiny_checkpoint):
     assert sorted(by_id) == ["a", "b", "gone"] and by_id["a"]["status"] == by_id["b"]["status"] == "ok"
     assert by_id["a"]["media"] == ["az://media/job/img/a.jpg"]
     assert by_id["gone"]["error"] == "fetch: FetchError: az://media/job/img/gone.jpg: not found"
+
+
+def test_a_media_root_on_azure_is_listed_with_etags(azure, tmp_path):
+    """`input.media` on az:// (Azurite): one row per blob below the root, its version the blob's ETag; the second
+    listing in the same process sees the rewrite (the filesystem's listing cache is dropped)."""
+    check_media_root(azure, "media/lib", "az://media/lib", str(tmp_path / "out"), "etag=")

@@ -21,6 +21,7 @@ from internvl_batch.filesystems import gcs_filesystem
 from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port
+from tests.integration.media_roots import check_media_root
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -133,3 +134,11 @@ def test_a_missing_extra_is_one_clear_line(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last == "internvl-batch: error: reading gs:// needs gcsfs: pip install 'internvl-batch[gcs]'"
+
+
+def test_a_media_root_on_gcs_is_listed_with_object_generations(gcs, tmp_path):
+    """`input.media` on gs://: one row per object below the root, its version the object's generation."""
+    storage, fs = gcs
+    check_media_root(
+        fs, "media-bucket/lib", "gs://media-bucket/lib/", str(tmp_path / "out"), "generation=", storage.model_dump()
+    )

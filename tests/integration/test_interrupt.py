@@ -36,8 +36,10 @@ RAY_NOISE = (
 
 
 def write_config(tmp_path, checkpoint):
-    """A job slow enough to interrupt: 16 photos of 13 tiles each, a result file every 2 rows."""
-    (tmp_path / "photo.jpg").write_bytes(encode(make_photo(640, 480), "JPEG"))
+    """A job slow enough to interrupt: 16 photos of 5 tiles each (2x2 and a thumbnail), a result file every 2
+    rows (a block of 4 rows takes about a second on CI's CPUs: ample time to interrupt or kill a run after its
+    first files)."""
+    (tmp_path / "photo.jpg").write_bytes(encode(make_photo(640, 640), "JPEG"))
     lines = [json.dumps({"id": f"r{i:02d}", "image": "photo.jpg"}) for i in range(ROWS)]
     (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
     config = tmp_path / "c.yaml"

@@ -1,7 +1,7 @@
 """Model replicas on a Ray cluster whose node declares GPUs (this machine has none, so the replicas still
 compute on the CPU): a replica uses exactly the GPUs Ray reserved for it, and an accelerator fault restarts
 the replica and retries its batch instead of marking rows as failed. Faults are injected with the real
-exception class by a worker setup hook (`replica_probe.py`)."""
+exception class by `replica_probe.py`, installed in the cluster's workers by `probe_site/sitecustomize.py`."""
 
 import json
 import os
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from internvl_batch.config_loader import load_config
-from internvl_batch.job import run_job
 from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results
 from tests.integration.conftest import stop_shared_ray
@@ -19,6 +18,7 @@ from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+SITE = Path(__file__).resolve().parent / "probe_site"
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +30,22 @@ def probe(tmp_path_factory):
 
     stop_shared_ray()  # this module's cluster declares GPUs and sets up its workers: its own
     directory = tmp_path_factory.mktemp("probe")
-    ray.init(
-        address="local",
-        num_cpus=4,
-        num_gpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "worker_process_setup_hook": "tests.integration.replica_probe.install",
-            # the hook runs before a worker imports anything of the driver's: give it the repository
-            "env_vars": {
-                "REPLICA_PROBE_DIR": str(directory),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            },
-        },
-    )
+    # Inherited by the cluster's processes only (restored right after): its workers install the probe
+    # (probe_site/sitecustomize.py; a runtime_env setup hook would make every worker start twice as slowly).
+    probe_env = {
+        "REPLICA_PROBE_DIR": str(directory),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    saved = {name: os.environ.get(name) for name in probe_env}
+    os.environ.update(probe_env)
+    try:
+        ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     yield directory
     ray.shutdown()
 
@@ -83,35 +84,12 @@ def _replicas(directory: Path) -> list[dict]:
     return records
 
 
-def test_an_accelerator_fault_restarts_the_replica_and_retries_its_batch(probe, tmp_path):
-    (probe / "inject-faults").write_text("2")
-    # Two faults in a row can both hit the same row (its micro-batch, then that row alone): with the default
-    # resources.max_crashes_per_row=2 the crash ledger would rightly call it a poison row. Three keeps two
-    # transient faults within the bound, which is what this test is about.
-    config = _job(tmp_path, "cpu", overrides=["resources.max_crashes_per_row=3"])
-    try:
-        summary = run_job(config)
-    finally:
-        (probe / "inject-faults").unlink()
-    faults = sorted(probe.glob("fault-*"))
-    assert len(faults) == 2  # both injected...
-    replicas = _replicas(probe)
-    faulted = {int(f.read_text()) for f in faults}
-    assert faulted <= {r["pid"] for r in replicas} and len(replicas) > len(faulted)  # ...each replica replaced
-    results = read_results(str(tmp_path / "out"))
-    assert sorted(results.column("id").to_pylist()) == [f"img{i}" for i in range(6)]
-    assert set(results.column("status").to_pylist()) == {"ok"}, results.column("error").to_pylist()
-    assert summary["rows_failed"] == 0 and summary["one_row_per_input"]
-    # Placement: with resources.accelerator=cpu the replicas reserved no GPU of this node's two, and Ray leaves
-    # CUDA_VISIBLE_DEVICES unset for such actors: they would see (and could allocate on) both.
-    assert all(r["reserved_gpus"] == 0 and r["CUDA_VISIBLE_DEVICES"] == "" and r["device"] == "cpu" for r in replicas)
-    assert all(r["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" for r in replicas)
-
-
 def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so(probe, tmp_path):
     """Two rows kill the replica that generates them, every time: one with a real SIGSEGV, one with a
     deterministic accelerator fault. Each is tried in its micro-batch, then once alone, then given up; the
-    rows batched with them are answered; the job finishes with exit code 3 and says why."""
+    rows batched with them are answered (the replica restarted, their batch retried: a fault marks no row as
+    failed by itself); the job finishes with exit code 3 and says why. The replicas' placement is checked on
+    the same run."""
     from internvl_batch.job import main
 
     (probe / "poison").write_text("POISONSEGV segv\nPOISONACCEL accelerator\n")
@@ -121,10 +99,16 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
         code = main(config=config)
     finally:
         (probe / "poison").unlink()
-    crashes = sorted(p.name.rsplit("-", 1)[0] for p in probe.glob("crash-*"))
+    crashed = {p: p.read_text() for p in probe.glob("crash-*")}  # crash-<text>-<pid>: the micro-batch's size
+    crashes = sorted(p.name.rsplit("-", 1)[0] for p in crashed)
     assert (
         crashes == ["crash-POISONACCEL"] * 2 + ["crash-POISONSEGV"] * 2
     )  # in a micro-batch, then alone: not a third time
+    assert sorted(crashed.values()) == ["1", "1", "2", "2"]  # each first with the row batched with it
+    replicas = _replicas(probe)
+    # Each crashed replica's process was replaced by a new one (Ray restarted the actor).
+    assert {int(p.name.rsplit("-", 1)[1]) for p in crashed} <= {r["pid"] for r in replicas}
+    assert len(replicas) > len(crashed)
     results = read_results(str(tmp_path / "out"))
     rows = dict(zip(results.column("id").to_pylist(), results.to_pylist()))
     assert sorted(rows) == [f"img{i}" for i in range(6)]
@@ -137,8 +121,11 @@ def test_a_row_that_kills_every_replica_becomes_an_error_row_and_the_job_says_so
     assert code == 3 and summary["status"] == "ok_with_crashed_rows"
     assert (summary["replica_crashes"], summary["rows_crashed"]) == (len(crashes), 2)
     assert summary["errors_by_type"] == {"generate: ReplicaCrashed": 2}
-    _replicas(probe)
-    for crash in probe.glob("crash-*"):
+    # Placement: with resources.accelerator=cpu the replicas reserved no GPU of this node's two, and Ray leaves
+    # CUDA_VISIBLE_DEVICES unset for such actors: they would see (and could allocate on) both.
+    assert all(r["reserved_gpus"] == 0 and r["CUDA_VISIBLE_DEVICES"] == "" and r["device"] == "cpu" for r in replicas)
+    assert all(r["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True" for r in replicas)
+    for crash in crashed:
         crash.unlink()
 
 

@@ -26,3 +26,33 @@ def test_gpu_bench_runs_tiny_on_cpu(tmp_path):
             assert "failed" not in figures, figures
             assert figures["images_per_s"] > 0 and figures["tokens"] == sum(run["row_lengths"])
             assert figures.get("rows_off_their_length", 0) == 0
+
+
+@pytest.mark.slow
+def test_listing_bench_runs_tiny(tmp_path):
+    """bench/listing.py end to end at toy sizes: a local media root, moto S3 and the manifest baseline, each a
+    first run and a rerun that finds every row done."""
+    out = tmp_path / "listing.json"
+    cmd = [sys.executable, str(REPO / "bench" / "listing.py"), "--local-sizes", "200", "--s3-objects", "50"]
+    cmd += ["--s3-prefixes", "5", "--baseline-size", "200", "--folders", "10", "--workdir", str(tmp_path / "work")]
+    cmd += ["--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    assert {"local", "s3", "manifest", "setup", "summary", "total_s"} <= set(result)
+    cases = result["local"] + result["s3"] + result["manifest"]
+    assert [(c["case"], c["objects"]) for c in cases] == [
+        ("local media", 200),
+        ("moto S3 media", 50),
+        ("JSONL manifest", 200),
+    ]
+    for case in cases:
+        first, rerun = case["first_run"], case["rerun_all_done"]
+        for run in (first, rerun):
+            assert {"wall_s", "objects_per_s", "driver_peak_rss_mb", "first_result_file_s"} <= set(run)
+            assert run["driver_peak_rss_mb"] > 0 and run["one_row_per_input"] is True
+        assert (first["rows_written"], first["rows_already_done"]) == (case["objects"], 0)
+        assert first["errors_by_stage"] == {"decode": case["objects"]}  # every object listed, fetched, not an image
+        assert (rerun["rows_written"], rerun["rows_already_done"]) == (0, case["objects"])
+    assert result["summary"]["media_over_manifest"][0]["objects"] == 200
+    assert not (tmp_path / "work").exists()  # cleaned up without --keep

@@ -11,16 +11,56 @@ PACKAGE = Path(__file__).resolve().parents[2] / "internvl_batch"
 # the package's top-level modules and subpackages; MODULE_LAYERS places single modules elsewhere.
 LAYERS = [
     # Plain data and rules, no configuration: error types, redaction, task presets, the output's columns.
-    ("base", {"errors", "redact", "structured", "grounding", "keys", "prompts", "tasks", "output_schema", "summary"}),
+    (
+        "base",
+        {
+            "errors",
+            "redact",
+            "structured",
+            "grounding",
+            "keys",
+            "prompts",
+            "tasks",
+            "output_schema",
+            "summary",
+            "done_keys",
+        },
+    ),
     ("config", {"config"}),  # the typed configuration; it imports no image, manifest or model code
     # Reading and writing bytes: filesystems, media fetches, image/video/PDF decoding, the output directory.
-    ("io", {"filesystems", "http_media", "local_media", "storage", "output_layout", "output_dir", "imaging"}),
+    (
+        "io",
+        {
+            "filesystems",
+            "http_media",
+            "local_media",
+            "storage",
+            "output_layout",
+            "output_foreign",
+            "output_dir",
+            "imaging",
+        },
+    ),
     # The domain: manifests, models, generation, results; config loading (it checks the manifest formats).
-    ("domain", {"manifest", "model", "generation", "results", "passthrough", "config_loader"}),
+    (
+        "domain",
+        {
+            "manifest",
+            "model",
+            "generation",
+            "results",
+            "compact",
+            "passthrough",
+            "config_loader",
+            "fingerprint",
+            "orphans",
+            "compact_plan",
+        },
+    ),
     ("stages", {"stages"}),  # one callable class per stage; no Ray
     ("wiring", {"pipeline", "report", "inspect_media"}),  # Ray wiring, the report, inspection
     ("entry", {"job", "api", "demo"}),  # what users call
-    ("cli", {"cli", ""}),  # the command line; the package root
+    ("cli", {"cli", "cli_compact", ""}),  # the command line; the package root
 ]
 # `manifest/local.py` runs the job's read side (layout, scan, read stage) in one process for tests and tools:
 # it uses the read stage, so it sits with the wiring although it lives with the manifests.

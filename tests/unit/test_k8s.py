@@ -196,10 +196,30 @@ def schema_errors(doc: dict) -> list[str]:
 # --- which manifests exist --------------------------------------------------------------------------------------
 
 
+PROMISED_MANIFESTS = {
+    # file: the kinds it holds (k8s/README.md's table)
+    "serviceaccount.yaml": ["ServiceAccount"],
+    "rayjob-internvl2_5-4b.yaml": ["RayJob"],
+    "raycronjob-internvl2_5-4b-nightly.yaml": ["RayCronJob"],
+    "rayjob-internvl2_5-78b.yaml": ["RayJob"],
+    "raycluster-interactive.yaml": ["RayCluster"],
+    "rayjob-media-library.yaml": ["RayJob"],
+    "raycronjob-media-library-nightly.yaml": ["RayCronJob"],
+}
+
+
 def test_k8s_holds_the_promised_manifests():
     kinds = [doc["kind"] for _, doc in DOCS]
-    # Nightly 4B (a RayJob and its RayCronJob), 78B, the interactive cluster and the pods' ServiceAccount.
+    # Nightly 4B (a RayJob and its RayCronJob), 78B, the interactive cluster, the pods' ServiceAccount, and the
+    # nightly media-library captioning (a RayJob and its RayCronJob).
     assert kinds.count("RayJob") >= 2 and "RayCronJob" in kinds and "RayCluster" in kinds and "ServiceAccount" in kinds
+    for name, expected in PROMISED_MANIFESTS.items():
+        assert [d["kind"] for f, d in DOCS if f == name] == expected, name
+    # The media-library job reads media roots as they are (input.media), no manifest.
+    config_path, overrides = referenced_config(dict(DOCS)["raycronjob-media-library-nightly.yaml"])
+    config = load_config(REPO / config_path, overrides)
+    assert config.input.media and not config.input.manifests and config.output.resume
+    assert config.output.on_config_change == "error"
     gpus = [max(gpu_limit(p) for _, p, _ in pod_specs(cluster_spec(d))) for _, d in RAY_DOCS if d["kind"] == "RayJob"]
     assert 8 in gpus, "no RayJob for 8-GPU nodes"
 

@@ -9,6 +9,7 @@ import numpy as np
 from internvl_batch.config_loader import load_config
 from internvl_batch.keys import KeySet, add_checksums, key_checksum, key_hashes
 from internvl_batch.manifest.local import read_manifests
+from tests.helpers import result_keys
 
 
 def test_hashes_are_stable_across_processes():
@@ -54,7 +55,7 @@ def test_done_keys_skip_only_their_task(tmp_path):
             "task": {"tasks": ["caption", "ocr"]},
         },
     )
-    done = KeySet.build([key_hashes(["a", "a", "b"], ["caption", "ocr", "ocr"])])
+    done = result_keys(key_hashes(["a", "a", "b"], ["caption", "ocr", "ocr"]))
     table, totals, _ = read_manifests(config, done_keys=done)
     assert table.select(["id", "tasks"]).to_pylist() == [{"id": "b", "tasks": ["caption"]}]
     assert (totals.keys, totals.done_keys, totals.todo_keys) == (4, 3, 1)

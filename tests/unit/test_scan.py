@@ -16,6 +16,9 @@ def records(rows):
             "malformed": [False] * len(rows),
             "keys": pa.array([r[3] for r in rows], pa.int32()),
             "done": pa.array([r[4] for r in rows], pa.int32()),
+            "found": pa.array([r[3] for r in rows], pa.int32()),  # every key has a result: the rest are redone
+            "changed": pa.array([r[3] - r[4] for r in rows], pa.int32()),
+            "stale": pa.array([0] * len(rows), pa.int32()),
             "todo_high": pa.array([1] * len(rows), pa.uint64()),
             "todo_low": pa.array([2] * len(rows), pa.uint64()),
         },
@@ -29,6 +32,7 @@ def test_reduce_keeps_the_first_occurrence_and_counts_what_is_left():
     totals, drop = reduce_partition(first, second)
     assert drop.tolist() == [(1 << 32) | 0, (1 << 32) | 7]  # the later "a" and the later "b"
     assert (totals.rows, totals.keys, totals.done_keys, totals.todo_rows) == (3, 4, 2, 2)
+    assert (totals.found_keys, totals.changed_keys, totals.stale_keys) == (4, 2, 0)  # duplicates not counted
     assert totals.todo_rows_by_unit == {0: 1, 2: 1} and totals.todo_checksum == (3, 6)
     assert (totals.duplicate_ids, totals.duplicate_rows, totals.duplicate_examples) == (2, 2, ["a", "b"])
     assert reduce_partition()[0] == ScanTotals() and not len(reduce_partition()[1])

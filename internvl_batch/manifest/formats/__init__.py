@@ -15,6 +15,7 @@ from internvl_batch.manifest.formats.arrow import ArrowFormat
 from internvl_batch.manifest.formats.base import ManifestFormat, RowCounts, name_suffix
 from internvl_batch.manifest.formats.csv import CsvFormat
 from internvl_batch.manifest.formats.jsonl import JsonlFormat
+from internvl_batch.manifest.formats.media import MediaFormat
 from internvl_batch.manifest.formats.parquet import ParquetFormat
 from internvl_batch.manifest.formats.webdataset import WebDatasetFormat
 from internvl_batch.manifest.units import ManifestFile
@@ -25,6 +26,7 @@ REGISTRY: tuple[ManifestFormat, ...] = (
     JsonlFormat(),
     CsvFormat(),
     WebDatasetFormat(),
+    MediaFormat(),
 )
 
 AUTO = "auto"  # input.format's default: each file's format from its suffix
@@ -43,6 +45,7 @@ __all__ = [
     "listed_suffixes",
     "manifest_suffix",
     "registered",
+    "selectable_format",
 ]
 
 
@@ -52,8 +55,8 @@ def registered() -> tuple[ManifestFormat, ...]:
 
 
 def format_names() -> list[str]:
-    """The registered formats' names, in registry order."""
-    return [fmt.name for fmt in REGISTRY]
+    """The names `input.format` may take (the registered formats' that are `selectable`), in registry order."""
+    return [fmt.name for fmt in REGISTRY if fmt.selectable]
 
 
 def format_choices() -> str:
@@ -67,6 +70,14 @@ def format_named(name: str) -> ManifestFormat:
         if fmt.name == name:
             return fmt
     raise ConfigError(f"input.format: unknown manifest format {name!r}; it must be {format_choices()}")
+
+
+def selectable_format(name: str) -> ManifestFormat:
+    """`format_named` for a name `input.format` gives: only the formats it may choose."""
+    fmt = format_named(name)
+    if not fmt.selectable:
+        raise ConfigError(f"input.format: {name!r} is not a manifest format; it must be {format_choices()}")
+    return fmt
 
 
 def format_of(file: ManifestFile) -> ManifestFormat:

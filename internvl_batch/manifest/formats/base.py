@@ -33,6 +33,8 @@ class RowCounts:
 
     blank_lines: int = 0  # blank lines skipped (text formats)
     rows_with_id_field: int = 0  # rows holding the id field (formats with `counts_id_field`)
+    skipped: int = 0  # objects under a media root whose suffix no media kind lists
+    unlisted: int = 0  # folders under a media root that could not be listed, symlinks that loop
 
 
 class ManifestFormat:
@@ -52,6 +54,7 @@ class ManifestFormat:
     # its metadata and not a manifest (img2dataset's `00000.parquet` beside `00000.tar`)
     counts_id_field: bool = False  # `rows` counts the rows holding the id field (free-form rows, no header
     # or schema to check the id column on): a file where none has one is refused after the scan
+    selectable: bool = True  # a choice of `input.format` (the media format is chosen by `input.media` only)
 
     @property
     def display_name(self) -> str:

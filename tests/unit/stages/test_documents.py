@@ -8,10 +8,11 @@ import pyarrow as pa
 import pytest
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.done_keys import DoneRule, build_result_keys
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.document import PdfRenderer
-from internvl_batch.keys import KeySet, complete_documents, key_checksum, key_hashes
-from internvl_batch.results import result_files, result_key_hashes
+from internvl_batch.keys import key_checksum, key_hashes
+from internvl_batch.results import result_files, result_key_rows
 from internvl_batch.stages.output import to_output_table
 from internvl_batch.stages.write import write_batch, written_keys
 from tests.helpers import job_config, prepare_rows
@@ -136,11 +137,10 @@ def test_resume_counts_a_document_done_only_when_all_its_pages_are_written(prepa
     write_batch(scan_rows.slice(2, 2), str(tmp_path), StorageConfig(), RUN_1)
 
     def done(ok_only=False):
-        plain, paged = result_key_hashes(
-            str(tmp_path), result_files(str(tmp_path), StorageConfig()), StorageConfig(), ok_only
-        )
-        keys = KeySet.build([plain, complete_documents(paged[:, :2], paged[:, 2:4], paged[:, 4:])])
-        return keys.contains(key_hashes(["scan", "scan"], ["ocr", "caption"])).tolist()
+        plain, paged = result_key_rows(str(tmp_path), result_files(str(tmp_path), StorageConfig()), StorageConfig())
+        keys = build_result_keys([plain], [paged], DoneRule(keep=True, retry_errors=ok_only))
+        hashes = key_hashes(["scan", "scan"], ["ocr", "caption"])
+        return keys.judge(hashes, np.zeros(2, np.uint64), ["ocr", "caption"]).done.tolist()
 
     assert done() == [False, False]
     # Run 2 redid the whole document (pages 1 and 2 again, then 3): distinct pages count once.
