@@ -41,17 +41,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from scale import DRIVER  # noqa: E402  (the driver's subprocess, as bench/scale.py runs it)
 
 from tests.integration.conftest import AWS_ENV, free_port  # noqa: E402
 from tests.integration.ray_nodes import RayNode, wait_for_nodes  # noqa: E402
 
-DRIVER = (
-    "import resource, sys\n"
-    "from internvl_batch.cli import main\n"
-    "code = main(['run', sys.argv[1]])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n"
-    "sys.exit(code)\n"
-)
 MOTO = (
     "import signal, sys\n"
     "from moto.server import ThreadedMotoServer\n"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -50,11 +51,16 @@ class DoneRule:
     retry_errors: bool = False
     keep: bool = False
 
+    @cached_property
+    def _hashes(self) -> tuple[dict[str, int], np.ndarray]:
+        """(task -> this run's fingerprint hash, the accepted hashes): once per worker, not per chunk."""
+        current = dict(zip(self.current, text_hashes(list(self.current.values())).tolist()))
+        return current, np.fromiter(sorted(self.accepted), np.uint64, len(self.accepted))
+
     def fingerprint_ok(self, tasks: list[str], configs: np.ndarray) -> np.ndarray:
         """Per key: whether its result's fingerprint hash is this run's for its task, or an accepted one."""
-        current = dict(zip(self.current, text_hashes(list(self.current.values()))))
+        current, accepted = self._hashes
         mine = np.fromiter((current.get(t, 0) for t in tasks), np.uint64, len(tasks))
-        accepted = np.fromiter(sorted(self.accepted), np.uint64, len(self.accepted))
         return ((configs == mine) & (mine != 0)) | np.isin(configs, accepted)
 
 

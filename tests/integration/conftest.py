@@ -118,20 +118,27 @@ def ray_local(aws_env, _ray_session):
 
 def start_shared_ray() -> None:
     """(Re)start the shared cluster, e.g. after setting environment variables its workers need."""
-    import ray
 
     stop_shared_ray()
-    saved = {name: os.environ.get(name) for name in FENCED_ENV}
-    os.environ.update(FENCED_ENV)  # inherited by the cluster's processes only: restored right after
+    init_ray_with_env(FENCED_ENV, **RAY_LOCAL_ARGS)
+    _shared["up"] = True
+
+
+def init_ray_with_env(env: dict, **ray_args) -> None:
+    """`ray.init(**ray_args)` with `env` set for the cluster's processes only: restored right after (Ray's
+    processes inherit the environment they start with)."""
+    import ray
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     try:
-        ray.init(**RAY_LOCAL_ARGS)
+        ray.init(**ray_args)
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-    _shared["up"] = True
 
 
 def stop_shared_ray() -> None:

@@ -13,7 +13,7 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.output_dir import read_summary
 from internvl_batch.results import read_results
-from tests.integration.conftest import stop_shared_ray
+from tests.integration.conftest import init_ray_with_env, stop_shared_ray
 from tests.media import encode, make_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,16 +36,7 @@ def probe(tmp_path_factory):
         "REPLICA_PROBE_DIR": str(directory),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SITE), str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    saved = {name: os.environ.get(name) for name in probe_env}
-    os.environ.update(probe_env)
-    try:
-        ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    init_ray_with_env(probe_env, address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield directory
     ray.shutdown()
 
