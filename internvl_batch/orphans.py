@@ -1,6 +1,8 @@
 """Orphans: results whose (id, task) no input row had in the latest run that scanned the output (an object
 deleted from a media root, a row removed from a manifest). Nothing is deleted: the run records their keys in
-`.internvl-batch/orphans.parquet` (128-bit key hashes, `keys.key_hashes`; a PDF's under its document's key),
+`.internvl-batch/orphans.arrow` (128-bit key hashes, `keys.key_hashes`; a PDF's under its document's key; an
+Arrow IPC file, not Parquet, so that a reader's `OUT/**/*.parquet` glob never takes it for results; no file
+when there are none),
 the summary counts them (`results_orphaned`), and readers may leave them out (`read_results(...,
 drop_orphans=True)`, `results_dataset`, `compact`).
 """
@@ -11,7 +13,6 @@ import io
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.filesystems import fsspec_filesystem
@@ -21,11 +22,15 @@ from internvl_batch.output_layout import orphans_path
 
 
 def write_orphan_keys(output_path: str, storage: StorageConfig, hashes: np.ndarray, run_id: str) -> None:
-    """Replace the orphans file with these key hashes (uint64 [n, 2]), found by run `run_id`."""
+    """Replace the orphans file with these key hashes (uint64 [n, 2]), found by run `run_id` (none: remove it)."""
+    if not len(hashes):
+        clear_orphan_keys(output_path, storage)
+        return
     table = pa.table({"key_high": pa.array(hashes[:, 0], pa.uint64()), "key_low": pa.array(hashes[:, 1], pa.uint64())})
     table = table.replace_schema_metadata({"run_id": run_id})
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    with pa.ipc.new_file(buf, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_table(table)
     write_output_file(orphans_path(output_path), storage, buf.getvalue())
 
 
@@ -35,7 +40,7 @@ def orphan_keys(output_path: str, storage: StorageConfig | None = None) -> KeySe
     _, path = fsspec_filesystem(orphans_path(output_path), storage or StorageConfig())
     try:
         with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
+            table = pa.ipc.open_file(pa.BufferReader(f.read())).read_all()
     except FileNotFoundError:
         return KeySet.build([])
     hashes = np.stack([table.column("key_high").to_numpy(), table.column("key_low").to_numpy()], axis=1)

@@ -4,7 +4,7 @@
     OUT/.internvl-batch/summary.json          the last run's summary
     OUT/.internvl-batch/runs/<run_id>.json    every run: written when it starts (status "running"), its summary at the end
     OUT/.internvl-batch/report.html           the report (`output.report`; `internvl-batch report`'s default)
-    OUT/.internvl-batch/orphans.parquet       keys of results whose input the latest run no longer read
+    OUT/.internvl-batch/orphans.arrow         keys of results whose input the latest run no longer read
     OUT/.internvl-batch/compaction.json       while a compaction runs (`compact.py`): its plan, for a rerun to finish it
 
 Why two folders: tools pointed at a directory read what they find there. polars reads every non-empty file under
@@ -40,7 +40,7 @@ SUMMARY_FILE = "summary.json"  # in META_DIR, as are the three below
 RUNS_DIR = "runs"
 REPORT_FILE = "report.html"
 COMPACTION_FILE = "compaction.json"
-ORPHANS_FILE = "orphans.parquet"  # the latest scan's results whose input is gone (`results.orphan_keys`)
+ORPHANS_FILE = "orphans.arrow"  # the latest scan's results whose input is gone (`results.orphan_keys`)
 LEGACY_SUMMARY_FILE = "_summary.json"  # at the top, as are the two below
 LEGACY_RUNS_DIR = "_runs"
 LEGACY_REPORT_FILE = "report.html"
@@ -52,7 +52,7 @@ RUN_RECORD = re.compile(rf"({RUN_ID})\.json")
 # `.part-*.tmp` also covers the temporary result files of earlier versions.
 RUN_RECORD_TEMP = re.compile(rf"\.{RUN_ID}\.json\.[0-9a-f]{{12}}\.tmp")  # in either layout's runs folder
 RESULT_TEMP = re.compile(r"\.part-.*\.tmp")
-META_TEMP = re.compile(r"\.(summary\.json|report\.html|compaction\.json|orphans\.parquet)\.[0-9a-f]{12}\.tmp")
+META_TEMP = re.compile(r"\.(summary\.json|report\.html|compaction\.json|orphans\.arrow)\.[0-9a-f]{12}\.tmp")
 LEGACY_TEMP = re.compile(r"\.(part-.*|_summary\.json\.[0-9a-f]{12}|report\.html\.[0-9a-f]{12})\.tmp")
 TOP = ""  # the folder key of OUT's top (in `TEMPS`, `OWN`, `OutputListing.folders`)
 TEMPS = {TOP: LEGACY_TEMP, DATA_DIR: RESULT_TEMP, META_DIR: META_TEMP}

@@ -120,7 +120,7 @@ def _write_orphans(output_path, storage, run_id, result_keys, *found) -> int:
 
 
 def record_orphans(config: JobConfig, done_ref, scan: ScanResult, run_id: str) -> None:
-    """Write the keys of the results no row read has (`.internvl-batch/orphans.parquet`, `read_results(...,
+    """Write the keys of the results no row read has (`.internvl-batch/orphans.arrow`, `read_results(...,
     drop_orphans=True)` leaves them out), in a task: the driver holds no keys."""
     if done_ref is None:  # no earlier results (or `resume: false` deleted them): an older list must not stand
         clear_orphan_keys(config.output.path, config.storage)

@@ -2,12 +2,16 @@
 drop_orphans=True)` (a PDF's page rows under their document's key), and cleared by a run without earlier
 results."""
 
+import glob
+
+import numpy as np
 import pyarrow as pa
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.keys import key_hashes
 from internvl_batch.orphans import clear_orphan_keys, orphan_keys, write_orphan_keys
 from internvl_batch.output_dir import new_run_id
+from internvl_batch.output_layout import orphans_path
 from internvl_batch.results import read_results, write_result_file
 
 STORAGE = StorageConfig()
@@ -30,5 +34,10 @@ def test_orphans_are_left_out_only_when_asked_and_until_cleared(tmp_path):
     write_orphan_keys(out, STORAGE, key_hashes(["gone", "doc"], ["caption", "caption"]), run)
     assert sorted(read_results(out, drop_orphans=True).column("id").to_pylist()) == ["kept"]
     assert read_results(out).num_rows == 4  # nothing is deleted
+    # Users glob `OUT/**/*.parquet` (polars, duckdb): the orphans file must not look like results.
+    assert [p for p in glob.glob(f"{out}/**/*.parquet", recursive=True) if "/data/" not in p] == []
+    write_orphan_keys(out, STORAGE, np.zeros((0, 2), np.uint64), run)  # none found: no file at all
+    assert not glob.glob(orphans_path(out)) and read_results(out, drop_orphans=True).num_rows == 4
+    write_orphan_keys(out, STORAGE, key_hashes(["gone"], ["caption"]), run)
     clear_orphan_keys(out, STORAGE)
     assert read_results(out, drop_orphans=True).num_rows == 4
