@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from internvl_batch.cli_compact import add_compact_parser, add_report_parser, summary_line
+from internvl_batch.cli_export import add_export_parser, cmd_export
 from internvl_batch.errors import InternVLBatchError
 from internvl_batch.redact import install_log_redaction, redact_text
 
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub, cmd_report)
     add_compact_parser(sub, cmd_compact)
+    add_export_parser(sub, cmd_export)
 
     p = sub.add_parser("demo", help="run the job on the bundled samples with a tiny random-weight checkpoint")
     p.add_argument("--output", default="outputs/demo", help="output directory (default outputs/demo)")

@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from internvl_batch.config import StorageConfig
+from internvl_batch.documents import DOCUMENT_COLUMNS, documents_table
 from internvl_batch.done_keys import text_hashes
 from internvl_batch.filesystems import fsspec_filesystem
-from internvl_batch.keys import document_ids, key_hashes, page_shares
+from internvl_batch.keys import KeySet, document_ids, key_hashes, page_shares
 from internvl_batch.manifest.scan import partition_of
 from internvl_batch.orphans import orphan_keys, orphaned
 from internvl_batch.output_dir import RUN_ID, data_path, list_output, write_output_file
@@ -65,17 +66,24 @@ def write_result_file(table: pa.Table, output_path: str, storage: StorageConfig,
 
 
 def read_results(
-    output_path: str, storage: StorageConfig | None = None, columns: list[str] | None = None, drop_orphans: bool = False
+    output_path: str,
+    storage: StorageConfig | None = None,
+    columns: list[str] | None = None,
+    drop_orphans: bool = False,
+    documents: bool = False,
 ) -> pa.Table:
     """Exactly one current row per (id, task): across files and runs, the row from the latest run wins.
 
     Works after any sequence of interrupted and resumed runs. `columns` limits what is read (`id`, `task` and
     `run_id` are always read). `drop_orphans`: leave out the results whose input the latest run no longer had
-    (`orphans.py`).
+    (`orphans.py`). `documents`: one row per document and task instead (`documents.documents_table`: a PDF's
+    pages joined in order, one-image rows as one-page documents; multi-image and video rows left out).
     """
     storage = storage or StorageConfig()
     fs, _ = fsspec_filesystem(output_path, storage)
     files = result_files(output_path, storage)
+    if documents:
+        columns = None if columns is None else [*columns, *DOCUMENT_COLUMNS]
     wanted = None if columns is None else list(dict.fromkeys(["id", "task", "run_id", "page", *columns]))
     tables = []
     for index, file in enumerate(files):
@@ -83,18 +91,29 @@ def read_results(
         tables.append(table.append_column("_file", pa.array([index] * table.num_rows, pa.int32())))
     if not tables:
         return pa.table({name: pa.array([], pa.string()) for name in ("id", "task", "run_id")})
-    table = pa.concat_tables(tables, promote_options="default")
+    orphans = orphan_keys(output_path, storage) if drop_orphans else None
+    table = current_rows(pa.concat_tables(tables, promote_options="default"), orphans)
+    if documents:
+        return documents_table(table)
+    if columns is not None and "page" not in columns and "page" in table.column_names:
+        table = table.drop_columns(["page"])
+    return table.drop_columns(["_file"])
+
+
+def current_rows(table: pa.Table, orphans: KeySet | None = None) -> pa.Table:
+    """The current rows of some result rows that hold every row of their keys (`id`, `task`, `run_id`, `page`
+    when any, and `_file`: the number of the file, in name order): per key the latest run's row (of one run, the
+    latest file's), less the rows of documents a later run wrote in the other shape (`shape_superseded`), and
+    those of `orphans`' keys. Sorted by (id, task)."""
     table = table.sort_by(
         [("id", "ascending"), ("task", "ascending"), ("run_id", "descending"), ("_file", "descending")]
     )
     if table.num_rows > 1:
         table = table.filter(pa.array(~_same_key_as_previous(table)))
         table = table.filter(pa.array(~shape_superseded(table)))
-    if drop_orphans:
-        table = table.filter(pa.array(~orphaned(table, orphan_keys(output_path, storage))))
-    if columns is not None and "page" not in columns and "page" in table.column_names:
-        table = table.drop_columns(["page"])
-    return table.drop_columns(["_file"])
+    if orphans is not None and len(orphans):
+        table = table.filter(pa.array(~orphaned(table, orphans)))
+    return table
 
 
 def _read_columns(fs, file: str, columns: list[str] | None) -> pa.Table:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -170,3 +172,19 @@ def two_node_jobs(s3, s3_endpoint, aws_env, tmp_path_factory, tiny_checkpoint):
     from tests.integration.two_node_jobs import run_two_node_jobs
 
     return run_two_node_jobs(s3, s3_endpoint, aws_env, tiny_checkpoint, tmp_path_factory.mktemp("two-nodes"))
+
+
+def run_cli(args: list[str], tmp_path: Path, **kwargs) -> subprocess.CompletedProcess:
+    """`internvl-batch ARGS` in a new process, as a user runs it (its own Ray; a cache under `tmp_path`)."""
+    env = {**os.environ, "INTERNVL_BATCH_CACHE": str(tmp_path / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "internvl_batch.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """`internvl-batch demo` run once, as a user runs it: (its process, its directory). Tests copy its output
+    before they add to it."""
+    tmp_path = tmp_path_factory.mktemp("demo-run")
+    return run_cli(["demo", "--output", str(tmp_path / "demo")], tmp_path, cwd=tmp_path), tmp_path

@@ -3,22 +3,13 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from internvl_batch.output_dir import data_path, read_summary, report_path
-
-CLI = [sys.executable, "-m", "internvl_batch.cli"]
-
-
-def run(args, tmp_path, **kwargs):
-    env = {**os.environ, "INTERNVL_BATCH_CACHE": str(tmp_path / "cache")}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(CLI + args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+from tests.integration.conftest import run_cli as run
 
 
 @pytest.mark.parametrize(
@@ -66,13 +57,6 @@ def test_a_config_error_exits_2_with_one_line_from_the_command_line(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     expected = f"internvl-batch: error: {tmp_path / 'c.yaml'}: invalid configuration: modle: unknown key"
     assert proc.stderr.strip().splitlines() == [expected]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """`internvl-batch demo` run once, as a user runs it: (its process, its directory)."""
-    tmp_path = tmp_path_factory.mktemp("demo-run")
-    return run(["demo", "--output", str(tmp_path / "demo")], tmp_path, cwd=tmp_path), tmp_path
 
 
 @pytest.mark.integration

@@ -55,12 +55,14 @@ LAYERS = [
             "fingerprint",
             "orphans",
             "compact_plan",
+            "documents",
+            "export",
         },
     ),
     ("stages", {"stages"}),  # one callable class per stage; no Ray
     ("wiring", {"pipeline", "report", "inspect_media"}),  # Ray wiring, the report, inspection
     ("entry", {"job", "api", "demo"}),  # what users call
-    ("cli", {"cli", "cli_compact", ""}),  # the command line; the package root
+    ("cli", {"cli", "cli_compact", "cli_export", ""}),  # the command line; the package root
 ]
 # `manifest/local.py` runs the job's read side (layout, scan, read stage) in one process for tests and tools:
 # it uses the read stage, so it sits with the wiring although it lives with the manifests.
@@ -72,6 +74,7 @@ LATE_IMPORTS = {
     "internvl_batch.cli": "each command imports what it runs, so --help, inspect and plan start without Ray or torch",
     "internvl_batch.model.locate": "the tiny checkpoint's writer (torch) only for model.path: tiny; the "
     "preprocessing actors resolve the model too and never load torch",
+    "internvl_batch.cli_export": "as cli.py: the export command imports what it runs",
     "internvl_batch.model.plan": "the checkpoint conversion (torch) only when a checkpoint's shapes are planned",
 }
 
