@@ -1,10 +1,12 @@
-"""An export of a job's output (`pipeline.export.export_output` runs it): the steps (read a chunk of files into partitions, make a partition's items,
-write them) and the one-process loop; `pipeline/export.py` runs the same steps as Ray tasks.
+"""An export of a job's output (`pipeline.export.export_output` runs it): the steps (read a chunk of files into
+partitions, make a partition's items, write them) and the one-process loop; `pipeline/export.py` runs the same
+steps as Ray tasks.
 
 In this process the rows of a chunk of files are cut into partitions by document id; with more than one
 partition each part is spilled to a temporary Parquet file, then each partition is read back whole, its current
 rows made into items and the items written in shards, one shard held at a time. Memory: a chunk of files, or
-one partition (about `rows.PARTITION_BYTES` of result files), never the output.
+one partition (`rows.PARTITION_ROWS`, `PARTITION_BYTES`), and a slice of a partition as Python objects, never
+the output.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import pyarrow.parquet as pq
 from internvl_batch.errors import ConfigError
 from internvl_batch.export.formats import Format, format_named
 from internvl_batch.export.label_studio import label_config
-from internvl_batch.export.options import ExportCounts, ExportOptions
-from internvl_batch.export.rows import partition_rows, plan_chunks, split_chunk
+from internvl_batch.export.options import SHOWN_FILES, ExportCounts, ExportOptions
+from internvl_batch.export.rows import group_slices, partition_rows, plan_chunks, split_chunk
 from internvl_batch.export.writers import ShardWriter, check_destination, document_file_name, shard_pattern
 from internvl_batch.filesystems import is_local, local_path
 from internvl_batch.keys import KeySet
@@ -54,9 +56,22 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
-def partition_items(fmt: Format, tables: list[pa.Table], options: ExportOptions, orphans) -> tuple[list, ExportCounts]:
-    """A partition's rows (from every chunk) -> its items and counts."""
-    return fmt.items(partition_rows(tables, orphans), options)
+def export_partition(
+    fmt: Format, tables: list[pa.Table], options: ExportOptions, orphans, writer: ShardWriter | None
+) -> ExportCounts:
+    """A partition's rows (from every chunk) -> its items, a slice of whole groups at a time, given to `writer`
+    (or written as text files: `writer` None); its counts (text files: their number and first names)."""
+    total = ExportCounts()
+    for part in group_slices(partition_rows(tables, orphans)):
+        items, counts = fmt.items(part, options)
+        if writer is not None:
+            writer.add(items)
+        else:
+            files = write_texts(items, options)
+            counts.counts["files"] += len(files)
+            counts.files = files[:SHOWN_FILES]
+        total = total + counts
+    return total
 
 
 def write_texts(documents: list[dict], options: ExportOptions) -> list[str]:
@@ -85,13 +100,7 @@ def local_export(output_path: str, options: ExportOptions) -> ExportCounts:
 
     def emit(tables: list[pa.Table]) -> None:
         nonlocal total
-        items, counts = partition_items(fmt, tables, options, orphans)
-        if writer is not None:
-            writer.add(items)
-        else:
-            counts.files = write_texts(items, options)
-            counts.counts["files"] += len(items)
-        total = total + counts
+        total = total + export_partition(fmt, tables, options, orphans, writer)
 
     if partitions == 1:
         emit([split_chunk(output_path, options.storage, first, files, 1, task)[0] for first, files in chunks])
@@ -108,7 +117,7 @@ def local_export(output_path: str, options: ExportOptions) -> ExportCounts:
                 emit([pq.read_table(f"{folder}/{name}") for name in names])
     if writer is not None:
         files = writer.close()
-        total.files, total.counts["files"] = files[:5], len(files)
+        total.files, total.counts["files"] = files[:SHOWN_FILES], len(files)
     return total
 
 

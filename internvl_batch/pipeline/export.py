@@ -12,9 +12,9 @@ from __future__ import annotations
 import ray
 
 from internvl_batch.export.formats import format_named
-from internvl_batch.export.options import ExportCounts, ExportOptions
+from internvl_batch.export.options import SHOWN_FILES, ExportCounts, ExportOptions
 from internvl_batch.export.rows import split_chunk
-from internvl_batch.export.run import finish, local_export, partition_items, prepare, write_texts
+from internvl_batch.export.run import export_partition, finish, local_export, prepare
 from internvl_batch.export.writers import ShardWriter
 from internvl_batch.pipeline.calls import get, remote
 from internvl_batch.pipeline.compaction import result_bytes
@@ -28,16 +28,14 @@ def _split(output_path, options, first, files, partitions, task):
 
 
 def _export(fmt, options, orphans, partition, *tables) -> ExportCounts:
-    items, counts = partition_items(fmt, list(tables), options, orphans)
-    if fmt.encoder is None:
-        files = write_texts(items, options)
-        counts.counts["files"] += len(files)
-    else:
+    writer = None
+    if fmt.encoder is not None:
         writer = ShardWriter(options.out, options.storage, fmt.encoder(options), options.max_items_per_file, partition)
-        writer.add(items)
+    counts = export_partition(fmt, list(tables), options, orphans, writer)
+    if writer is not None:
         files = writer.close()
         counts.counts["files"] += len(files)
-    counts.files = files[:5]
+        counts.files = files[:SHOWN_FILES]
     return counts
 
 

@@ -52,3 +52,20 @@ def test_listing_bench_runs_tiny(tmp_path):
         assert (rerun["rows_written"], rerun["rows_already_done"]) == (0, case["objects"])
     assert result["summary"]["media_over_manifest"][0]["objects"] == 100
     assert not (tmp_path / "work").exists()  # cleaned up without --keep
+
+
+@pytest.mark.slow
+def test_export_bench_runs_tiny(tmp_path):
+    """bench/export.py at toy sizes: the output written, the baseline and an export measured per size."""
+    out = tmp_path / "export.json"
+    cmd = [sys.executable, str(REPO / "bench" / "export.py"), "--rows", "300", "600", "--formats", "documents"]
+    cmd += ["--workdir", str(tmp_path / "work"), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    assert [size["rows"] for size in result["sizes"]] == [300, 600]
+    for size in result["sizes"]:
+        assert size["baseline"]["summary"]["rows"] == size["rows"]  # a tenth redone: current rows are as many
+        assert size["documents"]["summary"]["items"] > 0 and size["documents"]["peak_rss_mb"] > 0
+    assert set(result["rss_largest_over_smallest"]) == {"baseline", "documents"}
+    assert not (tmp_path / "work").exists()

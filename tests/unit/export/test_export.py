@@ -160,8 +160,9 @@ def test_shards_overwrite_and_partitions_spilled(output, tmp_path, monkeypatch):
         export(output, "label-studio", tmp_path / "t.json")
     export(output, "label-studio", tmp_path / "t.json", overwrite=True)  # the shards go, one file stays
     assert sorted(os.listdir(tmp_path)) == ["one.json", "out", "t.json"]
-    # Many partitions (spilled to temporary files), the same tasks.
+    # Many partitions (spilled to temporary files), items made a group at a time: the same tasks.
     monkeypatch.setattr(export_rows, "PARTITION_BYTES", 1)
+    monkeypatch.setattr(export_rows, "SLICE_ROWS", 1)
     spilled = export(output, "label-studio", tmp_path / "p.json")
     key = lambda t: t["data"]["id"]  # noqa: E731
     one = sorted(json.loads((tmp_path / "one.json").read_text("utf-8")), key=key)
@@ -169,6 +170,20 @@ def test_shards_overwrite_and_partitions_spilled(output, tmp_path, monkeypatch):
     assert {k: v for k, v in spilled.items() if k != "out" and k != "first_files"} == {
         k: v for k, v in whole.items() if k != "out" and k != "first_files"
     }
+
+
+def test_slices_never_cut_a_group(output, monkeypatch):
+    from internvl_batch.config import StorageConfig
+    from internvl_batch.export.rows import group_slices, partition_rows, plan_chunks, split_chunk
+
+    chunks, partitions, _ = plan_chunks(output, StorageConfig())
+    assert partitions == 1 and len(chunks) == 1
+    table = partition_rows(split_chunk(output, StorageConfig(), *chunks[0], 1))
+    slices = list(group_slices(table, rows=2))
+    groups = [set(s.column("_group").to_pylist()) for s in slices]
+    assert sum(s.num_rows for s in slices) == table.num_rows and len(slices) > 3
+    assert all(not (a & b) for k, a in enumerate(groups) for b in groups[k + 1 :])  # a group in one slice
+    assert table.column("_group").to_pylist().count("report") == 3  # a document's pages, one group
 
 
 def test_orphans_left_out_when_asked(output, tmp_path):
