@@ -53,17 +53,23 @@ def add_compact_parser(sub, func) -> None:
         help="also leave out the results whose input the latest job run no longer had (objects deleted from a "
         "media root, rows removed from a manifest; the summary's results_orphaned)",
     )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--local", dest="engine", action="store_const", const="local", help="in this process")
-    where.add_argument("--ray", dest="engine", action="store_const", const="ray", help="as Ray tasks")
-    p.set_defaults(engine="auto")
-    p.add_argument(
-        "--ray-address",
-        help="the Ray cluster for --ray (default: RAY_ADDRESS, else a new local one); without --ray or --local, "
-        "outputs of more than 1 GiB of result files are compacted on Ray, smaller ones in this process",
-    )
+    add_engine_options(p, "compacted")
     add_storage_options(p)
     p.set_defaults(func=func)
+
+
+def add_engine_options(parser: argparse.ArgumentParser, done: str) -> None:
+    """`--local` / `--ray` (`engine`: local, ray, or auto) and `--ray-address`, for a command whose work is
+    `done` ("compacted") in this process or on Ray."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--local", dest="engine", action="store_const", const="local", help="in this process")
+    where.add_argument("--ray", dest="engine", action="store_const", const="ray", help="as Ray tasks")
+    parser.set_defaults(engine="auto")
+    parser.add_argument(
+        "--ray-address",
+        help="the Ray cluster for --ray (default: RAY_ADDRESS, else a new local one); without --ray or --local, "
+        f"outputs of more than 1 GiB of result files are {done} on Ray, smaller ones in this process",
+    )
 
 
 def summary_line(output: str, summary: dict) -> str:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from internvl_batch.cli_compact import add_storage_options
+from internvl_batch.cli_compact import add_engine_options, add_storage_options
 
 FORMATS = ("label-studio", "coco", "documents", "text")  # as export.formats.FORMATS (checked by a test)
 
@@ -54,15 +54,7 @@ def add_export_parser(sub, func) -> None:
         help="leave out the results whose input the latest job run no longer had (the summary's results_orphaned)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out (its shards too)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--local", dest="engine", action="store_const", const="local", help="in this process")
-    where.add_argument("--ray", dest="engine", action="store_const", const="ray", help="as Ray tasks")
-    p.set_defaults(engine="auto")
-    p.add_argument(
-        "--ray-address",
-        help="the Ray cluster for --ray (default: RAY_ADDRESS, else a new local one); without --ray or --local, "
-        "outputs of more than 1 GiB of result files are exported on Ray, smaller ones in this process",
-    )
+    add_engine_options(p, "exported")
     add_storage_options(p)
     p.set_defaults(func=func)
 

@@ -187,7 +187,9 @@ def test_slices_never_cut_a_group(output, monkeypatch):
 
 
 def test_orphans_left_out_when_asked(output, tmp_path):
-    export(output, "coco", tmp_path / "c.json", drop_orphans=True)
+    import internvl_batch
+
+    internvl_batch.export_output(output, "coco", tmp_path / "c.json", engine="local", drop_orphans=True)
     ids = {i["internvl_id"] for i in json.loads((tmp_path / "c.json").read_text("utf-8"))["images"]}
     assert "gone" not in ids and "boxed" in ids
 
