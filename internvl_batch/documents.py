@@ -79,7 +79,10 @@ def group_documents(
     for k in range(len(ids)):
         if pages[k] is not None:
             key = (document_ids([ids[k]], [pages[k]])[0] or "", tasks[k] or "")
-            document = documents.setdefault(key, {"num_pages": totals[k] or 0, "pages": {}})
+            document = documents.setdefault(key, {"num_pages": 0, "pages": {}})
+            # The page count of the document's first page row (its latest read: pages beyond it are of an
+            # earlier, longer version); the highest page for rows that do not say.
+            document["num_pages"] = document["num_pages"] or totals[k] or 0
             document["pages"][pages[k]] = (statuses[k] == "ok", answers[k] if statuses[k] == "ok" else errors[k])
         elif frames[k] is not None or len(media[k] or []) != 1:
             counts.skipped_not_document += 1
@@ -89,6 +92,7 @@ def group_documents(
             documents[(ids[k] or "", tasks[k] or "")] = {"num_pages": 1, "pages": {1: (True, answers[k])}}
     rows = {name: [] for name in DOCUMENTS_SCHEMA.names}
     for (doc_id, doc_task), document in sorted(documents.items()):
+        document["num_pages"] = document["num_pages"] or max(document["pages"])
         texts, ok = [], 0
         for number in range(1, document["num_pages"] + 1):
             page = document["pages"].get(number)

@@ -211,3 +211,21 @@ def test_the_command_lines_formats_are_the_registrys():
     from internvl_batch.export.formats import FORMATS
 
     assert cli_export.FORMATS == tuple(FORMATS)
+
+
+def test_a_document_that_shrank_keeps_its_latest_page_count():
+    """A PDF read again with fewer pages: its old page 3 is still a current row (another key), but the latest
+    page count (of its page 1) says where the document ends."""
+    import pyarrow as pa
+
+    from internvl_batch.documents import group_documents
+
+    rows = [
+        {"id": f"d#p{n}", "task": "ocr", "status": "ok", "response": f"p{n}", "page": n, "num_pages": total}
+        for n, total in ((1, 2), (2, 2), (3, 3))
+    ] + [{"id": "n#p2", "task": "ocr", "status": "ok", "response": "x", "page": 2, "num_pages": None}]
+    documents, counts = group_documents(pa.Table.from_pylist(rows))
+    assert documents.to_pylist() == [
+        {"id": "d", "task": "ocr", "text": "p1\fp2", "num_pages": 2, "pages_ok": 2, "pages_failed": 0},
+        {"id": "n", "task": "ocr", "text": "[page 1 missing]\fx", "num_pages": 2, "pages_ok": 1, "pages_failed": 1},
+    ]
