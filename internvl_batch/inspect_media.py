@@ -22,7 +22,7 @@ from internvl_batch.errors import DECODE, FETCH, LIMITS, LimitError, RowError, f
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.decode import exif_orientation, open_image
 from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
-from internvl_batch.imaging.video import VideoSampler, open_video
+from internvl_batch.imaging.video import VideoSampler
 from internvl_batch.model.checkpoint import read_checkpoint_info
 from internvl_batch.model.locate import resolve_model_path
 
@@ -144,8 +144,7 @@ def _inspect_video(
     except RowError as exc:
         row.error = format_row_error(DECODE, exc)
         return row
-    first = open_video(data)[0].shape  # frame size as decoded (height, width, channels)
-    row.height, row.width = int(first[0]), int(first[1])
+    row.width, row.height = sampled.frame_size  # as decoded
     row.grid, row.tiles = "1x1/frame", sampled.num_frames
     row.image_tokens = sampled.num_frames * tokens_per_tile
     row.video_frames, row.fps, row.frame_indices = sampled.total_frames, sampled.fps, sampled.frame_indices

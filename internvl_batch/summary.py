@@ -35,6 +35,7 @@ PACKAGES = (
     "tokenizers",
     "s3fs",
     "decord",
+    "av",
     "pydantic",
 )
 

@@ -103,6 +103,11 @@ class VideoConfig(Section):
         "temporary file (removed after the row), so memory does not grow with the file (decord holds ~2 copies).",
     )
     temp_dir: str | None = Field(None, description="Directory for temporary video files; default: the system's.")
+    decoder: Literal["auto", "pyav", "decord"] = Field(
+        "auto",
+        description="Video decoder: decord (the reference's; the `decord` extra, x86_64 Linux wheels only), pyav "
+        "(FFmpeg in its wheels, every platform; the same frame numbering), or auto (decord where installed).",
+    )
 
 
 class FetchConfig(Section):

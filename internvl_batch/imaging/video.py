@@ -1,16 +1,19 @@
-"""Video rows: which frames the reference samples, decoded with decord straight from the fetched bytes.
+"""Video rows: which frames the reference samples, decoded with decord (as the reference) or PyAV
+(`video.decoder`: `auto` is decord where it is installed, else PyAV; `pyav_video.py` numbers frames as decord
+does), straight from the fetched bytes or a file.
 
 Frame choice (the model card's `get_index`): with `fps` and `max_frame = frames - 1` from decord,
 `start, end = bound or (-100000, 100000)`, `start_idx = max(0, round(start * fps))`,
 `end_idx = min(round(end * fps), max_frame)`, `seg = (end_idx - start_idx) / num_segments` and frame k is
 `int(start_idx + seg / 2 + round(seg * k))`. Each frame becomes one 448x448 tile (max_num 1, no thumbnail).
 
-decord reads from memory (no temporary file). Limits protect the job: bytes are checked by the fetcher,
+Both read from memory (no temporary file) or a file path. Limits protect the job: bytes are checked by the fetcher,
 duration and segment count here; a video over a limit is an error row naming the limit and the value.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from internvl_batch.errors import BoundError, LimitError, RowError, VideoDecodeError, VideoLimitError  # noqa: F401 - re-exported
+from internvl_batch.imaging.pyav_video import PyAVVideo
 from internvl_batch.imaging.tiles import cut_tiles
 from internvl_batch.imaging.tiling import plan_tiles
 
@@ -56,17 +60,24 @@ class SampledVideo:
 class VideoSampler:
     """Decodes the sampled frames of a video and tiles them. Build once per actor."""
 
-    def __init__(self, max_duration_s: float = 3600.0, max_segments: int = 64) -> None:
+    def __init__(self, max_duration_s: float = 3600.0, max_segments: int = 64, decoder: str = "auto") -> None:
         self.max_duration_s = max_duration_s
         self.max_segments = max_segments
+        self.decoder = resolve_decoder(decoder)  # once per actor: `auto` looks decord up
 
     def __call__(self, data: bytes | str, num_segments: int, bound: tuple[float, float] | None = None) -> SampledVideo:
-        """Sample from encoded bytes, or from a file path (large videos: decord then streams from disk)."""
+        """Sample from encoded bytes, or from a file path (large videos: the decoder then streams from disk)."""
         if num_segments < 1:
             raise VideoLimitError(f"num_segments must be at least 1, got {num_segments}")
         if num_segments > self.max_segments:
             raise VideoLimitError(f"num_segments={num_segments} exceeds video.max_segments={self.max_segments}")
-        reader = open_video(data)
+        reader = open_video(data, self.decoder)
+        try:
+            return self._sample(reader, num_segments, bound)
+        finally:
+            reader.close()
+
+    def _sample(self, reader, num_segments: int, bound: tuple[float, float] | None) -> SampledVideo:
         total, fps = len(reader), float(reader.get_avg_fps())
         if total < 1:
             raise VideoDecodeError("the video has no frames")
@@ -78,33 +89,67 @@ class VideoSampler:
         indices = sample_frame_indices(total, fps, num_segments, bound)
         tiles = np.empty((len(indices), 448, 448, 3), dtype=np.uint8)
         frame_size = (0, 0)
-        for slot, index in enumerate(indices):
-            try:
-                frame = reader[index].asnumpy()
-            except Exception as exc:  # noqa: BLE001 - decord raises its own error types for damaged streams
-                raise VideoDecodeError(f"cannot decode frame {index} of {total}: {_first_line(exc)}") from None
+        for slot, frame in enumerate(reader.frames(indices)):
             image = Image.fromarray(frame).convert("RGB")
             frame_size = image.size
             tiles[slot] = cut_tiles(image, plan_tiles(image.width, image.height, 1, 1, False))[0]
         return SampledVideo(tiles, indices, [round(i / fps, 6) for i in indices], total, fps, frame_size)
 
 
-def open_video(data: bytes | str):
-    """A decord VideoReader over in-memory bytes or a file path (one decoding thread, as the reference)."""
-    try:
-        import decord
-    except ImportError:
-        raise RuntimeError("video rows need decord: pip install decord") from None
+def resolve_decoder(decoder: str = "auto") -> str:
+    """`auto` -> `decord` where it is installed (the reference's decoder), else `pyav`."""
+    if decoder != "auto":
+        return decoder
+    return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+
+
+def open_video(data: bytes | str, decoder: str = "auto"):
+    """A reader over in-memory bytes or a file path: `len()` (frames, decord's count), `get_avg_fps()`,
+    `frames(indices)` (uint8 RGB arrays, in the order asked), `close()`. One decoding thread, as the reference."""
     size = os.path.getsize(data) if isinstance(data, str) else len(data)
     if not size:
         raise VideoDecodeError("empty file (0 bytes)")
-    try:
-        return decord.VideoReader(data if isinstance(data, str) else io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:  # noqa: BLE001 - decord reports every open failure as RuntimeError/DECORDError
-        message = _first_line(exc)
-        if "cannot find video stream" in message:
-            raise VideoDecodeError("no video stream (audio-only or not a video container)") from None
-        raise VideoDecodeError(f"not a readable video ({size} bytes): {message}") from None
+    if resolve_decoder(decoder) == "pyav":
+        return PyAVVideo(data)
+    return DecordVideo(data, size)
+
+
+class DecordVideo:
+    """decord's VideoReader behind the reader interface of `open_video`; frames read one index at a time, as
+    the reference reads them (`vr[i]`)."""
+
+    def __init__(self, data: bytes | str, size: int):
+        try:
+            import decord
+        except ImportError:
+            raise RuntimeError(
+                "video.decoder: decord needs decord (pip install 'internvl-batch[decord]'), or use video.decoder: pyav"
+            ) from None
+        try:
+            self.reader = decord.VideoReader(
+                data if isinstance(data, str) else io.BytesIO(data), ctx=decord.cpu(0), num_threads=1
+            )
+        except Exception as exc:  # noqa: BLE001 - decord reports every open failure as RuntimeError/DECORDError
+            message = _first_line(exc)
+            if "cannot find video stream" in message:
+                raise VideoDecodeError("no video stream (audio-only or not a video container)") from None
+            raise VideoDecodeError(f"not a readable video ({size} bytes): {message}") from None
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def get_avg_fps(self) -> float:
+        return float(self.reader.get_avg_fps())
+
+    def frames(self, indices: list[int]):
+        for index in indices:
+            try:
+                yield self.reader[index].asnumpy()
+            except Exception as exc:  # noqa: BLE001 - decord raises its own error types for damaged streams
+                raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self.reader = None
 
 
 def _first_line(exc: BaseException) -> str:

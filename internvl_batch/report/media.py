@@ -125,7 +125,10 @@ class MediaThumbnails:
         fetched = self.fetcher.fetch(uri, "video")
         try:
             reader = open_video(fetched if isinstance(fetched, bytes) else fetched.path)
-            frames = reader.get_batch(list(indices)).asnumpy()
+            try:
+                frames = list(reader.frames(list(indices)))
+            finally:
+                reader.close()
         finally:
             self.fetcher.release([fetched])
         strips = [_thumbnail(Image.fromarray(frame), FRAME_PX) for frame in frames]

@@ -54,7 +54,7 @@ class MediaDecoder:
 
     def __init__(self, preprocess: PreprocessConfig, video: VideoConfig, checkpoint) -> None:
         self.preprocessor = ImagePreprocessor.from_options(preprocess, checkpoint)
-        self.video = VideoSampler(video.max_duration_s, video.max_segments)
+        self.video = VideoSampler(video.max_duration_s, video.max_segments, video.decoder)
         self.default_segments = video.num_segments
         self.multi_image_max_num = preprocess.multi_image_max_num
         pre = self.preprocessor

@@ -1,5 +1,7 @@
-"""Video frame sampling against the reference formula, on real H.264 MP4s whose frames show their index."""
+"""Video frame sampling against the reference formula, on real H.264 MP4s whose frames show their index, with
+each decoder (`video.decoder`: decord, the reference's, when installed; PyAV)."""
 
+import importlib.util
 import io
 
 import numpy as np
@@ -42,6 +44,16 @@ def test_formula_matches_reference(frames, fps, segments, bound):
 VIDEOS = {"30fps-3s-gop30": (90, 30.0, 30), "25fps-10s-gop12": (250, 25.0, 12)}
 
 
+def decoders() -> list:
+    has_decord = importlib.util.find_spec("decord") is not None
+    return [pytest.param("decord", marks=pytest.mark.skipif(not has_decord, reason="decord not installed")), "pyav"]
+
+
+@pytest.fixture(params=decoders())
+def decoder(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def videos():
     return {name: encode_video(n, fps, gop=gop) for name, (n, fps, gop) in VIDEOS.items()}
@@ -49,9 +61,9 @@ def videos():
 
 @pytest.mark.parametrize("name", list(VIDEOS))
 @pytest.mark.parametrize("segments,bound", [(8, None), (4, None), (16, (1.0, 2.5)), (32, None), (5, (0.3, 9.9))])
-def test_decoded_frames_are_the_reference_frames(videos, name, segments, bound):
+def test_decoded_frames_are_the_reference_frames(videos, name, segments, bound, decoder):
     frames, fps, _ = VIDEOS[name]
-    sampled = VideoSampler()(videos[name], segments, bound)
+    sampled = VideoSampler(decoder=decoder)(videos[name], segments, bound)
     expected = reference_get_index(bound, fps, frames - 1, segments)
     assert sampled.frame_indices == expected
     assert sampled.tiles.shape == (segments, 448, 448, 3) and sampled.tiles.dtype == np.uint8
@@ -60,13 +72,13 @@ def test_decoded_frames_are_the_reference_frames(videos, name, segments, bound):
     assert (sampled.total_frames, sampled.fps) == (frames, fps)
 
 
-def test_frame_tile_is_the_reference_resize(videos):
-    import decord
+def test_frame_tile_is_the_reference_resize(videos, decoder):
+    decord = pytest.importorskip("decord")  # the reference's reader gives the expected frame
     from PIL import Image
 
     reader = decord.VideoReader(io.BytesIO(videos["30fps-3s-gop30"]), ctx=decord.cpu(0), num_threads=1)
     expected = np.asarray(Image.fromarray(reader[16].asnumpy()).convert("RGB").resize((448, 448)))
-    sampled = VideoSampler()(videos["30fps-3s-gop30"], 8)
+    sampled = VideoSampler(decoder=decoder)(videos["30fps-3s-gop30"], 8)
     assert np.array_equal(sampled.tiles[1], expected)
 
 
@@ -82,18 +94,18 @@ def test_frame_tile_is_the_reference_resize(videos):
         (lambda v: encode_video(0, 30.0), "empty file|no frames|not a readable video"),  # a video with zero frames
     ],
 )
-def test_bad_videos_are_row_errors(videos, make, message):
+def test_bad_videos_are_row_errors(videos, make, message, decoder):
     with pytest.raises(VideoDecodeError, match=message):
-        VideoSampler()(make(videos["30fps-3s-gop30"]), 8)
+        VideoSampler(decoder=decoder)(make(videos["30fps-3s-gop30"]), 8)
 
 
-def test_bound_outside_the_video(videos):
+def test_bound_outside_the_video(videos, decoder):
     with pytest.raises(BoundError, match=r"bound \[5.0, 9.0\] s selects no frames of a 3.000 s video"):
-        VideoSampler()(videos["30fps-3s-gop30"], 8, (5.0, 9.0))
+        VideoSampler(decoder=decoder)(videos["30fps-3s-gop30"], 8, (5.0, 9.0))
 
 
-def test_limits_name_the_setting(videos):
+def test_limits_name_the_setting(videos, decoder):
     with pytest.raises(VideoLimitError, match="duration 10.0 s exceeds video.max_duration_s=5"):
-        VideoSampler(max_duration_s=5)(videos["25fps-10s-gop12"], 8)
+        VideoSampler(max_duration_s=5, decoder=decoder)(videos["25fps-10s-gop12"], 8)
     with pytest.raises(VideoLimitError, match="num_segments=65 exceeds video.max_segments=64"):
-        VideoSampler()(videos["25fps-10s-gop12"], 65)
+        VideoSampler(decoder=decoder)(videos["25fps-10s-gop12"], 65)

@@ -1,0 +1,183 @@
+"""PyAV against decord (the reference's reader) on a corpus of generated videos: the same frame count and fps,
+so the same sampled indices, and the same pixels, frame by frame, where decord decodes the frame its index
+names. Where it does not (random access into HEVC with B-frames lands frames late), PyAV gives the frame of
+the index (checked against a plain decode of every frame). BENCHMARKS.md ("Video decoders") has the table."""
+
+import importlib.util
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from internvl_batch.imaging.pyav_video import PyAVVideo
+from internvl_batch.imaging.video import VideoDecodeError, sample_frame_indices
+
+pytestmark = pytest.mark.slow  # encoding the corpus (HEVC, VP9, AV1) takes ~15 s on 2 cores
+
+REPO = Path(__file__).resolve().parents[3]
+HAS_DECORD = importlib.util.find_spec("decord") is not None
+
+
+def clip(codec, pix_fmt="yuv420p", n=60, w=320, h=240, fmt="mp4", options=None, audio=False):
+    """n frames of moving noise (every frame differs), `codec` in container `fmt`; an AAC track with `audio`."""
+    import av
+
+    buf = io.BytesIO()
+    base = np.random.default_rng(0).integers(0, 255, (h, w + 64, 3), dtype=np.uint8)
+    with av.open(buf, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.options = {"g": "12", **(options or {})}
+        sound = container.add_stream("aac", rate=16000) if audio else None
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, k % 64 : k % 64 + w]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            if sound is not None:
+                samples = av.AudioFrame.from_ndarray(np.zeros((1, 640), np.float32), format="fltp", layout="mono")
+                samples.sample_rate, samples.pts = 16000, k * 640
+                for packet in sound.encode(samples):
+                    container.mux(packet)
+        for s in (stream, sound):
+            for packet in s.encode() if s is not None else []:
+                container.mux(packet)
+    return buf.getvalue()
+
+
+X264 = {"preset": "ultrafast", "bf": "0"}
+CORPUS = {  # name: (encoder arguments, decord's pixels equal PyAV's)
+    "h264 yuv420p": (("libx264",), {"options": X264}, True),
+    "h264 b-frames": (("libx264",), {"options": {"preset": "ultrafast", "bf": "3"}}, True),
+    "h264 yuv444p": (("libx264", "yuv444p"), {"options": X264}, True),
+    "h264 odd size": (("libx264",), {"w": 322, "h": 242, "options": X264}, True),
+    "h264 + audio": (("libx264",), {"options": X264, "audio": True}, True),
+    "mpeg-4 part 2": (("mpeg4",), {}, True),
+    "mjpeg avi": (("mjpeg", "yuvj420p"), {"fmt": "avi"}, True),
+    "vp9 webm": (("libvpx-vp9",), {"fmt": "webm", "options": {"deadline": "realtime", "cpu-used": "8"}}, True),
+    "h264 10-bit": (("libx264", "yuv420p10le"), {"options": X264}, False),  # decord's older FFmpeg converts otherwise
+    "hevc b-frames": (("libx265",), {"options": {"preset": "ultrafast", "x265-params": "log-level=none"}}, False),
+}
+
+
+def every_frame(data: bytes) -> list[np.ndarray]:
+    """Every frame by a plain decode from the start, in pts order: what frame i is."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        frames = [
+            (f.pts, f.reformat(format="rgb24", interpolation="BICUBIC").to_ndarray()) for f in container.decode(stream)
+        ]
+    return [frame for _, frame in sorted(frames, key=lambda x: x[0])]
+
+
+def encode_apart(names: list[str], tmp_path: Path) -> dict[str, bytes]:
+    """The corpus clips `names` (CORPUS keys, or "av1"), encoded in a fresh interpreter: once decord is loaded
+    in a process, PyAV's libvpx-vp9 encoder refuses to open (EINVAL), and other tests may have loaded it."""
+    code = (
+        "import sys, pathlib\n"
+        "from tests.unit.imaging.test_pyav_video import CORPUS, clip\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "for k, name in enumerate(sys.argv[2:]):\n"
+        "    args, kwargs, _ = CORPUS[name] if name in CORPUS else (('libsvtav1',), {'options': {'preset': '12'}}, 0)\n"
+        "    (out / f'{k}.bin').write_bytes(clip(*args, **kwargs))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), *names], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {name: (tmp_path / f"{k}.bin").read_bytes() for k, name in enumerate(names)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return encode_apart(list(CORPUS), tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_pyav_gives_the_frame_each_index_names(corpus, name):
+    video = PyAVVideo(corpus[name])
+    indices = sample_frame_indices(len(video), video.get_avg_fps(), 8)
+    truth = every_frame(corpus[name])
+    assert (len(video), video.get_avg_fps()) == (len(truth), 25.0)
+    for index, frame in zip(indices, video.frames(indices)):
+        assert np.array_equal(frame, truth[index]), (name, index)
+
+
+@pytest.mark.skipif(not HAS_DECORD, reason="decord not installed")
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_decord_and_pyav_count_alike_and_decode_alike(corpus, name):
+    import decord
+
+    reader = decord.VideoReader(io.BytesIO(corpus[name]), ctx=decord.cpu(0), num_threads=1)
+    video = PyAVVideo(corpus[name])
+    assert (len(video), video.get_avg_fps()) == (len(reader), reader.get_avg_fps())
+    indices = sample_frame_indices(len(reader), reader.get_avg_fps(), 8)
+    theirs = np.stack([reader[i].asnumpy() for i in indices]).astype(int)  # as the reference reads them
+    ours = np.stack(list(video.frames(indices))).astype(int)
+    difference = np.abs(theirs - ours)
+    if CORPUS[name][2]:
+        assert difference.max() == 0, (name, difference.mean())
+    else:
+        assert difference.max() > 0  # the known difference is still there (BENCHMARKS.md records its size)
+
+
+def test_av1_decodes_where_decord_cannot(tmp_path):
+    data = encode_apart(["av1"], tmp_path)["av1"]
+    video = PyAVVideo(data)
+    indices = sample_frame_indices(len(video), video.get_avg_fps(), 4)
+    truth = every_frame(data)
+    assert all(np.array_equal(f, truth[i]) for i, f in zip(indices, video.frames(indices)))
+
+
+def test_nothing_imports_decord_unless_it_is_chosen(tmp_path):
+    """With decord hidden (as on Linux aarch64 and macOS, where it has no wheels), `auto` decodes with PyAV and
+    the video tests pass; decord is imported only by `video.decoder: decord`, which then says how to get it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # every import finder answers "not found" for decord, as if uninstalled
+        "import sys\n"
+        "class Hide:\n"
+        "    def __init__(self, finder):\n"
+        "        self.finder = finder\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'decord' or name.startswith('decord.'):\n"
+        "            return None\n"
+        "        find = getattr(self.finder, 'find_spec', None)\n"
+        "        return find(name, path, target) if find else None\n"
+        "    def invalidate_caches(self):\n"
+        "        getattr(self.finder, 'invalidate_caches', lambda: None)()\n"
+        "sys.meta_path[:] = [Hide(f) for f in sys.meta_path]\n"
+    )
+    env = {"PYTHONPATH": f"{site}:{REPO}", "PATH": "/usr/bin:/bin"}
+    check = (
+        "import sys; from internvl_batch.imaging.video import VideoSampler, resolve_decoder, open_video\n"
+        "from tests.media import encode_video\n"
+        "assert resolve_decoder('auto') == 'pyav'\n"
+        "sampled = VideoSampler()(encode_video(30, 30.0), 4)\n"
+        "assert 'decord' not in sys.modules and sampled.frame_indices == [3, 10, 17, 25], sampled\n"
+        "try:\n"
+        "    open_video(encode_video(3, 30.0), 'decord')\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "video.decoder: decord needs decord" in proc.stdout
+    tests = ["tests/unit/imaging/test_video.py", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", *tests], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_a_still_image_and_a_broken_stream_are_row_errors():
+    from tests.media import encode, make_photo
+
+    with pytest.raises(VideoDecodeError, match="an image"):
+        PyAVVideo(encode(make_photo(64, 48), "JPEG"))
+    with pytest.raises(VideoDecodeError, match="an image"):
+        PyAVVideo(encode(make_photo(64, 48), "PNG"))
