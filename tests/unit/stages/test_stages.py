@@ -97,6 +97,19 @@ def test_video_rows(prepared, tiny_tokenizer):
     assert rows["clip-bound"]["frame_indices"] == [30, 42, 54, 66]
 
 
+def test_video_rows_with_pyav_are_the_same(prepared, media, config):
+    """`video.decoder: pyav` through the CPU stage (its isolated decoder process included): the same frames,
+    pixels and prompt as the default decoder."""
+    from tests.helpers import prepare_rows
+
+    pyav = config.model_copy(update={"video": config.video.model_copy(update={"decoder": "pyav"})})
+    raw = [{"id": "clip", "video": "clip.mp4", "question": "What happens?"}]
+    ours = prepare_rows(pyav, raw, str(media / "m.jsonl")).to_pylist()[0]
+    theirs = {r["id"]: r for r in prepared.to_pylist()}["clip"]
+    for name in ("error", "frame_indices", "frame_timestamps", "pixels", "input_ids", "media_sizes"):
+        assert ours[name] == theirs[name], name
+
+
 def test_multi_image_prompt_ids(prepared, tiny_tokenizer, config):
     pair = {r["id"]: r for r in prepared.to_pylist()}["pair"]
     expected = reference_string("Image-1: <image>\nImage-2: <image>\nCompare.", pair["num_tiles"])
