@@ -58,6 +58,7 @@ class PyAVVideo:
                 raise VideoDecodeError(f"not a readable video: {_first_line(exc)}") from None
         order = np.argsort(np.asarray(pts, np.int64), kind="stable")
         self.pts = [pts[k] for k in order]
+        self.position = {p: i for i, p in enumerate(self.pts)}  # pts -> frame number (decord's)
         self.key_positions = [i for i, k in enumerate(order) if keys[k]]
         rate = self.stream.average_rate
         self.fps = float(rate) if rate else 0.0
@@ -72,40 +73,44 @@ class PyAVVideo:
         self.container.close()
 
     def frames(self, indices: list[int]) -> Iterator[np.ndarray]:
-        """The frames at `indices` (decord's numbering), as uint8 RGB arrays [height, width, 3], in that order."""
-        wanted = set(indices)
+        """The frames at `indices` (decord's numbering), as uint8 RGB arrays [height, width, 3], in that order.
+
+        The sampled frames are visited in order. Decoding goes on from where it is while the next frame is
+        ahead with no keyframe between; otherwise it seeks to the last keyframe at or before that frame. So a
+        clip with few keyframes is decoded once, forward, and a long one with many mostly skipped."""
+        wanted = sorted(set(indices))
         positions = {self.pts[i]: i for i in wanted}  # pts -> frame number, for the frames asked for
         decoded: dict[int, np.ndarray] = {}
-        for index in sorted(wanted):
-            if index not in decoded:
-                decoded.update(self._decode_to(index, positions))
+        stream, at = None, -1  # the decoded frames' iterator and the frame number decoded last
+        try:
+            for index in wanted:
+                if index in decoded:
+                    continue
+                key = (
+                    self.key_positions[max(0, bisect_right(self.key_positions, index) - 1)] if self.key_positions else 0
+                )
+                if stream is None or index <= at or key > at:
+                    self.container.seek(self.pts[key], stream=self.stream, backward=True, any_frame=False)
+                    stream = self._decoded()
+                for pts, frame in stream:
+                    if pts in positions:
+                        decoded[positions[pts]] = self._rgb(frame)
+                    at = self.position.get(pts, at)
+                    if at >= index:
+                        break
+                if index not in decoded:
+                    raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: the stream ends before it")
+        except self._av.FFmpegError as exc:
+            raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: {_first_line(exc)}") from None
         for index in indices:
             yield decoded[index]
 
-    def _decode_to(self, index: int, positions: dict[int, int]) -> dict[int, np.ndarray]:
-        """Seek to the keyframe at or before frame `index`, decode forward to it; the wanted frames met."""
-        target = self.pts[index]
-        where = bisect_right(self.key_positions, index) - 1
-        start = self.pts[self.key_positions[where]] if where >= 0 else self.pts[0]
-        self.container.seek(start, stream=self.stream, backward=True, any_frame=False)
-        try:
-            return self._decode_forward(index, target, positions)
-        except self._av.FFmpegError as exc:
-            raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: {_first_line(exc)}") from None
-
-    def _decode_forward(self, index: int, target: int, positions: dict[int, int]) -> dict[int, np.ndarray]:
-        found: dict[int, np.ndarray] = {}
+    def _decoded(self) -> Iterator[tuple[int, object]]:
+        """(pts, frame) of every frame decoded from the current position of the container."""
         for packet in self.container.demux(self.stream):
             for frame in packet.decode():
-                if frame.pts in positions:
-                    found[positions[frame.pts]] = self._rgb(frame)
-                if frame.pts is not None and frame.pts >= target:
-                    if index not in found:
-                        raise VideoDecodeError(f"frame {index} (pts {target}) was not decoded")
-                    return found
-        if index not in found:
-            raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: the stream ends before it")
-        return found
+                if frame.pts is not None:
+                    yield frame.pts, frame
 
     def _rgb(self, frame) -> np.ndarray:
         rgb = frame.reformat(format="rgb24", interpolation="BICUBIC").to_ndarray()
