@@ -4,7 +4,8 @@ them, so that the reference's frame choice (`video.sample_frame_indices`) picks 
 decord's numbering (its VideoReader, read in its source): on opening it reads every packet of the best video
 stream (`av_find_best_stream`), and frame i is the packet with the i-th smallest pts; its frame count is the
 number of those packets, its fps the stream's `avg_frame_rate`. Frames are converted to RGB24 by an FFmpeg
-filter graph (`scale` to the frame's size, bicubic; transposes first for 90/180/270 degree rotation metadata).
+filter graph (`scale` to the frame's size, bicubic; transposes first for 90/180/270 degree rotation metadata:
+the picture turned counter-clockwise by the display matrix's angle, as here).
 
 Here: the packets are indexed the same way (demuxed, not decoded: pts and keyframe flags), and each sampled
 frame is decoded by seeking to the last keyframe at or before it and decoding forward to its pts, so only what
@@ -114,7 +115,8 @@ class PyAVVideo:
 
     def _rgb(self, frame) -> np.ndarray:
         rgb = frame.reformat(format="rgb24", interpolation="BICUBIC").to_ndarray()
-        turns = {90: 3, 180: 2, 270: 1, -90: 1, -180: 2, -270: 3}.get(int(getattr(frame, "rotation", 0) or 0), 0)
+        # The display matrix's rotation, counter-clockwise degrees (PyAV's sign), applied as decord applies it.
+        turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
         return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 

@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[3]
 HAS_DECORD = importlib.util.find_spec("decord") is not None
 
 
-def clip(codec, pix_fmt="yuv420p", n=60, w=320, h=240, fmt="mp4", options=None, audio=False):
-    """n frames of moving noise (every frame differs), `codec` in container `fmt`; an AAC track with `audio`."""
+def clip(codec, pix_fmt="yuv420p", n=60, w=320, h=240, fmt="mp4", options=None, audio=False, rotation=0):
+    """n frames of moving noise (every frame differs), `codec` in container `fmt`; an AAC track with `audio`;
+    a display matrix turning the picture `rotation` degrees counter-clockwise."""
     import av
 
     buf = io.BytesIO()
@@ -31,6 +32,8 @@ def clip(codec, pix_fmt="yuv420p", n=60, w=320, h=240, fmt="mp4", options=None, 
         stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.options = {"g": "12", **(options or {})}
+        if rotation:
+            stream.set_display_rotation(rotation)
         sound = container.add_stream("aac", rate=16000) if audio else None
         for k in range(n):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, k % 64 : k % 64 + w]), format="rgb24")
@@ -96,6 +99,9 @@ CORPUS = {  # name: (encoder arguments, decord's pixels equal PyAV's)
     "h264 yuv444p": (("libx264", "yuv444p"), {"options": X264}, True),
     "h264 odd size": (("libx264",), {"w": 322, "h": 242, "options": X264}, True),
     "h264 + audio": (("libx264",), {"options": X264, "audio": True}, True),
+    "h264 rotated 90": (("libx264",), {"options": X264, "rotation": 90}, True),
+    "h264 rotated 180": (("libx264",), {"options": X264, "rotation": 180}, True),
+    "h264 rotated 270": (("libx264",), {"options": X264, "rotation": 270}, True),
     "mpeg-4 part 2": (("mpeg4",), {}, True),
     "mjpeg avi": (("mjpeg", "yuvj420p"), {"fmt": "avi"}, True),
     "vp9 webm": (("libvpx-vp9",), {"fmt": "webm", "options": {"deadline": "realtime", "cpu-used": "8"}}, True),
@@ -104,15 +110,19 @@ CORPUS = {  # name: (encoder arguments, decord's pixels equal PyAV's)
 }
 
 
+def turned(frame) -> np.ndarray:
+    """A decoded frame as RGB, turned as its display matrix says (counter-clockwise degrees)."""
+    rgb = frame.reformat(format="rgb24", interpolation="BICUBIC").to_ndarray()
+    return np.rot90(rgb, round((frame.rotation or 0) / 90) % 4)
+
+
 def every_frame(data: bytes) -> list[np.ndarray]:
     """Every frame by a plain decode from the start, in pts order: what frame i is."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
-        frames = [
-            (f.pts, f.reformat(format="rgb24", interpolation="BICUBIC").to_ndarray()) for f in container.decode(stream)
-        ]
+        frames = [(f.pts, turned(f)) for f in container.decode(stream)]
     return [frame for _, frame in sorted(frames, key=lambda x: x[0])]
 
 
