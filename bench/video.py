@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/video.py                      # 1080p 10 min H.264, 4K HEVC 20 s; ~15 min on 2 cores
     .venv/bin/python bench/video.py --minutes 1 --hevc-seconds 4 --skip-memory    # a quick look
+    .venv/bin/python bench/video.py --minutes 0.05 --hevc-seconds 0.5 --tiny --skip-memory   # a smoke run
 
 Part 1, speed: a 1080p H.264 clip of `--minutes` at 30 fps (moving noise: every frame differs, as footage
 costs bits; a keyframe every 250 frames, as x264's default) and a 4K HEVC clip of `--hevc-seconds` (x265,
@@ -153,14 +154,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the 1080p H.264 clip")
     parser.add_argument("--hevc-seconds", type=float, default=20.0, help="length of the 4K HEVC clip")
+    parser.add_argument("--tiny", action="store_true", help="clips at 1/6 and 1/8 of the sizes (a smoke run)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     results: dict = {"speed": {}, "memory": {}}
+    hd, uhd = ((320, 180), (480, 270)) if args.tiny else ((1920, 1080), (3840, 2160))
     clips = {
-        f"1080p_h264_{args.minutes:g}min": lambda: encode_clip(args.minutes * 60, 1920, 1080, 250),
-        f"4k_hevc_{args.hevc_seconds:g}s": lambda: encode_hevc(args.hevc_seconds, 3840, 2160),
+        f"1080p_h264_{args.minutes:g}min": lambda: encode_clip(args.minutes * 60, *hd, 250),
+        f"4k_hevc_{args.hevc_seconds:g}s": lambda: encode_hevc(args.hevc_seconds, *uhd),
     }
     for label, make in () if args.skip_speed else clips.items():
         t0 = time.perf_counter()

@@ -69,3 +69,18 @@ def test_export_bench_runs_tiny(tmp_path):
         assert size["documents"]["summary"]["items"] > 0 and size["documents"]["peak_rss_mb"] > 0
     assert set(result["rss_largest_over_smallest"]) == {"baseline", "documents"}
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_video_bench_runs_tiny(tmp_path):
+    """bench/video.py's speed part at toy sizes: both decoders on both clips, 8 and 32 frames."""
+    out = tmp_path / "video.json"
+    cmd = [sys.executable, str(REPO / "bench" / "video.py"), "--minutes", "0.05", "--hevc-seconds", "0.5"]
+    cmd += ["--tiny", "--skip-memory", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    speed = json.loads(out.read_text())["speed"]
+    assert sorted(speed) == ["1080p_h264_0.05min", "4k_hevc_0.5s"]
+    for runs in speed.values():
+        assert [r["segments"] for r in runs] == [8, 32]
+        assert all(r["decord_frames_per_s"] > 0 and r["pyav_frames_per_s"] > 0 for r in runs)

@@ -265,3 +265,46 @@ def test_a_still_image_and_a_broken_stream_are_row_errors():
         PyAVVideo(encode(make_photo(64, 48), "JPEG"))
     with pytest.raises(VideoDecodeError, match="an image"):
         PyAVVideo(encode(make_photo(64, 48), "PNG"))
+
+
+PEAK_CHILD = """
+import sys
+from internvl_batch.imaging.video import VideoSampler
+import av, numpy, PIL.Image
+
+def status(key):
+    return int(next(l.split()[1] for l in open('/proc/self/status') if l.startswith(key)))
+
+base = status('VmRSS:')
+open('/proc/self/clear_refs', 'w').write('5')  # the peak (VmHWM) from here
+sampled = VideoSampler(decoder='pyav')(sys.argv[1], 32)
+print(status('VmHWM:') - base, sampled.total_frames)
+"""
+
+
+def test_memory_does_not_grow_with_the_video(tmp_path):
+    """Seek-only decoding from a file: sampling 32 frames of a 20-minute video needs no more memory than of a
+    20-second one (the packet index is all that grows: 16 bytes a frame)."""
+    import av
+
+    peaks = {}
+    for seconds in (20, 1200):
+        path = tmp_path / f"{seconds}.mp4"
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            stream.options = {"preset": "ultrafast", "bf": "0"}  # a keyframe every 250 frames, x264's default
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            for _ in range(seconds * 30):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        proc = subprocess.run(
+            [sys.executable, "-c", PEAK_CHILD, str(path)], capture_output=True, text=True, cwd=REPO, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        peak_kb, frames = (int(v) for v in proc.stdout.split())
+        assert frames == seconds * 30
+        peaks[seconds] = peak_kb
+    assert peaks[1200] - peaks[20] < 16 * 1024, peaks  # under 16 MB more for 60x the frames
