@@ -75,36 +75,49 @@ class PyAVVideo:
 
     def frames(self, indices: list[int]) -> Iterator[np.ndarray]:
         """The frames at `indices` (decord's numbering), as uint8 RGB arrays [height, width, 3], in that order.
+        Indices in ascending order (the reference's sampling) are given as each is decoded, so that one frame
+        is held at a time (64 frames of 4K are 1.6 GB); others are decoded first, then given in their order."""
+        indices = list(indices)
+        if indices == sorted(indices):
+            previous, frame = None, None
+            decoded = self._decode(sorted(set(indices)))
+            for index in indices:
+                if index != previous:
+                    _, frame = next(decoded)
+                    previous = index
+                yield frame
+            return
+        decoded = dict(self._decode(sorted(set(indices))))
+        for index in indices:
+            yield decoded[index]
 
-        The sampled frames are visited in order. Decoding goes on from where it is while the next frame is
-        ahead with no keyframe between; otherwise it seeks to the last keyframe at or before that frame. So a
-        clip with few keyframes is decoded once, forward, and a long one with many mostly skipped."""
-        wanted = sorted(set(indices))
+    def _decode(self, wanted: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, frame) for each of `wanted` (ascending, distinct), in that order.
+
+        Decoding goes on from where it is while the next frame is ahead with no keyframe between; otherwise it
+        seeks to the last keyframe at or before that frame. So a clip with few keyframes is decoded once,
+        forward, and a long one with many mostly skipped."""
         positions = {self.pts[i]: i for i in wanted}  # pts -> frame number, for the frames asked for
-        decoded: dict[int, np.ndarray] = {}
-        stream, at = None, -1  # the decoded frames' iterator and the frame number decoded last
+        stream, at, index = None, -1, -1  # the decoded frames' iterator; the frame number decoded last
         try:
             for index in wanted:
-                if index in decoded:
-                    continue
-                key = (
-                    self.key_positions[max(0, bisect_right(self.key_positions, index) - 1)] if self.key_positions else 0
-                )
+                where = bisect_right(self.key_positions, index) - 1
+                key = self.key_positions[where] if where >= 0 else 0
                 if stream is None or index <= at or key > at:
                     self.container.seek(self.pts[key], stream=self.stream, backward=True, any_frame=False)
                     stream = self._decoded()
+                found = None
                 for pts, frame in stream:
-                    if pts in positions:
-                        decoded[positions[pts]] = self._rgb(frame)
+                    if positions.get(pts) == index:
+                        found = self._rgb(frame)
                     at = self.position.get(pts, at)
                     if at >= index:
                         break
-                if index not in decoded:
+                if found is None:
                     raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: the stream ends before it")
+                yield index, found
         except self._av.FFmpegError as exc:
             raise VideoDecodeError(f"cannot decode frame {index} of {len(self)}: {_first_line(exc)}") from None
-        for index in indices:
-            yield decoded[index]
 
     def _decoded(self) -> Iterator[tuple[int, object]]:
         """(pts, frame) of every frame decoded from the current position of the container."""

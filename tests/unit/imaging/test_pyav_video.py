@@ -166,6 +166,9 @@ def test_pyav_gives_the_frame_each_index_names(corpus, name):
     assert (len(video), video.get_avg_fps()) == (len(truth), 25.0)
     for index, frame in zip(indices, video.frames(indices)):
         assert np.array_equal(frame, truth[index]), (name, index)
+    # Repeated indices (more segments than frames) and any order.
+    for asked in ([indices[1], indices[1], indices[2]], [indices[5], indices[0], indices[5]]):
+        assert all(np.array_equal(f, truth[i]) for i, f in zip(asked, video.frames(asked))), asked
 
 
 @pytest.mark.skipif(not HAS_DECORD, reason="decord not installed")
