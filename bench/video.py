@@ -41,22 +41,15 @@ def texture(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((width + 64, height), Image.BILINEAR))
 
 
-def encode_clip(path: Path, seconds: float, width: int, height: int, gop: int, fps: int = 30) -> int:
-    """H.264 MP4 at `path`, a keyframe every `gop` frames; returns its size in bytes."""
+def encode(path: Path, codec: str, options: dict, seconds: float, width: int, height: int, fps: int, seed: int) -> int:
+    """`seconds` of the sliding texture as `codec` in an MP4 at `path`; returns its size in bytes."""
     import av
 
-    base = texture(width, height)
+    base = texture(width, height, seed)
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("h264", rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {
-            "preset": "ultrafast",
-            "crf": "23",
-            "g": str(gop),
-            "keyint_min": str(gop),
-            "sc_threshold": "0",
-            "bf": "0",
-        }
+        stream.options = options
         for k in range(int(seconds * fps)):
             shift = k % 64
             frame = np.ascontiguousarray(base[:, shift : shift + width])
@@ -65,25 +58,18 @@ def encode_clip(path: Path, seconds: float, width: int, height: int, gop: int, f
         for packet in stream.encode():
             container.mux(packet)
     return path.stat().st_size
+
+
+def encode_clip(path: Path, seconds: float, width: int, height: int, gop: int, fps: int = 30) -> int:
+    """H.264 MP4 at `path`, a keyframe every `gop` frames, no B-frames; returns its size in bytes."""
+    options = {"preset": "ultrafast", "crf": "23", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+    return encode(path, "h264", {**options, "bf": "0"}, seconds, width, height, fps, seed=0)
 
 
 def encode_hevc(path: Path, seconds: float, width: int, height: int, fps: int = 30) -> int:
-    """HEVC (x265, B-frames) MP4 at `path`; returns its size in bytes."""
-    import av
-
-    base = texture(width, height, seed=1)
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx265", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "x265-params": "log-level=none"}
-        for k in range(int(seconds * fps)):
-            shift = k % 64
-            frame = np.ascontiguousarray(base[:, shift : shift + width])
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path.stat().st_size
+    """HEVC (x265 ultrafast, B-frames) MP4 at `path`; returns its size in bytes."""
+    options = {"preset": "ultrafast", "x265-params": "log-level=none"}
+    return encode(path, "libx265", options, seconds, width, height, fps, seed=1)
 
 
 def decord_frames(path: str, indices: list[int]) -> list[np.ndarray]:

@@ -11,7 +11,6 @@ the output.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 
@@ -30,8 +29,6 @@ from internvl_batch.orphans import orphan_keys
 from internvl_batch.output_dir import data_path, write_output_file
 from internvl_batch.output_layout import META_DIR
 
-log = logging.getLogger("internvl_batch.export")
-
 
 def prepare(output_path: str, options: ExportOptions) -> tuple[Format, list, int, int, KeySet | None]:
     """Check the options and the destination (ConfigError) -> (format, chunks, partitions, result bytes,
@@ -39,8 +36,9 @@ def prepare(output_path: str, options: ExportOptions) -> tuple[Format, list, int
     fmt = format_named(options.format)
     fmt.check(options)
     for folder in (data_path(output_path), f"{output_path.rstrip('/')}/{META_DIR}"):
-        if _inside(options.out, folder) or (options.label_config and _inside(options.label_config, folder)):
-            raise ConfigError(f"{options.out} is inside the job's output ({folder}): write the export elsewhere")
+        for target in (options.out, options.label_config):
+            if target and _inside(target, folder):
+                raise ConfigError(f"{target} is inside the job's output ({folder}): write the export elsewhere")
     chunks, partitions, size = plan_chunks(output_path, options.storage)
     pattern = None if fmt.encoder is None else shard_pattern(options.out, fmt.variants)
     check_destination(options.out, options.storage, options.overwrite, pattern)

@@ -47,9 +47,9 @@ class ShardWriter:
 
     def add(self, items: list) -> None:
         for item in items:
-            self.items.append(item)
-            if len(self.items) >= self.max_items:
+            if len(self.items) >= self.max_items:  # flushed only once more come: exactly a file's worth is `out`
                 self._flush(single=False)
+            self.items.append(item)
 
     def close(self) -> list[str]:
         """Write what is left; the files written, in order."""

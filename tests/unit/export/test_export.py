@@ -152,6 +152,8 @@ def test_text_files_one_per_document_never_outside_the_folder(output, tmp_path):
 
 def test_shards_overwrite_and_partitions_spilled(output, tmp_path, monkeypatch):
     whole = export(output, "label-studio", tmp_path / "one.json")
+    assert export(output, "label-studio", tmp_path / "four.json", max_items_per_file=4)["files"] == 1  # fits: one
+    assert (tmp_path / "four.json").exists() and not list(tmp_path.glob("four-*"))
     summary = export(output, "label-studio", tmp_path / "t.json", max_items_per_file=3)
     assert summary["files"] == 2 and not (tmp_path / "t.json").exists()
     shards = [json.loads((tmp_path / f"t-{k:05d}.json").read_text("utf-8")) for k in range(2)]
@@ -159,7 +161,7 @@ def test_shards_overwrite_and_partitions_spilled(output, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="exists"):
         export(output, "label-studio", tmp_path / "t.json")
     export(output, "label-studio", tmp_path / "t.json", overwrite=True)  # the shards go, one file stays
-    assert sorted(os.listdir(tmp_path)) == ["one.json", "out", "t.json"]
+    assert sorted(os.listdir(tmp_path)) == ["four.json", "one.json", "out", "t.json"]
     # Many partitions (spilled to temporary files), items made a group at a time: the same tasks.
     monkeypatch.setattr(export_rows, "PARTITION_BYTES", 1)
     monkeypatch.setattr(export_rows, "SLICE_ROWS", 1)
