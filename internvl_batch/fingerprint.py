@@ -8,7 +8,10 @@ A result row's `config_fingerprint` is a hash of everything that decides its ans
 - the checkpoint's system message, the task's prompt (its question built from a probe row, so a changed
   preset, `task.prompts`, template, JSON schema or instruction shows) and token limit;
 - generation settings (`generation`: limits, sampling, seed) and pixel settings (`preprocess`: tiling, EXIF,
-  mode; `video`: frames; `prompt.escape_special_tokens`).
+  mode; `video`: frames and decoder; `prompt.escape_special_tokens`).
+
+A setting added to the fingerprint after results carried one (`LATER_PARTS`) is hashed only when it differs
+from the value that gives what runs before it gave: an upgrade alone never stops an output's next run.
 
 Settings that change speed only (batching, engine, actors, timeouts) are not in it. The run record
 (`.internvl-batch/runs/<run_id>.json`, `config_fingerprint`) keeps the parts, so a later run can name the
@@ -53,6 +56,15 @@ PREPROCESS = (
     "multi_image_max_num",
 )
 VIDEO = ("num_segments", "max_segments")
+# Settings added to the fingerprint later -> the value that gives earlier runs' answers (not hashed when equal).
+# video.decoder: decord and PyAV give the same frames and pixels except for 10-bit video (BENCHMARKS.md), and
+# `auto` is PyAV; a run that asks for decord gets its own fingerprint.
+LATER_PARTS = {"video.decoder": "pyav"}
+
+
+def video_decoder(config: JobConfig) -> str:
+    """The decoder video rows are decoded with: `auto` is PyAV."""
+    return "decord" if config.video.decoder == "decord" else "pyav"
 
 
 @dataclass(frozen=True)
@@ -115,8 +127,10 @@ def run_fingerprint(config: JobConfig, local_dir: Path, system_message: str | No
     common |= {f"generation.{k}": getattr(config.generation, k) for k in GENERATION}
     common |= {f"preprocess.{k}": getattr(config.preprocess, k) for k in PREPROCESS}
     common |= {f"video.{k}": getattr(config.video, k) for k in VIDEO}
+    later = {"video.decoder": video_decoder(config)}
+    hashed = common | {name: value for name, value in later.items() if value != LATER_PARTS[name]}
     prompter = TaskPrompter(config.task, config.generation.max_new_tokens)
-    parts = {name: str(value) for name, value in common.items()}
+    parts = {name: str(value) for name, value in (common | later).items()}
     tasks = {}
     for task in TASKS:
         own = {
@@ -124,7 +138,7 @@ def run_fingerprint(config: JobConfig, local_dir: Path, system_message: str | No
             f"task.{task}.max_new_tokens": str(prompter.max_new_tokens(task)),
         }
         parts |= own
-        tasks[task] = _digest({**common, **own})
+        tasks[task] = _digest({**hashed, **own})
     return RunFingerprint(tasks, parts)
 
 
@@ -169,7 +183,8 @@ def changed_settings(stale: frozenset[int], fingerprint: RunFingerprint, records
         tasks = {t for t, h in hashes.items() if int(h) in stale}
         for name in fingerprint.parts.keys() | parts.keys():
             own = name.startswith("task.") and name.split(".")[1] not in tasks
-            if not own and parts.get(name) != fingerprint.parts.get(name):
+            theirs = parts.get(name, LATER_PARTS.get(name))  # a record older than the part: its default
+            if not own and theirs != fingerprint.parts.get(name):
                 changed.add(name)
         stale = stale - {int(h) for h in hashes.values()}
     if stale:

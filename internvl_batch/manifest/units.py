@@ -59,16 +59,16 @@ class ManifestFile:
 class ReadUnit:
     """A part of one manifest file that one worker reads. What `start` and `stop` mean is the format's business
     (`ManifestFormat.plan` and `.units`): JSONL: a byte range; Parquet: a run of row groups; Arrow: byte offsets
-    of a run of record batches (0: the whole file); CSV, WebDataset: 0 and the file's size; a media root: a
-    folder below it (`part`)."""
+    of a run of record batches (0: the whole file); CSV, WebDataset: 0 and the file's size; a media root: its
+    own files, or some of its folders (`folders`)."""
 
     index: int  # position of the unit in manifest order
     file: ManifestFile
     start: int  # JSONL: first byte; Parquet: first row group; Arrow: first batch's offset (0: whole file); CSV: 0
     stop: int  # JSONL, Arrow: end byte (exclusive); Parquet: end row group (exclusive); CSV: file size
     first_line: int = 1  # line (JSONL, CSV) or row (Parquet, Arrow) number of the unit's first row, 1-based
-    part: str = ""  # a media root's unit: the folder below the root it lists (`stop` 1: its whole tree; 0: the
-    # files directly in it)
+    folders: tuple[str, ...] = ()  # a media root's unit: the folders below the root whose whole trees it lists
+    # (`stop` 1), in order; none with `stop` 0: the files directly in the root
 
 
 def check_id_column(uri: str, columns: list[str], id_field: str | None, what: str = "columns") -> None:

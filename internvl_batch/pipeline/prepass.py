@@ -97,7 +97,7 @@ def _scan(unit, config, done_keys, passthrough, partitions):
 def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
     total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))
-    # A media root's size is not known before it is listed: one partition per listed folder, up to the most.
+    # A media root's size is not known before it is listed: one partition per unit of its folders, up to the most.
     partitions = max(partitions, min(MAX_PARTITIONS, sum(1 for u in units if u.file.media)))
     scan = remote(_scan, num_cpus=1, num_returns=partitions + 2)
     outputs = [scan.remote(u, config, done_ref, passthrough, partitions) for u in units]

@@ -37,6 +37,8 @@ def base_fingerprint(tiny_checkpoint):
         ({"preprocess": {"max_num": 6}}, {"caption", "ocr"}, set()),
         ({"preprocess": {"exif_transpose": False}}, {"caption"}, set()),
         ({"video": {"num_segments": 4}}, {"vqa"}, set()),
+        ({"video": {"decoder": "decord"}}, {"caption", "vqa"}, set()),
+        ({"video": {"decoder": "pyav"}}, set(), {"caption", "vqa"}),  # what `auto` is
         ({"model": {"dtype": "float32"}}, {"caption"}, set()),
         # Speed only: no answer changes.
         ({"resources": {"gpu_batch_size": 3, "cpu_actors": 2}}, set(), {"caption", "ocr", "vqa"}),
@@ -66,6 +68,20 @@ def test_other_weights_or_system_message_change_every_task(tiny_checkpoint, tmp_
     ) == ["model.files"]
     other_system = run_fingerprint(config(tiny_checkpoint), tiny_checkpoint, "another system message")
     assert other_system.tasks["ocr"] != base_fingerprint.tasks["ocr"]
+
+
+def test_a_setting_added_later_keeps_earlier_fingerprints_at_its_default(tiny_checkpoint, base_fingerprint):
+    """`video.decoder` joined the fingerprint after outputs carried one: at PyAV (what `auto` is) the hashes are
+    those of a run that never recorded it, and an earlier record without the part does not name it as changed."""
+    assert base_fingerprint.parts["video.decoder"] == "pyav"
+    earlier = {name: value for name, value in base_fingerprint.parts.items() if name != "video.decoder"}
+    new = config(tiny_checkpoint, task={"prompts": {"caption": "Describe it in five words."}})
+    fingerprint = run_fingerprint(new, tiny_checkpoint, "system")
+    record = {"config_fingerprint": {"tasks": base_fingerprint.tasks, "parts": earlier}}
+    stale = frozenset(text_hashes([base_fingerprint.tasks["caption"]]).tolist())
+    assert changed_settings(stale, fingerprint, [record]) == ["task.caption.prompt"]
+    decord = run_fingerprint(config(tiny_checkpoint, video={"decoder": "decord"}), tiny_checkpoint, "system")
+    assert changed_settings(stale, decord, [record]) == ["video.decoder"]
 
 
 def scan_with(stale_keys, stale):

@@ -6,7 +6,9 @@ out over the workers:
 
 1. `plan` (driver): one unit, nothing listed;
 2. `layout` (a worker): the root's first level: the names of its folders (prefixes);
-3. `units` (driver): one unit for the objects directly in the root, one per folder (its whole tree);
+3. `units` (driver): one unit for the objects directly in the root, then units of consecutive folders (their
+   whole trees): one folder each up to `TARGET_UNITS` folders, more each above it (at most
+   `MAX_FOLDERS_PER_UNIT`), because every unit costs a scan task and a read task, whatever it holds;
 4. `rows` (a worker): the unit's objects in name order, one row each: `id` (the path below the root, or the
    full URI with `input.media_id: uri`), `image`/`video`/`document` by suffix, `version` (what identifies the
    object's bytes: S3 and Azure ETag, S3 VersionId where listed, GCS generation, local size and mtime_ns), and
@@ -37,7 +39,10 @@ from internvl_batch.manifest.units import ReadUnit
 
 log = logging.getLogger("internvl_batch.manifest")
 GLOB_CHARS = "*?["
-ROOT_FILES, WHOLE_TREE = 0, 1  # a unit's `stop`: the objects directly in its folder, or its whole tree
+ROOT_FILES, WHOLE_TREE = 0, 1  # a unit's `stop`: the objects directly in the root, or its folders' whole trees
+# Units of a root's folders: as many as the folders up to TARGET_UNITS (the scan's and the read's parallelism),
+# then folders grouped, up to MAX_FOLDERS_PER_UNIT a unit (a folder's size is not known before it is listed).
+TARGET_UNITS, MAX_FOLDERS_PER_UNIT = 128, 32
 
 
 def split_root(pattern: str) -> tuple[str, re.Pattern | None]:
@@ -91,16 +96,20 @@ class MediaFormat(ManifestFormat):
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
     def units(self, planned, layouts, split_bytes: int, first_index: int) -> list[ReadUnit]:
-        unit = planned[0]
-        parts = [replace(unit, part="", stop=ROOT_FILES)]
-        parts += [replace(unit, part=name, stop=WHOLE_TREE) for name in layouts[0]]
+        unit, folders = planned[0], layouts[0]
+        per_unit = max(1, min(MAX_FOLDERS_PER_UNIT, len(folders) // TARGET_UNITS))
+        parts = [replace(unit, folders=(), stop=ROOT_FILES)]
+        parts += [
+            replace(unit, folders=tuple(folders[k : k + per_unit]), stop=WHOLE_TREE)
+            for k in range(0, len(folders), per_unit)
+        ]
         return [replace(part, index=first_index + k) for k, part in enumerate(parts)]
 
     def rows(self, unit: ReadUnit, storage: StorageConfig, counts: RowCounts) -> Iterator[tuple[int, object]]:
         options = unit.file.media
         root, pattern = split_root(unit.file.uri)
         number = 0
-        for relative, uri, size, version in _objects(root, unit.part, unit.stop == WHOLE_TREE, storage, counts):
+        for relative, uri, size, version in _unit_objects(root, unit, storage, counts):
             if pattern is not None and not pattern.match(relative):
                 continue
             kind = options.kind_of(relative)
@@ -120,6 +129,15 @@ class MediaFormat(ManifestFormat):
                 yield number, error
                 continue
             yield number, {"id": row_id, kind: uri, "version": version, "question": options.question}
+
+
+def _unit_objects(root: str, unit: ReadUnit, storage, counts) -> Iterator[tuple[str, str, int, str]]:
+    """(path below the root, URI, size, version) of a unit's objects: the root's own files, or its folders'."""
+    if unit.stop == ROOT_FILES:
+        yield from _objects(root, "", False, storage, counts)
+        return
+    for folder in unit.folders:
+        yield from _objects(root, folder, True, storage, counts)
 
 
 def _objects(root: str, part: str, whole_tree: bool, storage, counts) -> Iterator[tuple[str, str, int, str]]:

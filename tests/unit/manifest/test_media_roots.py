@@ -11,6 +11,7 @@ from internvl_batch.done_keys import DoneRule, build_result_keys, text_hashes
 from internvl_batch.errors import ConfigError
 from internvl_batch.keys import key_hashes
 from internvl_batch.manifest.files import input_files, plan_read_units
+from internvl_batch.manifest.formats import media as media_format
 from internvl_batch.manifest.formats.media import object_version, split_root
 from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.read import UnitRows, unit_layout
@@ -78,19 +79,47 @@ def test_globs_ids_as_uris_and_a_question_for_every_object(tmp_path):
     assert [(r["tasks"], r["question"]) for r in ok] == [(["vqa"], "What is shown?")]  # task auto: vqa
 
 
-def test_each_subfolder_is_listed_by_its_own_unit(tmp_path):
+def test_each_subfolder_is_listed_by_its_own_unit_below_the_target(tmp_path):
     root = library(tmp_path / "photos")
     config = config_for(root, tmp_path)
     files = input_files(config.input, config.storage, None)
     assert [(f.format, f.uri) for f in files] == [("media", str(root))]
     units = plan_read_units(files, 2**24, lambda todo: [unit_layout(u, config.storage) for u in todo])
-    assert [(u.part, u.stop) for u in units] == [("", 0), ("2024", 1), ("2025", 1)]
+    assert [(u.folders, u.stop) for u in units] == [((), 0), (("2024",), 1), (("2025",), 1)]
     # A folder gone between the layout and its listing (or unreadable) is counted, not fatal.
     for path in sorted((root / "2025").iterdir()):
         path.unlink()
     (root / "2025").rmdir()
     source = UnitRows(units[2], config.storage)
     assert list(source) == [] and source.counts.unlisted == 1
+
+
+def test_many_folders_share_units_and_give_the_same_rows(tmp_path, monkeypatch):
+    """Above TARGET_UNITS folders, consecutive folders share a unit (a scan and a read task each); the rows are
+    those of one unit per folder, in the same order, and a folder gone before its listing costs only itself."""
+    root = tmp_path / "photos"
+    data = encode(make_photo(8, 8), "JPEG")
+    for k in range(9):
+        (root / f"f{k}" / "sub").mkdir(parents=True)
+        for name in (f"f{k}/a.jpg", f"f{k}/sub/b.jpg"):
+            (root / name).write_bytes(data)
+    config = config_for(root, tmp_path)
+    files = input_files(config.input, config.storage, None)
+
+    def plan():
+        units = plan_read_units(files, 2**24, lambda todo: [unit_layout(u, config.storage) for u in todo])
+        rows = [raw["id"] for unit in units for _, raw in UnitRows(unit, config.storage)]
+        return units, rows
+
+    _, one_each = plan()
+    monkeypatch.setattr(media_format, "TARGET_UNITS", 4)
+    units, grouped = plan()
+    assert [u.folders for u in units] == [(), ("f0", "f1"), ("f2", "f3"), ("f4", "f5"), ("f6", "f7"), ("f8",)]
+    assert grouped == one_each == [f"f{k}/{name}" for k in range(9) for name in ("a.jpg", "sub/b.jpg")]
+    for path in (root / "f2" / "sub" / "b.jpg", root / "f2" / "a.jpg", root / "f2" / "sub", root / "f2"):
+        path.rmdir() if path.is_dir() else path.unlink()
+    source = UnitRows(units[2], config.storage)
+    assert [raw["id"] for _, raw in source] == ["f3/a.jpg", "f3/sub/b.jpg"] and source.counts.unlisted == 1
 
 
 def test_a_missing_root_or_a_file_fails_fast_with_one_line(tmp_path):
