@@ -24,6 +24,9 @@ log = logging.getLogger("internvl_batch.pipeline")
 
 SCAN_PARTITION_BYTES = 256 * 2**20  # manifest bytes per id partition of the duplicate check
 MAX_PARTITIONS = 64
+# Scan outputs (units x partitions) of a job with media roots: Ray keeps a task's return values under 100 KB in
+# its caller's (the driver's) memory, so many small partitions of many units add up to the listing's size there.
+MEDIA_SCAN_OUTPUTS, MIN_MEDIA_PARTITIONS = 512, 4
 RESULT_FILES_PER_TASK = 64
 
 
@@ -94,11 +97,21 @@ def _scan(unit, config, done_keys, passthrough, partitions):
     return (scan, found, *tables)
 
 
-def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
+def scan_partitions(units: list[ReadUnit]) -> int:
+    """How many id partitions the duplicate check has: one per `SCAN_PARTITION_BYTES` of manifests, up to
+    `MAX_PARTITIONS`. A media root's size is not known before it is listed: with one, at least
+    `MIN_MEDIA_PARTITIONS`, and more while units x partitions stays within `MEDIA_SCAN_OUTPUTS`, so that the
+    outputs small enough to be held by the driver are few (a large library's outputs are large: not held)."""
     total_bytes = sum(file.size for file in {u.file.uri: u.file for u in units}.values())  # each file once
     partitions = int(min(MAX_PARTITIONS, max(1, -(-total_bytes // SCAN_PARTITION_BYTES))))
-    # A media root's size is not known before it is listed: one partition per unit of its folders, up to the most.
-    partitions = max(partitions, min(MAX_PARTITIONS, sum(1 for u in units if u.file.media)))
+    if any(u.file.media for u in units):
+        media = min(MAX_PARTITIONS, max(MIN_MEDIA_PARTITIONS, MEDIA_SCAN_OUTPUTS // len(units)))
+        partitions = max(partitions, media)
+    return partitions
+
+
+def scan_manifests(config: JobConfig, units: list[ReadUnit], done_ref, passthrough: list[str]) -> ScanResult:
+    partitions = scan_partitions(units)
     scan = remote(_scan, num_cpus=1, num_returns=partitions + 2)
     outputs = [scan.remote(u, config, done_ref, passthrough, partitions) for u in units]
     unit_scans = get([out[0] for out in outputs])
