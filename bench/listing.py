@@ -7,7 +7,7 @@
 
 1. Local: a media root of N files spread over `--folders` subfolders (`root/d000/f0000000.jpg`, ...), each a few
    bytes named *.jpg, so every object is listed, fetched and fails decoding fast (a `decode` error row): what is
-   measured is the listing (one task per first-level folder) and the job's no-model path per row. A tree of
+   measured is the listing (tasks per unit of first-level folders) and the job's no-model path per row. A tree of
    the same size left under `--workdir` (by `--keep`) is reused.
 2. S3: a moto server on 127.0.0.1 (started and stopped by pid here, as tests/integration/conftest.py starts
    one) holding `--s3-objects` objects in `--s3-prefixes` prefixes, uploaded by threads; `input.media` is

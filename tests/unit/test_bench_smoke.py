@@ -72,6 +72,22 @@ def test_export_bench_runs_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_compact_bench_runs_tiny(tmp_path):
+    """bench/compact.py at toy sizes: nights written, read before and after a compaction to one file."""
+    out = tmp_path / "compact.json"
+    cmd = [sys.executable, str(REPO / "bench" / "compact.py"), "--objects", "300", "--nights", "4", "--changed", "20"]
+    cmd += ["--new", "5", "--rows-per-file", "100", "--workdir", str(tmp_path / "work"), "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    night, last, compacted = (result[k]["read_results"] for k in ("night_1", "last_night", "compacted"))
+    assert (night["current_rows"], last["current_rows"], compacted["current_rows"]) == (300, 315, 315)
+    assert result["last_night"]["resume_keys"] == {**result["last_night"]["resume_keys"], "files": 6}
+    assert result["compacted"]["resume_keys"]["files"] == 1 and result["compaction"]["files_before"] == 6
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
 def test_video_bench_runs_tiny(tmp_path):
     """bench/video.py's speed part at toy sizes: both decoders on both clips, 8 and 32 frames."""
     out = tmp_path / "video.json"
