@@ -146,7 +146,7 @@ def range_count(kept: int, rows: int, size: int, work: Work) -> int:
 
 def split(work: Work, first: int, files: list[str], drop: np.ndarray, cuts: list[str], schema) -> list[pa.Table]:
     """A chunk's kept rows in the unified schema, one table per id range (len(cuts) + 1). `drop`: positions to
-    leave out (at least those of this chunk)."""
+    leave out (at least those of this chunk), sorted."""
     number = range(first, first + len(files))
     tables = [
         conform(read_result_file(work.output_path, f, n, work.storage, drop), schema) for n, f in zip(number, files)

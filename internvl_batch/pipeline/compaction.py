@@ -58,7 +58,8 @@ def _select(bounds, orphans, *tables):
 
 
 def _split(work, first, files, cuts, schema, *drops):
-    return _values(split(work, first, files, np.concatenate(drops), cuts, schema))
+    # Each partition's positions are sorted, their concatenation is not: `read_result_file` searches a sorted array.
+    return _values(split(work, first, files, np.sort(np.concatenate(drops)), cuts, schema))
 
 
 def _write(work, index, schema, *tables):
