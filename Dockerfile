@@ -34,9 +34,9 @@ ARG WITH_FLASH_ATTN=1
 ARG FLASH_ATTN_WHEEL=
 # Parallel compile jobs when flash-attn compiles from source (each needs several GB of RAM).
 ARG MAX_JOBS=4
-# Not dependencies of the package, but wanted in the image: decord, the reference's video decoder
-# (`video.decoder: auto` uses it where installed; PyAV, a dependency, decodes otherwise, with the same frame
-# numbering). decord has x86_64 wheels only: pass EXTRA_PIP_PACKAGES= on arm64.
+# Not dependencies of the package, but wanted in the image: decord, the reference's video decoder, for
+# `video.decoder: decord` (the default, `auto`, is PyAV, a dependency, with the same frame numbering). decord
+# has x86_64 wheels only: pass EXTRA_PIP_PACKAGES= on arm64.
 ARG EXTRA_PIP_PACKAGES="decord>=0.6"
 
 # The repository lives here and this is the working directory of every Ray process: RayJob entrypoints

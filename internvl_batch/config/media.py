@@ -105,8 +105,15 @@ class VideoConfig(Section):
     temp_dir: str | None = Field(None, description="Directory for temporary video files; default: the system's.")
     decoder: Literal["auto", "pyav", "decord"] = Field(
         "auto",
-        description="Video decoder: decord (the reference's; the `decord` extra, x86_64 Linux wheels only), pyav "
-        "(FFmpeg in its wheels, every platform; the same frame numbering), or auto (decord where installed).",
+        description="Video decoder: pyav (FFmpeg in its wheels, every platform; decord's frame numbering), decord "
+        "(the reference's; the `decord` extra, x86_64 Linux wheels only; imported only when chosen), or auto "
+        "(PyAV: the same pixels as decord but for 10-bit video, BENCHMARKS.md).",
+    )
+    ranged_reads: bool = Field(
+        True,
+        description="With PyAV, read MP4/MOV videos on object stores (s3://, gs://, az://) in byte ranges: the "
+        "index (moov, at the start or the end) and the sampled frames' groups of pictures, not the whole object "
+        "(its size is still checked against max_bytes first). Other containers, and decord, download the file.",
     )
 
 

@@ -10,6 +10,14 @@ the picture turned counter-clockwise by the display matrix's angle, as here).
 Here: the packets are indexed the same way (demuxed, not decoded: pts and keyframe flags), and each sampled
 frame is decoded by seeking to the last keyframe at or before it and decoding forward to its pts, so only what
 is sampled (and the frames between a keyframe and it) is decoded.
+
+A file object that is an MP4/MOV (a `remote_video.ObjectFile`: ranged reads from an object store) is indexed
+without demuxing, which would read the whole file: FFmpeg's index of the stream (`stream.index_entries`, one
+entry per packet, in the order the packets are demuxed: dts, keyframe flag, position) plus each sample's
+composition offset from the `ctts` box (`mp4_index.py`) gives every packet's pts. The constant shift FFmpeg adds
+(edit lists) is taken from the first packets, demuxed; if they disagree with the index, if the sample counts
+differ (edit lists that drop samples, fragmented MP4) or if the index points past the end of the file
+(truncated), the packets are demuxed as for any other source. So the numbering is decord's either way.
 """
 
 from __future__ import annotations
@@ -21,17 +29,24 @@ from collections.abc import Iterator
 import numpy as np
 
 from internvl_batch.errors import VideoDecodeError
+from internvl_batch.imaging.mp4_index import read_moov, track_offsets
+
+CHECKED_PACKETS = 4  # packets demuxed to confirm the index's pts (a few tens of KB to a few MB: one keyframe)
 
 
 class PyAVVideo:
     """A video opened with PyAV, indexed as decord indexes it. `len()`, `get_avg_fps()`, `frames(indices)`."""
 
-    def __init__(self, data: bytes | str):
+    def __init__(self, data, owns_file: bool = False):
+        """`data`: encoded bytes, a file path, or a seekable binary file object (read in place; `close()`
+        closes it with `owns_file`)."""
         import av
 
         self._av = av
+        self.owned = data if owns_file else None
+        source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         try:
-            self.container = av.open(data if isinstance(data, str) else io.BytesIO(data), mode="r")
+            self.container = av.open(source, mode="r")
         except Exception as exc:  # noqa: BLE001 - FFmpeg's errors for unreadable input vary by container
             raise VideoDecodeError(f"not a readable video: {_first_line(exc)}") from None
         demuxer = self.container.format.name
@@ -46,6 +61,20 @@ class PyAVVideo:
             self.container.close()
             raise VideoDecodeError("no video stream (audio-only or not a video container)")
         self.stream.thread_type = "NONE"  # one decoding thread, as the reference's decord reader
+        self.indexed = False  # whether the frame table came from the MP4 index (no full demux)
+        table = None
+        if source is data and not isinstance(data, str) and demuxer.startswith("mov,"):  # a file object given
+            table = self._from_index(source)
+        pts, keys = table or self._demuxed()
+        order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+        self.pts = [pts[k] for k in order]
+        self.position = {p: i for i, p in enumerate(self.pts)}  # pts -> frame number (decord's)
+        self.key_positions = [i for i, k in enumerate(order) if keys[k]]
+        rate = self.stream.average_rate
+        self.fps = float(rate) if rate else 0.0
+
+    def _demuxed(self) -> tuple[list[int], list[bool]]:
+        """Every packet's pts and keyframe flag, in demuxing order, by demuxing them all."""
         pts, keys = [], []
         try:
             for packet in self.container.demux(self.stream):
@@ -57,12 +86,52 @@ class PyAVVideo:
             if not pts:
                 self.container.close()
                 raise VideoDecodeError(f"not a readable video: {_first_line(exc)}") from None
-        order = np.argsort(np.asarray(pts, np.int64), kind="stable")
-        self.pts = [pts[k] for k in order]
-        self.position = {p: i for i, p in enumerate(self.pts)}  # pts -> frame number (decord's)
-        self.key_positions = [i for i, k in enumerate(order) if keys[k]]
-        rate = self.stream.average_rate
-        self.fps = float(rate) if rate else 0.0
+        return pts, keys
+
+    def _from_index(self, source) -> tuple[list[int], list[bool]] | None:
+        """Every packet's pts and keyframe flag from the MP4 index (see the module docstring); None where the
+        index cannot give them. Leaves the container where it was opened: at its first packet."""
+        entries = self.stream.index_entries
+        count = len(entries)
+        if not count:
+            return None
+        at = source.tell()
+        try:
+            size = getattr(source, "size", None) or source.seek(0, io.SEEK_END)
+            moov = read_moov(source, size)
+        finally:
+            source.seek(at)  # FFmpeg's reader expects the file where it left it
+        offsets = track_offsets(moov, self.stream.id, count) if moov else None
+        if offsets is None:
+            return None
+        rows = [(e.timestamp, e.is_keyframe, e.pos + e.size) for e in entries]
+        if max(end for _, _, end in rows) > size:
+            return None  # truncated: demuxing finds the packets that are there, as decord does
+        dts = np.fromiter((t for t, _, _ in rows), np.int64, count)
+        checked = []
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0 and packet.pts is None:
+                    continue
+                checked.append((packet.dts, packet.pts))
+                if len(checked) == min(CHECKED_PACKETS, count):
+                    break
+        except self._av.FFmpegError:
+            checked = []
+        pts = None
+        if checked and all(d is not None and p is not None for d, p in checked):
+            pts = dts + offsets + (checked[0][1] - int(dts[0]) - int(offsets[0]))  # FFmpeg's shift
+            if any(d != dts[k] or p != pts[k] for k, (d, p) in enumerate(checked)):
+                pts = None
+        if pts is None:  # the index and the packets disagree: demux from the start, in a fresh container
+            self.container.close()
+            source.seek(0)
+            self.container = self._av.open(source, mode="r")
+            self.stream = self.container.streams.best("video")
+            self.stream.thread_type = "NONE"
+            return None
+        self.indexed = True
+        return pts.tolist(), [k for _, k, _ in rows]
 
     def __len__(self) -> int:
         return len(self.pts)
@@ -72,6 +141,8 @@ class PyAVVideo:
 
     def close(self) -> None:
         self.container.close()
+        if self.owned is not None:
+            self.owned.close()
 
     def frames(self, indices: list[int]) -> Iterator[np.ndarray]:
         """The frames at `indices` (decord's numbering), as uint8 RGB arrays [height, width, 3], in that order.

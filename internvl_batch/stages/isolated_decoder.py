@@ -11,6 +11,10 @@ actor's main script again in the child), under a virtual-memory limit (`preproce
   killed and the next row starts a new one.
 Rows are decoded one at a time, so a crash never touches another row's result.
 
+A video read in byte ranges (`imaging/remote_video.RemoteVideo`: an MP4 on an object store) travels to the
+child as its URI and settings; the child opens the object itself, with its own filesystem client (credentials
+from the same environment), so the ranged reads, like the decoding, happen in the child.
+
 Pixels come back over the socket as one bytes object per image set (`Connection.send_bytes`), which becomes
 the row's `pixels` value as it is: one copy more than decoding in the actor (which also copies the tiles into
 bytes once).

@@ -15,6 +15,7 @@ from internvl_batch.config import PreprocessConfig, VideoConfig
 from internvl_batch.errors import DECODE, FETCH, LIMITS, DocumentError, LimitError, RowFailure, format_row_error
 from internvl_batch.imaging import ImagePreprocessor
 from internvl_batch.imaging.document import PdfRenderer, starts_as_pdf
+from internvl_batch.imaging.remote_video import RemoteVideo
 from internvl_batch.imaging.video import SampledVideo, VideoSampler
 from internvl_batch.storage import LocalFile
 
@@ -120,8 +121,9 @@ def _as_row_failure(call):
         raise RowFailure(DECODE, exc) from None
 
 
-def _source(fetched) -> bytes | str:
-    """The fetched media as bytes, or as a path for media kept in a file."""
+def _source(fetched) -> bytes | str | RemoteVideo:
+    """The fetched media as bytes, as a path for media kept in a file, or a video to read in byte ranges
+    (`stages/video_sources.py`; the decoder opens it, in whichever process it runs)."""
     if isinstance(fetched, Exception):
         raise RowFailure(FETCH, fetched)
     return fetched.path if isinstance(fetched, LocalFile) else fetched

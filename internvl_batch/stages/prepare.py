@@ -50,6 +50,7 @@ from internvl_batch.stages.columns import column, require_columns
 from internvl_batch.stages.isolated_decoder import IsolatedDecoder
 from internvl_batch.stages.media import DecodedMedia, MediaDecoder
 from internvl_batch.stages.prepared import PREPARED_NAMES, prepared_table
+from internvl_batch.stages.video_sources import VideoSources
 from internvl_batch.storage import KindPolicy, MediaFetcher
 from internvl_batch.tasks import TaskPrompter, template_fields
 
@@ -120,6 +121,7 @@ class PrepareStage:
             self.decoder = MediaDecoder(preprocess, video, info)
         video_policy = KindPolicy(video.max_bytes, "video.max_bytes", video.in_memory_max_bytes)
         self.fetcher = MediaFetcher(storage, fetch, {"video": video_policy}, video.temp_dir)
+        self.sources = VideoSources(self.fetcher, storage, fetch, video)  # MP4s on object stores: ranged reads
         self.tasks = TaskPrompter(task, generation.max_new_tokens)
         # Row fields the prompts read -> their columns (a template's own fields travel as `in.<name>`).
         self.row_columns = {"question": "question", "expression": "expression"} | template_columns(
@@ -185,7 +187,7 @@ class PrepareStage:
                 if own is None or uri not in own
             )
         )
-        fetched = {uri: data for (uri, _), data in zip(wanted, self.fetcher.fetch_many(wanted))}
+        fetched = {uri: data for (uri, _), data in zip(wanted, self.sources.fetch_many(wanted))}
 
         out: list[dict] = []  # one entry per output row
         try:

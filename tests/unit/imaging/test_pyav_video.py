@@ -221,8 +221,9 @@ def test_a_truncated_video_gives_the_frames_it_has(tmp_path):
 
 
 def test_nothing_imports_decord_unless_it_is_chosen(tmp_path):
-    """With decord hidden (as on Linux aarch64 and macOS, where it has no wheels), `auto` decodes with PyAV and
-    the video tests pass; decord is imported only by `video.decoder: decord`, which then says how to get it."""
+    """With decord hidden (as on Linux aarch64 and macOS, where it has no wheels), `auto` decodes with PyAV (as
+    it does everywhere) and the video tests pass; decord is imported only by `video.decoder: decord`, which then
+    says how to get it."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(  # every import finder answers "not found" for decord, as if uninstalled

@@ -1,5 +1,5 @@
 """Video frame sampling against the reference formula, on real H.264 MP4s whose frames show their index, with
-each decoder (`video.decoder`: decord, the reference's, when installed; PyAV)."""
+each decoder (`video.decoder`: decord, the reference's, when installed; PyAV, which `auto` means)."""
 
 import importlib.util
 import io
@@ -109,3 +109,28 @@ def test_limits_name_the_setting(videos, decoder):
         VideoSampler(max_duration_s=5, decoder=decoder)(videos["25fps-10s-gop12"], 8)
     with pytest.raises(VideoLimitError, match="num_segments=65 exceeds video.max_segments=64"):
         VideoSampler(decoder=decoder)(videos["25fps-10s-gop12"], 65)
+
+
+def test_auto_is_pyav_and_decord_is_imported_only_when_chosen():
+    """`video.decoder: auto` (the default) decodes with PyAV even where decord is installed; decord is imported
+    only by `decoder: decord` (checked in a fresh interpreter: other tests here load it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from internvl_batch.imaging.video import resolve_decoder
+
+    assert [resolve_decoder(d) for d in ("auto", "pyav", "decord")] == ["pyav", "pyav", "decord"]
+    check = (
+        "import sys\n"
+        "from internvl_batch.imaging.video import VideoSampler\n"
+        "from internvl_batch.stages.media import MediaDecoder\n"
+        "from internvl_batch.config import PreprocessConfig, VideoConfig\n"
+        "from tests.media import encode_video\n"
+        "sampled = MediaDecoder(PreprocessConfig(), VideoConfig(), None).video(encode_video(30, 30.0), 4)\n"
+        "assert sampled.frame_indices == [3, 10, 17, 25], sampled\n"
+        "assert 'decord' not in sys.modules\n"
+    )
+    repo = Path(__file__).resolve().parents[3]
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, cwd=repo, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
