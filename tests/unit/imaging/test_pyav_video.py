@@ -34,20 +34,27 @@ def clip(codec, pix_fmt="yuv420p", n=60, w=320, h=240, fmt="mp4", options=None, 
         stream.options = {"g": "12", **(options or {})}
         if rotation:
             stream.set_display_rotation(rotation)
-        sound = container.add_stream("aac", rate=16000) if audio else None
-        for k in range(n):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, k % 64 : k % 64 + w]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            if sound is not None:
-                samples = av.AudioFrame.from_ndarray(np.zeros((1, 640), np.float32), format="fltp", layout="mono")
-                samples.sample_rate, samples.pts = 16000, k * 640
-                for packet in sound.encode(samples):
-                    container.mux(packet)
-        for s in (stream, sound):
-            for packet in s.encode() if s is not None else []:
-                container.mux(packet)
+        frames = (np.ascontiguousarray(base[:, k % 64 : k % 64 + w]) for k in range(n))
+        encode_frames(container, stream, frames, audio)
     return buf.getvalue()
+
+
+def encode_frames(container, stream, frames, audio: bool = False) -> None:
+    """Encode and mux RGB `frames` on `stream`, with a silent 40 ms AAC frame after each when `audio`; flush."""
+    import av
+
+    sound = container.add_stream("aac", rate=16000) if audio else None
+    for k, rgb in enumerate(frames):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            container.mux(packet)
+        if sound is not None:
+            samples = av.AudioFrame.from_ndarray(np.zeros((1, 640), np.float32), format="fltp", layout="mono")
+            samples.sample_rate, samples.pts = 16000, k * 640
+            for packet in sound.encode(samples):
+                container.mux(packet)
+    for s in (stream, sound):
+        for packet in s.encode() if s is not None else []:
+            container.mux(packet)
 
 
 def vfr_clip() -> bytes:

@@ -13,6 +13,7 @@ import pytest
 from internvl_batch.imaging.mp4_index import is_iso_bmff, read_moov, track_offsets
 from internvl_batch.imaging.pyav_video import PyAVVideo
 from internvl_batch.imaging.video import VideoDecodeError, sample_frame_indices
+from tests.unit.imaging.test_pyav_video import encode_frames
 
 
 def h264(path: Path, n=60, bframes=0, gop=12, faststart=False, audio=False, w=160, h=120) -> bytes:
@@ -25,19 +26,7 @@ def h264(path: Path, n=60, bframes=0, gop=12, faststart=False, audio=False, w=16
         stream = container.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"preset": "ultrafast", "bf": str(bframes), "g": str(gop)}
-        sound = container.add_stream("aac", rate=16000) if audio else None
-        for k in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-            if sound is not None:
-                samples = av.AudioFrame.from_ndarray(np.zeros((1, 640), np.float32), format="fltp", layout="mono")
-                samples.sample_rate, samples.pts = 16000, k * 640
-                for packet in sound.encode(samples):
-                    container.mux(packet)
-        for s in (stream, sound):
-            for packet in s.encode() if s is not None else []:
-                container.mux(packet)
+        encode_frames(container, stream, (rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)), audio)
     return path.read_bytes()
 
 
