@@ -37,6 +37,7 @@ class RemoteVideo:
     size: int
     storage: dict  # StorageConfig / FetchConfig as plain values: this travels to the decoder's child process
     fetch: dict
+    tag: str | None = None  # the object's ETag / generation when probed (`content_tag`), None if the store gave none
 
     def open(self) -> ObjectFile:
         storage, fetch = StorageConfig(**self.storage), FetchConfig(**self.fetch)
@@ -44,10 +45,23 @@ class RemoteVideo:
         handle = fs.open(
             path, "rb", block_size=BLOCK_BYTES, cache_type="blockcache", cache_options={"maxblocks": MAX_BLOCKS}
         )
-        if handle.size != self.size:  # replaced since it was probed: its limit check no longer holds
+        # Replaced since it was probed: its limit check no longer holds, and the table of one version must not be
+        # read against the bytes of another.
+        tag = content_tag(getattr(handle, "details", None) or {})
+        if handle.size != self.size or (self.tag and tag and tag != self.tag):
             handle.close()
-            raise FetchError(f"{self.uri}: the object changed size while being read ({self.size} -> {handle.size})")
+            raise FetchError(
+                f"{self.uri}: the object was replaced while being read (size {self.size} -> {handle.size})"
+            )
         return ObjectFile(handle, fetch)
+
+
+def content_tag(info: dict) -> str | None:
+    """What names an object's bytes in its metadata: ETag (S3, Azure, GCS) and GCS's generation; None if neither."""
+    etag, generation = info.get("ETag") or info.get("etag"), info.get("generation")
+    parts = [str(etag).strip('"')] if etag else []
+    parts += [f"generation={generation}"] if generation else []
+    return " ".join(parts) or None
 
 
 def is_ranged_candidate(uri: str) -> bool:
@@ -68,7 +82,7 @@ def probe(uri: str, storage: StorageConfig, fetch: FetchConfig, max_bytes: int, 
     head = deadline.run(fs, fs._cat_file, path, start=0, end=min(size, HEAD_BYTES))
     if not is_iso_bmff(head):
         return None
-    return RemoteVideo(uri, size, storage.model_dump(), fetch.model_dump())
+    return RemoteVideo(uri, size, storage.model_dump(), fetch.model_dump(), content_tag(info))
 
 
 class ObjectFile:

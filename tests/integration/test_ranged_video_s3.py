@@ -96,3 +96,20 @@ def test_the_isolated_decoder_child_opens_the_object_itself(videos):
     expected = VideoSampler(decoder="pyav")(made["first.mp4"], 4)
     assert decoded.video.frame_indices == expected.frame_indices
     assert np.array_equal(decoded.tiles, expected.tiles)
+
+
+def test_an_object_replaced_after_its_probe_is_a_fetch_error(videos, s3):
+    """The same size, other bytes (another ETag): the index of one version must not be read against another's."""
+    sources, base, made = videos
+    uri = f"{base}/swap.mp4"
+    s3.pipe(uri.removeprefix("s3://"), made["first.mp4"])
+    (remote,) = sources.fetch_many([(uri, "video")])
+    assert isinstance(remote, RemoteVideo) and remote.tag
+    changed = bytearray(made["first.mp4"])
+    changed[-1] ^= 0xFF
+    s3.pipe(uri.removeprefix("s3://"), bytes(changed))
+    with pytest.raises(FetchError, match="replaced while being read"):
+        open_video(remote, "pyav")
+    s3.pipe(uri.removeprefix("s3://"), made["first.mp4"][:-1])  # another size
+    with pytest.raises(FetchError, match=r"size \d+ -> \d+"):
+        open_video(remote, "pyav")
