@@ -10,6 +10,7 @@ the same command resumes from them (`interrupted_line`).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -21,6 +22,7 @@ import ray.data
 from internvl_batch.config import JobConfig, PipelineConfig
 from internvl_batch.config_loader import load_config
 from internvl_batch.errors import InternVLBatchError, JobFailed
+from internvl_batch.filesystems import fsspec_filesystem
 from internvl_batch.fingerprint import RunFingerprint, check_config_change, done_rule, run_fingerprint, run_records
 from internvl_batch.local_media import with_local_roots
 from internvl_batch.manifest.files import input_files
@@ -30,7 +32,8 @@ from internvl_batch.manifest.units import ManifestFile
 from internvl_batch.model.bundle import ModelBundle
 from internvl_batch.model.loader import verify_weights
 from internvl_batch.model.locate import display_name
-from internvl_batch.output_dir import new_run_id, prepare_output, write_summary
+from internvl_batch.output_dir import new_run_id, prepare_output, record_run, write_summary
+from internvl_batch.output_layout import run_record_path
 from internvl_batch.passthrough import pinned_types, settle_types
 from internvl_batch.pipeline.console import absorb_actor_restart_warning, quiet_ray_data
 from internvl_batch.pipeline.crash_ledger import RemoteCrashLedger
@@ -39,7 +42,7 @@ from internvl_batch.pipeline.driver import interrupted_line, interruptible, ray_
 from internvl_batch.pipeline.prepass import load_done_keys, read_units, record_orphans, scan_manifests
 from internvl_batch.pipeline.reading import ManifestDatasource
 from internvl_batch.redact import install_log_redaction, redact_text
-from internvl_batch.report import write_report
+from internvl_batch.report import write_run_report
 from internvl_batch.summary import CRASHED_ROWS, RunStats, package_versions, print_summary
 from internvl_batch.tasks import template_fields
 
@@ -141,11 +144,38 @@ def missing_results(config: JobConfig, units, scan, limit: int = 10) -> list[str
 
 
 def run_job(config: JobConfig) -> dict:
-    """Run the whole job; returns the summary (also written to `<output>/.internvl-batch/summary.json`)."""
+    """Run the whole job; returns the summary (also written to `<output>/.internvl-batch/summary.json`). A run
+    stopped after its start was recorded (a config change, an interrupt, a failed pipeline) has its record say so."""
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()
     run_id = new_run_id()
     files, fingerprint, records = preflight(config, run_id)
+    try:
+        return _run_recorded(config, run_id, started, t0, files, fingerprint, records)
+    except BaseException as exc:
+        close_record(config, run_id, exc)
+        raise
+
+
+def close_record(config: JobConfig, run_id: str, exc: BaseException) -> None:
+    """The run's record, if it still says "running", gets the status the run ended with and its error line."""
+    try:
+        fs, path = fsspec_filesystem(config.output.path, config.storage)
+        with fs.open(run_record_path(path, run_id), "r") as f:
+            record = json.load(f)
+        if record.get("status") != "running":
+            return  # the run's summary is its record
+        stopped = isinstance(exc, (KeyboardInterrupt, JobInterrupted))
+        record.update(
+            status="interrupted" if stopped else "stopped", finished_at=datetime.now(timezone.utc).isoformat()
+        )
+        record["error"] = redact_text(str(exc) or "interrupted" if stopped else f"{type(exc).__name__}: {exc}")
+        record_run(config.output.path, config.storage, record)
+    except Exception as problem:  # noqa: BLE001 - never hides why the run stopped
+        log.warning("the run record was not updated: %s: %s", type(problem).__name__, problem)
+
+
+def _run_recorded(config, run_id, started, t0, files, fingerprint, records) -> dict:
     config = with_local_roots(config, [f.uri for f in files if not f.media], [f.uri for f in files if f.media])
     num_gpus = init_ray(config)
     t_scan = time.monotonic()
@@ -222,19 +252,6 @@ def run_job(config: JobConfig) -> dict:
 def exit_code(summary: dict, config: JobConfig) -> int:
     """0, or `output.crashed_rows_exit_code` for a run whose only trouble is rows that kill model replicas."""
     return config.output.crashed_rows_exit_code if summary["status"] == CRASHED_ROWS else 0
-
-
-def write_run_report(config: JobConfig) -> None:
-    """`output.report`: the HTML report of the output; a report that cannot be made never fails the job."""
-    try:
-        where = write_report(config.output.path, config.storage, fetch=config.fetch)
-        print(f"report: {where}", flush=True)
-    except Exception as exc:  # noqa: BLE001 - the results are written; the report is a view of them
-        log.warning("the report could not be written: %s: %s", type(exc).__name__, exc)
-    except KeyboardInterrupt:  # Ctrl-C after the job is done stops the report, not the job
-        log.warning(
-            "the report was not written (interrupted); `internvl-batch report %s` writes it", config.output.path
-        )
 
 
 def main(

@@ -5,11 +5,15 @@ the plots, `page.py` the page."""
 
 from __future__ import annotations
 
-from internvl_batch.config import FetchConfig, StorageConfig
+import logging
+
+from internvl_batch.config import FetchConfig, JobConfig, StorageConfig
 from internvl_batch.output_dir import report_path, write_output_file
 from internvl_batch.report.collect import collect as collect_output  # (the package keeps `collect`: the module)
 from internvl_batch.report.media import MediaThumbnails, report_fetch_config
 from internvl_batch.report.page import render
+
+log = logging.getLogger("internvl_batch.job")
 
 
 def write_report(
@@ -35,3 +39,16 @@ def write_report(
     page = render(data, MediaThumbnails(storage, fetch))
     target = out or report_path(output_path)
     return write_output_file(target, storage, page)  # a new file renamed over the target: a link is replaced
+
+
+def write_run_report(config: JobConfig) -> None:
+    """`output.report`: the HTML report of the output; a report that cannot be made never fails the job."""
+    try:
+        where = write_report(config.output.path, config.storage, fetch=config.fetch)
+        print(f"report: {where}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - the results are written; the report is a view of them
+        log.warning("the report could not be written: %s: %s", type(exc).__name__, exc)
+    except KeyboardInterrupt:  # Ctrl-C after the job is done stops the report, not the job
+        log.warning(
+            "the report was not written (interrupted); `internvl-batch report %s` writes it", config.output.path
+        )

@@ -7,6 +7,7 @@ import pytest
 
 from internvl_batch import job
 from internvl_batch.config_loader import load_config
+from internvl_batch.fingerprint import run_records
 from internvl_batch.job import run_job
 from internvl_batch.pipeline import results_dataset
 from internvl_batch.results import read_results
@@ -70,6 +71,8 @@ def test_nightly_runs_over_a_versioned_bucket(ray_local, s3, bucket, s3_endpoint
     prompt = {"task": {"prompts": {"caption": "Describe the photo in five words."}}}
     assert job.main(config(**prompt)) == 2
     assert "changed: task.caption.prompt); set output.on_config_change=reprocess" in capsys.readouterr().err
+    (stopped,) = [r for r in run_records(out, config().storage) if r["status"] != "finished" and "rows_ok" not in r]
+    assert stopped["status"] == "stopped" and "ConfigChanged: 2 results" in stopped["error"]  # not left "running"
     third = run_job(config(**prompt, output={"on_config_change": "reprocess"}))
     assert (third["rows_ok"], third["results_stale_config"], third["results_orphaned"]) == (2, 2, 1)
     fourth = run_job(config(**prompt))  # the default again: everything current was made with this config
