@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import internvl_batch.job as job
+from internvl_batch.config import StorageConfig
 from internvl_batch.config_loader import load_config
+from internvl_batch.fingerprint import run_records
 from internvl_batch.results import read_results
 from tests.media import encode, make_photo
 
@@ -94,6 +96,8 @@ def test_ctrl_c_then_a_killed_driver_then_resume_gives_every_id_once(
     )
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     assert kept and not any(noise in text for noise in RAY_NOISE), text
+    (record,) = run_records(str(tmp_path / "out"), StorageConfig())
+    assert record["status"] == "interrupted" and record["error"].startswith("interrupted after"), record
 
     # The same command again, its driver on the tests' shared cluster (as under `ray job submit`): killed with
     # SIGKILL once it has written more, as when the pod running it is lost (the cluster ends that job's actors).
