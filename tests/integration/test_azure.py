@@ -23,7 +23,9 @@ from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port, start_shared_ray
 from tests.integration.media_roots import check_media_root
+from tests.integration.ranged_video import check_ranged_video
 from tests.media import encode, make_photo
+from tests.unit.imaging.test_ranged_video import h264
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -147,3 +149,9 @@ def test_a_media_root_on_azure_is_listed_with_etags(azure, tmp_path):
     """`input.media` on az:// (Azurite): one row per blob below the root, its version the blob's ETag; the second
     listing in the same process sees the rewrite (the filesystem's listing cache is dropped)."""
     check_media_root(azure, "media/lib", "az://media/lib", str(tmp_path / "out"), "etag=")
+
+
+def test_an_mp4_on_azure_is_read_in_byte_ranges(azure, tmp_path):
+    """`video.ranged_reads` on az:// (adlfs's block reads, the blob's ETag as its tag)."""
+    data = h264(tmp_path / "v.mp4", n=320, gop=25, bframes=2, faststart=True, w=320, h=240)
+    check_ranged_video(azure, "media/v/clip.mp4", "az://media/v/clip.mp4", StorageConfig(), data)

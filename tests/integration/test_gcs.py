@@ -22,7 +22,9 @@ from internvl_batch.job import run_job
 from internvl_batch.storage import MediaFetcher
 from tests.integration.conftest import free_port
 from tests.integration.media_roots import check_media_root
+from tests.integration.ranged_video import check_ranged_video
 from tests.media import encode, make_photo
+from tests.unit.imaging.test_ranged_video import h264
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -142,3 +144,10 @@ def test_a_media_root_on_gcs_is_listed_with_object_generations(gcs, tmp_path):
     check_media_root(
         fs, "media-bucket/lib", "gs://media-bucket/lib/", str(tmp_path / "out"), "generation=", storage.model_dump()
     )
+
+
+def test_an_mp4_on_gcs_is_read_in_byte_ranges(gcs, tmp_path):
+    """`video.ranged_reads` on gs:// (gcsfs's block reads, the object's generation as its tag)."""
+    storage, fs = gcs
+    data = h264(tmp_path / "v.mp4", n=320, gop=25, bframes=2, w=320, h=240)
+    check_ranged_video(fs, "media-bucket/v/clip.mp4", "gs://media-bucket/v/clip.mp4", storage, data)
