@@ -136,3 +136,13 @@ def fsspec_filesystem(uri: str, storage: StorageConfig, fetch: FetchConfig | Non
     raise UnsupportedURIError(
         f"unsupported URI scheme {scheme!r} in {uri!r} (supported: s3://, gs://, az://, local paths)"
     )
+
+
+def object_version(info: dict) -> str | None:
+    """What identifies an object's bytes in a listing entry: ETag (S3, Azure), VersionId (versioned S3),
+    generation (GCS); None when the store gives none."""
+    etag, version = info.get("ETag") or info.get("etag"), info.get("VersionId") or info.get("version_id")
+    parts = [f"etag={str(etag).strip(chr(34))}"] if etag else []
+    parts += [f"version={version}"] if version else []
+    parts += [f"generation={info['generation']}"] if info.get("generation") else []
+    return " ".join(parts) or None

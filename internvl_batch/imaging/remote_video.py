@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from internvl_batch.config import FetchConfig, StorageConfig
 from internvl_batch.errors import FetchError
-from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, fsspec_filesystem, scheme_of
+from internvl_batch.filesystems import OBJECT_STORE_SCHEMES, fsspec_filesystem, object_version, scheme_of
 from internvl_batch.imaging.mp4_index import is_iso_bmff
 from internvl_batch.storage import Deadline  # one read's deadline, as the fetcher's reads
 
@@ -37,7 +37,7 @@ class RemoteVideo:
     size: int
     storage: dict  # StorageConfig / FetchConfig as plain values: this travels to the decoder's child process
     fetch: dict
-    tag: str | None = None  # the object's ETag / generation when probed (`content_tag`), None if the store gave none
+    tag: str | None = None  # the object's ETag / generation when probed (`object_version`), None if the store gave none
 
     def open(self) -> ObjectFile:
         storage, fetch = StorageConfig(**self.storage), FetchConfig(**self.fetch)
@@ -47,21 +47,13 @@ class RemoteVideo:
         )
         # Replaced since it was probed: its limit check no longer holds, and the table of one version must not be
         # read against the bytes of another.
-        tag = content_tag(getattr(handle, "details", None) or {})
+        tag = object_version(getattr(handle, "details", None) or {})
         if handle.size != self.size or (self.tag and tag and tag != self.tag):
             handle.close()
             raise FetchError(
                 f"{self.uri}: the object was replaced while being read (size {self.size} -> {handle.size})"
             )
         return ObjectFile(handle, fetch)
-
-
-def content_tag(info: dict) -> str | None:
-    """What names an object's bytes in its metadata: ETag (S3, Azure, GCS) and GCS's generation; None if neither."""
-    etag, generation = info.get("ETag") or info.get("etag"), info.get("generation")
-    parts = [str(etag).strip('"')] if etag else []
-    parts += [f"generation={generation}"] if generation else []
-    return " ".join(parts) or None
 
 
 def is_ranged_candidate(uri: str) -> bool:
@@ -82,7 +74,7 @@ def probe(uri: str, storage: StorageConfig, fetch: FetchConfig, max_bytes: int, 
     head = deadline.run(fs, fs._cat_file, path, start=0, end=min(size, HEAD_BYTES))
     if not is_iso_bmff(head):
         return None
-    return RemoteVideo(uri, size, storage.model_dump(), fetch.model_dump(), content_tag(info))
+    return RemoteVideo(uri, size, storage.model_dump(), fetch.model_dump(), object_version(info))
 
 
 class ObjectFile:

@@ -33,7 +33,7 @@ from fsspec.utils import glob_translate
 
 from internvl_batch.config import StorageConfig
 from internvl_batch.errors import ConfigError, ManifestError
-from internvl_batch.filesystems import fsspec_filesystem, is_local, local_path, scheme_of
+from internvl_batch.filesystems import fsspec_filesystem, is_local, local_path, object_version, scheme_of
 from internvl_batch.manifest.formats.base import ManifestFormat, RowCounts
 from internvl_batch.manifest.units import ReadUnit
 
@@ -53,16 +53,6 @@ def split_root(pattern: str) -> tuple[str, re.Pattern | None]:
     if first is None:
         return pattern.rstrip("/"), None
     return "/".join(parts[:first]), re.compile(glob_translate("/".join(parts[first:])))
-
-
-def object_version(info: dict) -> str | None:
-    """What identifies an object's bytes in a listing entry: ETag (S3, Azure), VersionId (versioned S3),
-    generation (GCS); None when the store gives none."""
-    etag, version = info.get("ETag") or info.get("etag"), info.get("VersionId") or info.get("version_id")
-    parts = [f"etag={str(etag).strip(chr(34))}"] if etag else []
-    parts += [f"version={version}"] if version else []
-    parts += [f"generation={info['generation']}"] if info.get("generation") else []
-    return " ".join(parts) or None
 
 
 class MediaFormat(ManifestFormat):

@@ -9,10 +9,11 @@ import pytest
 from internvl_batch.config_loader import load_config
 from internvl_batch.done_keys import DoneRule, build_result_keys, text_hashes
 from internvl_batch.errors import ConfigError
+from internvl_batch.filesystems import object_version
 from internvl_batch.keys import key_hashes
 from internvl_batch.manifest.files import input_files, plan_read_units
 from internvl_batch.manifest.formats import media as media_format
-from internvl_batch.manifest.formats.media import object_version, split_root
+from internvl_batch.manifest.formats.media import split_root
 from internvl_batch.manifest.local import read_manifests
 from internvl_batch.manifest.read import UnitRows, unit_layout
 from tests.media import encode, encode_pdf, make_photo
